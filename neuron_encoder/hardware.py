@@ -1,0 +1,132 @@
+"""Every probe of what this machine has: Neuron devices and SDK, CUDA, the CPU. One place, cached.
+
+torch_neuronx is imported here only to ask whether it imports; the neuron backend does the real work.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+from pathlib import Path
+
+NEURON_INSTALL_HINT = (
+    "torch-neuronx is published only on AWS's Neuron pip repository (the PyPI package of that name "
+    "is a placeholder). On an inf2/trn1/trn2 instance use the Neuron Deep Learning AMI's venv, e.g. "
+    "`source /opt/aws_neuronx_venv_pytorch_2_9/bin/activate`, or follow the Neuron setup guide: "
+    "pip install torch-neuronx neuronx-cc --extra-index-url=https://pip.repos.neuron.amazonaws.com"
+)
+
+
+@functools.lru_cache(maxsize=None)
+def neuron_device_count() -> int:
+    """Neuron devices (chips) visible as /dev/neuron* files."""
+    return len(glob.glob("/dev/neuron[0-9]*"))
+
+
+@functools.lru_cache(maxsize=None)
+def has_neuron_devices() -> bool:
+    """Device files, or a `neuron` driver line in /proc/devices (optimum-neuron's check)."""
+    if neuron_device_count():
+        return True
+    try:
+        return any(line.split()[-1:] == ["neuron"] for line in Path("/proc/devices").read_text().splitlines())
+    except OSError:
+        return False
+
+
+def neuron_sdk_problem() -> str | None:
+    """None when torch_neuronx imports; otherwise why not (not cached: tests install a double)."""
+    if importlib.util.find_spec("torch_neuronx") is None:
+        return "torch_neuronx is not installed"
+    try:
+        importlib.import_module("torch_neuronx")
+    except ImportError as exc:  # the PyPI placeholder raises ImportError on import
+        return f"torch_neuronx is installed but does not import ({exc}); it is probably PyPI's placeholder"
+    return None
+
+
+def is_neuron_sdk_available() -> bool:
+    return neuron_sdk_problem() is None
+
+
+def is_cuda_available() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def visible_neuron_cores(default: int = 2) -> int:
+    """NeuronCores this process may use: NEURON_RT_VISIBLE_CORES, NEURON_RT_NUM_CORES, or `default`.
+
+    `default` is the cores of the chips present; inf2.xlarge and trn1.2xlarge have 2.
+    """
+    visible = os.environ.get("NEURON_RT_VISIBLE_CORES", "").strip()
+    if visible:
+        return len(parse_core_list(visible))
+    number = os.environ.get("NEURON_RT_NUM_CORES", "").strip()
+    if number:
+        return int(number)
+    return default
+
+
+def parse_core_list(text: str) -> list[int]:
+    """'0-1' -> [0, 1]; '3' -> [3]; '0,2-3' -> [0, 2, 3] (NEURON_RT_VISIBLE_CORES syntax)."""
+    cores: list[int] = []
+    for part in text.split(","):
+        first, _, last = part.strip().partition("-")
+        try:
+            cores.extend(range(int(first), int(last or first) + 1))
+        except ValueError:
+            raise ValueError(f"NEURON_RT_VISIBLE_CORES={text!r} is not a core list like '0-1' or '3'") from None
+    return cores
+
+
+def package_version(name: str) -> str | None:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or "unknown CPU"
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_flags() -> frozenset[str]:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_has_fast_bf16() -> bool:
+    """bf16 matmuls are fast only with AVX512-BF16 or AMX; elsewhere they are emulated and slow."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def describe() -> dict:
+    """What the probes found, for logs, manifests and benchmark records."""
+    return {
+        "neuron_devices": neuron_device_count(),
+        "neuron_driver": has_neuron_devices(),
+        "neuron_sdk": neuron_sdk_problem() or "available",
+        "cuda": is_cuda_available(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_fast_bf16": cpu_has_fast_bf16(),
+    }

@@ -1,0 +1,87 @@
+"""Tokenization with the checkpoint's own tokenizer, and padding to a fixed (bucket) length."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .errors import CheckpointError, ShapeError
+
+
+@dataclass
+class Batch:
+    """Model inputs, all int64 (B, T); `lengths` are the real token counts before padding."""
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    token_type_ids: torch.Tensor
+
+    @property
+    def lengths(self) -> list[int]:
+        return self.attention_mask.sum(1).tolist()
+
+    def as_tuple(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.input_ids, self.attention_mask, self.token_type_ids
+
+
+class Tokenizer:
+    """A thin wrapper over Hugging Face `tokenizers`, reading tokenizer.json or vocab.txt."""
+
+    def __init__(self, directory: str | Path, max_length: int = 512) -> None:
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers.implementations import BertWordPieceTokenizer
+        directory = Path(directory)
+        if (directory / "tokenizer.json").exists():
+            self._tok = HFTokenizer.from_file(str(directory / "tokenizer.json"))
+        elif (directory / "vocab.txt").exists():
+            self._tok = BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=True)
+        else:
+            raise CheckpointError(f"{directory} has no tokenizer.json or vocab.txt")
+        # We pad and truncate ourselves, to bucket lengths; the file's own settings would fight that.
+        self._tok.no_padding()
+        self._tok.no_truncation()
+        self.max_length = max_length
+        self.pad_id = self._tok.token_to_id("[PAD]") or 0
+
+    def encode(self, texts: Sequence[str] | Sequence[tuple[str, str]], pad_to: int | None = None,
+               truncate: bool = True) -> Batch:
+        """Tokenise texts (or text pairs, for segment ids) and pad to `pad_to` or the longest.
+
+        truncate=False raises a ShapeError for a text longer than the limit instead of cutting it.
+        """
+        if isinstance(texts, str):
+            raise ShapeError("pass a list of texts, not a single string")
+        if not texts:
+            raise ShapeError("no texts to encode")
+        limit = min(pad_to or self.max_length, self.max_length)
+        encodings = self._tok.encode_batch(list(texts))
+        rows = []
+        for text, enc in zip(texts, encodings):
+            ids, types = enc.ids, enc.type_ids
+            if len(ids) > limit:
+                if not truncate:
+                    raise ShapeError(f"a text has {len(ids)} tokens, more than the limit {limit}: "
+                                     f"{str(text)[:60]!r}...")
+                ids, types = ids[:limit - 1] + ids[-1:], types[:limit - 1] + types[-1:]  # keep [SEP]
+            rows.append((ids, types))
+        length = pad_to or max(len(ids) for ids, _ in rows)
+        input_ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
+        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
+        token_type_ids = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, (ids, types) in enumerate(rows):
+            input_ids[i, :len(ids)] = torch.tensor(ids)
+            attention_mask[i, :len(ids)] = 1
+            token_type_ids[i, :len(ids)] = torch.tensor(types)
+        return Batch(input_ids, attention_mask, token_type_ids)
+
+
+def load_tokenizer(model) -> Tokenizer:
+    """The tokenizer saved beside a checkpoint loaded with Encoder.from_pretrained."""
+    directory = getattr(model, "checkpoint_dir", None)
+    if directory is None:
+        raise CheckpointError("this model has random weights and no tokenizer; "
+                              "load a checkpoint with Encoder.from_pretrained")
+    return Tokenizer(directory, max_length=model.config.max_position_embeddings)

