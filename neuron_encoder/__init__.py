@@ -8,4 +8,10 @@ from .config import EncoderConfig, PRESETS, preset
 from .errors import NeuronEncoderError
 from .model import Encoder
 
-__all__ = ["Encoder", "EncoderConfig", "PRESETS", "preset", "NeuronEncoderError", "__version__"]
+__all__ = ["load_compiled", "Encoder", "EncoderConfig", "PRESETS", "preset", "NeuronEncoderError", "__version__"]
+
+
+def load_compiled(directory, replicas=None, buckets=None):
+    """Load a compiled artifact directory (see neuron_encoder.runtime.load_compiled)."""
+    from .runtime import load_compiled as _load
+    return _load(directory, replicas=replicas, buckets=buckets)

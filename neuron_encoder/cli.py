@@ -59,3 +59,34 @@ def quickstart(model: str = typer.Option("minilm", help=MODEL_HELP)) -> None:
     """The main job: parameter breakdown, then sample embeddings and their similarities."""
     from .quickstart import run_quickstart
     run_quickstart(model, echo=typer.echo)
+
+
+@app.command("compile")
+def compile_command(
+    model: str = typer.Option("minilm", help=MODEL_HELP),
+    batch_sizes: str = typer.Option("1", help="comma-separated batch sizes, one bucket each"),
+    seq_lens: str = typer.Option("128", help="comma-separated sequence lengths, one bucket each"),
+    backend: str = typer.Option("auto", help="auto | cpu | cuda | neuron"),
+    target: Optional[str] = typer.Option(None, help="Neuron target: inf2 | trn1 | trn1n | trn2"),
+    auto_cast: str = typer.Option("none", help="none | matmult | all (neuronx-cc's names)"),
+    auto_cast_type: str = typer.Option("bf16", help="bf16 | fp16 | tf32 | fp8_e4m3"),
+    optlevel: int = typer.Option(2, help="neuronx-cc --optlevel 1, 2 or 3"),
+    compiler_args: str = typer.Option("", help="extra neuronx-cc flags, passed through verbatim"),
+    out: Optional[str] = typer.Option(None, help="artifact directory (default: artifacts/<model>-<backend>-...)"),
+    force: bool = typer.Option(False, "--force", help="recompile even if a matching artifact exists"),
+    max_abs: float = typer.Option(1e-3, help="numerics gate for fp32: max abs error"),
+    min_cosine: float = typer.Option(0.999, help="numerics gate for cast precisions: min cosine"),
+) -> None:
+    """Compile a model into static-shape buckets, check numerics, write a verified artifact."""
+    import shlex
+    from .backends import CompileOptions
+    from .compiler import Tolerance, compile_model
+    options = CompileOptions(target=target, auto_cast=auto_cast, auto_cast_type=auto_cast_type,
+                             optlevel=optlevel, extra_args=tuple(shlex.split(compiler_args)))
+    result = compile_model(model, batch_sizes=batch_sizes, seq_lens=seq_lens, backend=backend,
+                           options=options, out=out, force=force,
+                           tolerance=Tolerance(max_abs=max_abs, min_cosine=min_cosine), progress=typer.echo)
+    typer.echo(json.dumps({"artifact": str(result.path), "cache_hit": result.cache_hit,
+                           "backend": result.manifest["backend"], "precision": result.manifest["precision"],
+                           "buckets": [{k: b[k] for k in ("name", "compile_seconds")} | b["numerics"]
+                                       for b in result.manifest["buckets"]]}, indent=2))

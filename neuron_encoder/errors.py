@@ -43,3 +43,15 @@ class NumericsError(NeuronEncoderError):
     """A compiled model whose outputs drift beyond tolerance from the fp32 reference."""
 
     exit_code = 7
+
+
+class CompileError(NeuronEncoderError):
+    """The compiler (neuronx-cc, TorchScript, ...) failed on a bucket."""
+
+    exit_code = 8
+
+
+class InputFileError(NeuronEncoderError, ValueError):
+    """A file the user points at (a benchmark result, a price table) that is missing or malformed."""
+
+    exit_code = 2

@@ -11,6 +11,7 @@ import importlib
 import importlib.metadata
 import importlib.util
 import os
+import re
 from pathlib import Path
 
 NEURON_INSTALL_HINT = (
@@ -82,6 +83,17 @@ def parse_core_list(text: str) -> list[int]:
         except ValueError:
             raise ValueError(f"NEURON_RT_VISIBLE_CORES={text!r} is not a core list like '0-1' or '3'") from None
     return cores
+
+
+@functools.lru_cache(maxsize=None)
+def ec2_instance_type() -> str | None:
+    """The instance type EC2 Nitro writes into DMI (e.g. inf2.xlarge); None off EC2. No network."""
+    try:
+        name = Path("/sys/devices/virtual/dmi/id/product_name").read_text().strip()
+    except OSError:
+        return None
+    # EC2 types look like inf2.xlarge; other vendors' DMI names ("Standard PC ...") do not.
+    return name if re.fullmatch(r"[a-z][a-z0-9-]*\.[a-z0-9-]+", name) else None
 
 
 def package_version(name: str) -> str | None:

@@ -1,0 +1,144 @@
+"""The compiled-artifact directory: manifest, checksums, atomic writes, cache key.
+
+    DIR/manifest.json           what was compiled, how, with which versions; numerics; sha256 of files
+    DIR/buckets/b8_s128.pt      one compiled model per (batch, sequence) bucket
+    DIR/reference.pt            sample inputs and fp32 eager outputs, to verify on another host
+    DIR/workdirs/b8_s128/       compiler logs (Neuron), kept for debugging
+
+A directory is built under a temporary name beside its final one and renamed into place only once
+the manifest is written, so an interrupted compile (even kill -9) never leaves a directory that loads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from .errors import ArtifactError
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+_TEMP_PREFIX = ".partial-"
+
+
+def bucket_name(batch: int, seq: int) -> str:
+    return f"b{batch}_s{seq}"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    """sha256 over every tensor of the state dict, by name: identical weights, identical hash."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(tensor.detach().contiguous().cpu().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(settings: dict[str, Any]) -> str:
+    """sha256 of everything that affects the compiled output (weights hash, config, buckets,
+    backend, target, compiler args, versions), serialised canonically."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def file_checksums(directory: Path) -> dict[str, str]:
+    return {str(p.relative_to(directory)): sha256_file(p)
+            for p in sorted(directory.rglob("*")) if p.is_file() and p.name != MANIFEST}
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    directory = Path(directory)
+    path = directory / MANIFEST
+    if not directory.is_dir():
+        raise ArtifactError(f"{directory} is not a compiled-artifact directory")
+    if not path.exists():
+        raise ArtifactError(f"{directory} has no {MANIFEST}: not an artifact, or an interrupted compile")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
+    if manifest.get("format") != FORMAT_VERSION:
+        raise ArtifactError(f"{path}: artifact format {manifest.get('format')!r} is not "
+                            f"{FORMAT_VERSION}; recompile with this version of neuron-encoder")
+    return manifest
+
+
+def verify_checksums(directory: Path, manifest: dict[str, Any]) -> None:
+    """Refuse an artifact whose files differ from what the manifest recorded."""
+    recorded: dict[str, str] = manifest["files"]
+    actual = file_checksums(directory)
+    changed = sorted(n for n in recorded if n in actual and actual[n] != recorded[n])
+    missing = sorted(set(recorded) - set(actual))
+    extra = sorted(set(actual) - set(recorded))
+    problems = [f"{label}: {', '.join(names)}" for label, names in
+                (("changed", changed), ("missing", missing), ("not in the manifest", extra)) if names]
+    if problems:
+        raise ArtifactError(f"{directory} does not match its manifest (tampered with or corrupted; "
+                            f"recompile with --force): " + "; ".join(problems))
+
+
+def manifest_hash(directory: str | Path) -> str:
+    return sha256_file(Path(directory) / MANIFEST)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True, default=str)
+        f.write("\n")
+    os.replace(temp, path)
+
+
+def utc_now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def building(final: Path, force: bool) -> Iterator[Path]:
+    """Yield a temporary directory beside `final`; on success it replaces `final` atomically.
+
+    The caller writes the manifest last. On any error the temporary directory is removed; after a
+    kill -9 it stays behind under a hidden name, never as `final`, and the next build clears it.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_partials(final)
+    if final.exists() and not force:
+        raise ArtifactError(f"{final} already exists; pass --force to replace it")
+    temp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f"{_TEMP_PREFIX}{final.name}-"))
+    try:
+        yield temp
+        if not (temp / MANIFEST).exists():
+            raise ArtifactError("internal error: artifact built without a manifest")
+        if final.exists():  # --force: swap the old one out, then delete it
+            old = final.with_name(f"{_TEMP_PREFIX}{final.name}-old-{os.getpid()}")
+            os.rename(final, old)
+            os.rename(temp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(temp, final)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+
+
+def _remove_stale_partials(final: Path) -> None:
+    for stale in final.parent.glob(f"{_TEMP_PREFIX}{final.name}-*"):
+        shutil.rmtree(stale, ignore_errors=True)

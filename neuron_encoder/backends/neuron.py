@@ -1,0 +1,86 @@
+"""AWS Inferentia2 / Trainium through torch_neuronx.trace, coded to the documented API (NEURON.md).
+
+torch_neuronx is imported only inside these functions: it exists only in AWS's Neuron venvs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from .. import hardware
+from ..errors import CompileError, ConfigError
+from .base import TARGETS, CompileOptions, Runner
+
+
+def compiler_args(options: CompileOptions, target: str) -> list[str]:
+    """neuronx-cc flags, always explicit: the compiler's auto-cast default changed in Neuron 2.27."""
+    args = ["--target", target, "--model-type", "transformer", "--auto-cast", options.auto_cast]
+    if options.auto_cast != "none":
+        args += ["--auto-cast-type", options.auto_cast_type]
+    args += ["--optlevel", str(options.optlevel)]
+    return args + list(options.extra_args)
+
+
+def resolve_target(options: CompileOptions) -> str:
+    """--target, else NEURON_PLATFORM_TARGET_OVERRIDE, else this instance's family (inf2.xlarge -> inf2)."""
+    if options.target:
+        return options.target
+    override = os.environ.get("NEURON_PLATFORM_TARGET_OVERRIDE")
+    if override in TARGETS:
+        return override
+    family = (hardware.ec2_instance_type() or "").split(".")[0]
+    if family in TARGETS:
+        return family
+    raise ConfigError("cannot tell which Neuron target to compile for: pass --target inf2|trn1|trn1n|trn2")
+
+
+class NeuronBackend:
+    name = "neuron"
+    suffix = ".pt"
+
+    def unavailable_reason(self, options: CompileOptions) -> str | None:
+        problem = hardware.neuron_sdk_problem()
+        if problem:
+            return f"{problem}. {hardware.NEURON_INSTALL_HINT}"
+        if not hardware.has_neuron_devices() and options.target is None:
+            return ("no Neuron devices on this host: to cross-compile here, "
+                    "pass --target inf2|trn1|trn1n|trn2")
+        return None
+
+    def can_run(self) -> bool:
+        return hardware.has_neuron_devices() and hardware.is_neuron_sdk_available()
+
+    def compile(self, model: torch.nn.Module, example: tuple[torch.Tensor, ...],
+                options: CompileOptions, workdir: Path) -> torch.nn.Module:
+        import torch_neuronx
+        cross_compile = not hardware.has_neuron_devices()  # a build host: trace for the target, run later
+        workdir.mkdir(parents=True, exist_ok=True)
+        model.use_fused_attention(False)  # the written-out attention, which neuronx-cc lowers
+        try:
+            return torch_neuronx.trace(model, example, compiler_workdir=str(workdir),
+                                       compiler_args=compiler_args(options, resolve_target(options)),
+                                       cpu_backend=cross_compile)
+        except RuntimeError as exc:
+            hint = (" (exit -9: the host ran out of memory; use a larger build host or fewer buckets)"
+                    if "-9" in str(exc) else "")
+            raise CompileError(f"neuronx-cc failed{hint}: {exc}; logs in {workdir}") from exc
+        finally:
+            model.use_fused_attention(True)
+
+    def save(self, compiled: torch.nn.Module, path: Path) -> None:
+        torch.jit.save(compiled, str(path))
+
+    def load(self, path: Path, replicas: int = 1) -> Runner:
+        import torch_neuronx  # registers the Neuron ops that torch.jit.load needs
+        module = torch.jit.load(str(path))
+        if replicas > 1:
+            # One copy per visible NeuronCore (NEURON_RT_VISIBLE_CORES), the batch split on dim 0.
+            return torch_neuronx.DataParallel(module)
+        return module
+
+    def versions(self) -> dict[str, str | None]:
+        return {"torch-neuronx": hardware.package_version("torch-neuronx"),
+                "neuronx-cc": hardware.package_version("neuronx-cc")}

@@ -1,0 +1,758 @@
+"""TEST DOUBLE of AWS's ``torch_neuronx`` (and of ``neuronxcc``, the module of the neuronx-cc compiler).
+
+This is not the Neuron SDK. No machine we develop on has Neuron hardware or the SDK, so tests put this
+module into ``sys.modules["torch_neuronx"]`` with :func:`install`. It follows ../shared/NEURON.md and
+AWS's API reference (aws-neuron/aws-neuron-sdk, frameworks/torch/torch-neuronx/api-reference-guide/
+inference/): the same signatures, the same compiler flags, the same save/load path, so a test written
+against the double should pass unchanged against the real SDK on an inf2/trn1 host.
+
+How it stands in for the SDK:
+
+- ``trace`` runs ``torch.jit.trace`` on CPU, so outputs are real numbers. The traced graph is serialised
+  into a uint8 buffer (our "NEFF") and executed by a custom op, ``neuron_double::forward``, the way the
+  real module calls ``neuron::forward_v2`` on an embedded NEFF. That op enforces what the hardware does:
+  fixed input shapes and dtypes, dynamic batching on dim 0 only, no execution without NeuronCores.
+- ``--auto-cast matmult|all`` with ``--auto-cast-type bf16|fp16|tf32|fp8_e4m3`` rounds the operands of the
+  chosen operations to that type, so a numerics gate sees reduced-precision error.
+- Compiler flags are parsed like neuronx-cc's CLI (current reference guide); an unknown flag or value fails
+  as ``RuntimeError("neuronx-cc failed with 2")``, the wrapper message of torch_neuronx's ``hlo_compile``.
+- ``devices`` is the number of Neuron devices (chips). inf2/trn1 devices have 2 NeuronCores each;
+  NEURON_RT_VISIBLE_CORES / NEURON_RT_NUM_CORES narrow what the process sees.
+
+Not emulated: /dev/neuron* and the "neuron" line of /proc/devices (patch the hardware probes separately),
+neuron-ls, compile time and host memory, and the NEFF/HLO files a real compile leaves in compiler_workdir
+(the double writes only command.txt and log-neuron-cc.txt there).
+
+Messages quoted from the real SDK are marked "real:"; the others are plausible stand-ins, marked
+"stand-in:". Everything the double records for assertions lives on ``torch_neuronx.double``
+(:class:`DoubleState`), an attribute the real module does not have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import dataclasses
+import importlib.machinery
+import io
+import itertools
+import os
+import random
+import shlex
+import shutil
+import sys
+import tempfile
+import threading
+import types
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils import _pytree as pytree
+
+TORCH_NEURONX_VERSION = "2.9.0.2.15.32035"  # NEURON.md: latest pinned pair (Neuron 2.31)
+NEURONX_CC_VERSION = "2.27.5334.0"
+TARGETS = ("inf2", "trn1", "trn1n", "trn2")
+CORES_PER_DEVICE = {"inf2": 2, "trn1": 2, "trn1n": 2, "trn2": 4}  # trn2: logical cores at the default LNC=2
+OP_NAME = "neuron_double::forward"
+# Ops neuronx-cc cannot lower: data-dependent output shapes (NEURON.md: nonzero, sort are unsupported).
+UNSUPPORTED_OPS = frozenset({
+    "aten::nonzero", "aten::sort", "aten::argsort", "aten::unique", "aten::_unique2",
+    "aten::unique_consecutive", "aten::masked_select", "aten::fft_fft",
+})
+# Flags kept in a buffer of the traced module, so they survive torch.jit.save/load like the real settings.
+# Core placement is not saved (a loaded model goes to the next free core); DoubleState.placements holds it.
+DYNAMIC, LAZY, ASYNC = range(3)
+
+# real: torch_neuronx 2.x tracing without cpu_backend on a host with no Neuron device
+# (aws-neuron/aws-neuron-sdk issues #902, #910).
+NO_DEVICE_ERROR = ("Bad StatusOr access: INVALID_ARGUMENT: PJRT_Client_Create: error condition "
+                   "nullptr != (args)->client->Error(): Init: error condition !(num_devices > 0): ")
+# real: cpu_backend=True with no --target (huggingface/optimum-neuron PR #961).
+NO_TARGET_ERROR = ("If you want to compile on CPU, please supply compiler argument target, with one of "
+                   'options trn1, inf2, trn1n, or trn2. Ex: "--target trn1"')
+# real: hlo_compile when `import neuronxcc` fails (torch_neuronx/xla_impl/trace.py).
+NO_COMPILER_ERROR = ("neuronx-cc is not installed.\nneuronx-cc can be installed using:\n"
+                     "python3 -m pip install --extra-index-url=https://pip.repos.neuron.amazonaws.com neuronx-cc")
+# real: running a model on a host whose runtime cannot start (aws-neuron/aws-neuron-sdk issue #835).
+NO_RUNTIME_ERROR = "The PyTorch Neuron Runtime could not be initialized. Neuron Driver issues are logged."
+# real: DataParallel without a usable runtime (aws-neuron/aws-neuron-samples issue #44).
+NO_CORES_ERROR = "Neuron runtime cannot be initialized; cannot determine the number of available NeuronCores"
+
+
+@dataclasses.dataclass
+class Call:
+    """One call into the double, kept for assertions."""
+
+    name: str
+    args: tuple
+    kwargs: dict
+
+
+@dataclasses.dataclass
+class Compilation:
+    """What one successful ``trace`` compiled, with its parsed neuronx-cc options."""
+
+    compiler_args: list[str]
+    options: dict[str, Any]
+    target: str
+    input_shapes: list[tuple[int, ...]]
+    input_dtypes: list[torch.dtype]
+    compiler_workdir: str | None
+    cpu_backend: bool
+    graph_id: int
+
+
+@dataclasses.dataclass
+class Execution:
+    """One run of a compiled graph on a (pretend) NeuronCore."""
+
+    core: int
+    shapes: list[tuple[int, ...]]
+
+
+class DoubleState:
+    """The double's knobs and its record of calls; lives at ``torch_neuronx.double``."""
+
+    def __init__(self, devices: int, platform: str) -> None:
+        if platform not in TARGETS:
+            raise ValueError(f"platform must be one of {TARGETS}, got {platform!r}")
+        self.devices = devices
+        self.platform = platform
+        self.busy = False  # True: another process holds every NeuronCore
+        self.calls: list[Call] = []
+        self.compilations: list[Compilation] = []
+        self.executions: list[Execution] = []
+        self.placements: dict[int, list[int]] = {}  # flags buffer address -> [start_nc, nc_count, runs]
+        self._next_core = itertools.count()
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    @property
+    def total_cores(self) -> int:
+        return self.devices * CORES_PER_DEVICE[self.platform]
+
+    def record(self, name: str, *args: Any, **kwargs: Any) -> None:
+        with self._lock:
+            self.calls.append(Call(name, args, kwargs))
+
+    def calls_to(self, name: str) -> list[Call]:
+        return [call for call in self.calls if call.name == name]
+
+    def is_double_trace(self, module: torch.nn.Module) -> bool:
+        """True if ``module`` (or a submodule) was compiled by the double; survives save/load."""
+        graph = getattr(module, "inlined_graph", None)
+        return graph is not None and OP_NAME in str(graph)
+
+    def visible_cores(self) -> int:
+        """NeuronCores this process may use, as the runtime reads NEURON_RT_* at start-up."""
+        total = self.total_cores
+        if total == 0:  # no device: the runtime does not start, whatever the variables say
+            return 0
+        spec = os.environ.get("NEURON_RT_VISIBLE_CORES", "").strip()
+        if spec:  # assumption: VISIBLE_CORES wins when both variables are set
+            cores = _parse_core_list(spec)
+            if max(cores) >= total:
+                # stand-in, worded like the runtime log line in training-troubleshooting.rst
+                raise RuntimeError(f"NeuronCore(s) not available - Requested:{spec} Available:{total}")
+            return len(cores)
+        count = os.environ.get("NEURON_RT_NUM_CORES", "").strip()
+        if count and int(count) != 0:  # 0 means "all"
+            if int(count) > total:
+                raise RuntimeError(f"NeuronCore(s) not available - Requested:{count} Available:{total}")
+            return int(count)
+        return total
+
+    def place(self, flags: torch.Tensor, start_nc: int, nc_count: int) -> None:
+        with self._lock:
+            self.placements[flags.data_ptr()] = [start_nc, nc_count, 0]
+
+    def next_core(self) -> int:
+        """Round-robin placement of a newly loaded model, as the runtime does by default."""
+        return next(self._next_core) % max(1, self.visible_cores())
+
+
+def _parse_core_list(spec: str) -> list[int]:
+    """'0-1' -> [0, 1]; '3' -> [3]; '0,2' -> [0, 2]; '0-1,4' -> [0, 1, 4]."""
+    cores: set[int] = set()
+    for part in spec.split(","):
+        first, _, last = part.strip().partition("-")
+        if not first.isdigit() or (last and not last.isdigit()):
+            raise ValueError(f"NEURON_RT_VISIBLE_CORES: cannot parse {spec!r}")
+        cores.update(range(int(first), int(last or first) + 1))
+    return sorted(cores)
+
+
+def _state() -> DoubleState:
+    """The installed double's state; the custom op finds it here, as the real op needs the SDK imported."""
+    module = sys.modules.get("torch_neuronx")
+    state = getattr(module, "double", None)
+    if not isinstance(state, DoubleState):
+        # stand-in: the real failure is an unknown neuron:: op/class when torch_neuronx was not imported
+        raise RuntimeError("Neuron model executed without `import torch_neuronx` (the double is not installed)")
+    return state
+
+
+# ----------------------------------------------------------------------------- neuronx-cc flags
+
+class CompilerArgsError(Exception):
+    """neuronx-cc's argument parser rejected the flags."""
+
+
+class _CompilerParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse would print usage and exit(2)
+        raise CompilerArgsError(message)
+
+
+def _compiler_parser() -> _CompilerParser:
+    """The `neuronx-cc compile` options of the current CLI reference guide
+    (aws-neuron/aws-neuron-sdk compiler/neuronx-cc/api-reference-guide/index.rst)."""
+    parser = _CompilerParser(prog="neuronx-cc", add_help=False, allow_abbrev=False)
+    parser.add_argument("--framework", choices=["XLA"])
+    parser.add_argument("--target", choices=TARGETS)
+    parser.add_argument("--model-type", choices=["generic", "transformer", "unet-inference"], default="generic")
+    parser.add_argument("--auto-cast", choices=["none", "matmult", "all"], default="none")  # default none since 2.27
+    parser.add_argument("--auto-cast-type", choices=["bf16", "fp16", "tf32", "fp8_e4m3"], default="bf16")
+    parser.add_argument("--native-int64", choices=["default", "enabled", "disabled"], default="default")
+    parser.add_argument("--implicit-integer-downcast", default="default")
+    parser.add_argument("--distribution-strategy", choices=["llm-training", "NEMO"])
+    parser.add_argument("--logical-nc-config", "-lnc", choices=["1", "2"])
+    parser.add_argument("--optlevel", "-O", choices=["1", "2", "3"], default="2")
+    for flag in ("--enable-mixed-precision-accumulation", "--disable-mixed-precision-accumulation",
+                 "--enable-saturate-infinity", "--enable-fast-context-switch",
+                 "--enable-fast-loading-neuron-binaries"):
+        parser.add_argument(flag, action="store_true")
+    parser.add_argument("--logfile", default="log-neuron-cc.txt")
+    parser.add_argument("--output", default="file.neff")
+    parser.add_argument("--verbose", default="warning")
+    return parser
+
+
+def parse_compiler_args(compiler_args: str | list[str] | None) -> dict[str, Any]:
+    """Parse ``compiler_args`` as torch_neuronx does (a str is shlex-split) and as neuronx-cc would.
+
+    Raises CompilerArgsError with argparse's message ("unrecognized arguments: --foo",
+    "argument --auto-cast: invalid choice: 'matmul' ...").
+    """
+    return vars(_compiler_parser().parse_args(_arg_list(compiler_args)))
+
+
+def _arg_list(compiler_args: str | list[str] | None) -> list[str]:
+    if compiler_args is None:
+        return []
+    if isinstance(compiler_args, str):
+        return shlex.split(compiler_args)
+    if isinstance(compiler_args, (list, tuple)) and all(isinstance(a, str) for a in compiler_args):
+        return list(compiler_args)
+    raise TypeError(f"compiler_args must be a str or list[str], got {compiler_args!r}")
+
+
+def _platform_target(options: dict[str, Any], state: DoubleState) -> str:
+    """--target, else NEURON_PLATFORM_TARGET_OVERRIDE, else the host's own family
+    (after torch_neuronx.utils.utils.get_platform_target, as adapted in optimum/neuron/utils/system.py)."""
+    if options["target"]:
+        return options["target"]
+    override = os.environ.get("NEURON_PLATFORM_TARGET_OVERRIDE")
+    if override:
+        if override not in TARGETS:  # real (optimum-neuron's copy of the SDK check)
+            raise ValueError(f"{override} is not a valid instance type, supported instance types are: {list(TARGETS)}.")
+        return override
+    if state.devices == 0:  # nothing to read the platform from (a Neuron host answers even with cpu_backend)
+        raise RuntimeError(NO_TARGET_ERROR)
+    return state.platform
+
+
+# ----------------------------------------------------------------------------- auto-cast numerics
+
+_MATMUL_OPS = frozenset({"linear", "matmul", "__matmul__", "__rmatmul__", "mm", "bmm", "addmm", "baddbmm",
+                         "einsum", "scaled_dot_product_attention", "conv1d", "conv2d"})
+_NEVER_CAST = frozenset({"__setitem__", "__get__", "__set__", "size", "dim", "numel"})
+
+
+def _round_to(dtype_name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A function rounding a float32 tensor to ``dtype_name`` and back; the arithmetic stays float32,
+    as the NeuronCore accumulates matmuls in fp32."""
+    if dtype_name in ("bf16", "fp16"):
+        dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float16
+        return lambda t: t.to(dtype).to(torch.float32)
+    if dtype_name == "fp8_e4m3":  # clamp first: float8_e4m3fn has no inf and overflows to NaN
+        return lambda t: t.clamp(-448.0, 448.0).to(torch.float8_e4m3fn).to(torch.float32)
+
+    def tf32(t: torch.Tensor) -> torch.Tensor:  # 10 stored mantissa bits = 11 significant bits
+        mantissa, exponent = torch.frexp(t)
+        return torch.ldexp(torch.round(mantissa * 2048.0) / 2048.0, exponent)
+    return tf32
+
+
+class _AutoCastMode(TorchFunctionMode):
+    """Emulates neuronx-cc --auto-cast: rounds float32 operands (and results) of the cast operations."""
+
+    def __init__(self, mode: str, dtype_name: str) -> None:
+        super().__init__()
+        self.all_ops = mode == "all"
+        self.round = _round_to(dtype_name)
+
+    def _cast(self, value: Any) -> Any:
+        if isinstance(value, torch.Tensor) and value.dtype == torch.float32:
+            return self.round(value)
+        return value
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        inplace = (name.endswith("_") and not name.endswith("__")) or (name.startswith("__i") and name.endswith("__"))
+        if name in _NEVER_CAST or inplace or not (self.all_ops or name in _MATMUL_OPS):
+            return func(*args, **kwargs)
+        args, kwargs = pytree.tree_map(self._cast, (args, kwargs))
+        return pytree.tree_map(self._cast, func(*args, **kwargs))
+
+
+# ----------------------------------------------------------------------------- the "NEFF" and its op
+
+_GRAPHS: dict[int, torch.jit.ScriptModule] = {}
+_GRAPHS_LOCK = threading.Lock()
+
+
+def _decode_meta(meta: list[int]) -> tuple[int, list[tuple[int, tuple[int, ...]]]]:
+    """meta = [graph_id, n_inputs, (dtype_code, ndim, *shape) per input]."""
+    graph_id, count, specs, i = meta[0], meta[1], [], 2
+    for _ in range(count):
+        code, ndim = meta[i], meta[i + 1]
+        specs.append((code, tuple(meta[i + 2:i + 2 + ndim])))
+        i += 2 + ndim
+    return graph_id, specs
+
+
+_DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
+           torch.int16, torch.int8, torch.uint8, torch.bool]
+
+
+def _load_graph(graph_id: int, neff: torch.Tensor) -> torch.jit.ScriptModule:
+    with _GRAPHS_LOCK:
+        if graph_id not in _GRAPHS:
+            _GRAPHS[graph_id] = torch.jit.load(io.BytesIO(neff.numpy().tobytes()))
+        return _GRAPHS[graph_id]
+
+
+def _run_graph(graph: torch.jit.ScriptModule, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    with torch.no_grad():
+        return pytree.tree_leaves(graph(*inputs))
+
+
+def _execute(inputs: list[torch.Tensor], neff: torch.Tensor, flags: torch.Tensor,
+             meta: list[int]) -> list[torch.Tensor]:
+    """The double's ``neuron::forward_v2``: validate like the runtime, then run the embedded graph."""
+    state = _state()
+    graph_id, specs = _decode_meta(meta)
+    graph = _load_graph(graph_id, neff)
+    if getattr(state._local, "tracing", False):
+        return [t.clone() for t in _run_graph(graph, inputs)]
+    if state.total_cores == 0:
+        raise RuntimeError(NO_RUNTIME_ERROR)
+    if state.busy:  # real, from the runtime's log line "NRT:nrt_allocate_neuron_cores NeuronCore(s) not available ..."
+        raise RuntimeError("NeuronCore(s) not available - Requested:1 Available:0")
+    dynamic = bool(flags[DYNAMIC])
+    _check_inputs(inputs, specs, dynamic)
+    with state._lock:  # first run of a loaded model: it lands on the next free core
+        if flags.data_ptr() not in state.placements:
+            state.placements[flags.data_ptr()] = [state.next_core(), 1, 0]
+        placement = state.placements[flags.data_ptr()]
+        start, count, runs = placement
+        placement[2] += 1
+        state.executions.append(Execution(start + runs % count, [tuple(t.shape) for t in inputs]))
+    if not dynamic:
+        return [t.clone() for t in _run_graph(graph, inputs)]  # outputs never alias inputs
+    # Dynamic batching: split and pad dim 0 into chunks of the compiled batch (api-torch-neuronx-trace.rst).
+    batch, compiled = inputs[0].shape[0], specs[0][1][0]
+    pieces: list[list[torch.Tensor]] = []
+    for first in range(0, batch, compiled):
+        chunk = [t[first:first + compiled] for t in inputs]
+        short = compiled - chunk[0].shape[0]
+        if short:
+            chunk = [torch.cat([c, c.new_zeros((short, *c.shape[1:]))]) for c in chunk]
+        pieces.append(_run_graph(graph, chunk))
+    return [torch.cat(outs)[:batch] for outs in zip(*pieces)]
+
+
+def _check_inputs(inputs: list[torch.Tensor], specs: list[tuple[int, tuple[int, ...]]], dynamic: bool) -> None:
+    """What the runtime checks against the model's metadata: count, dtype, shape (dim 0 free if dynamic)."""
+    if len(inputs) != len(specs):
+        raise RuntimeError(f"stand-in: expected {len(specs)} input tensors, got {len(inputs)}")
+    if dynamic and len({t.shape[0] for t in inputs}) != 1:
+        raise ValueError("Inconsistent batch sizes found on inputs")  # real: torch-neuron's wording (issue #405)
+    for index, (tensor, (code, shape)) in enumerate(zip(inputs, specs)):
+        if tensor.dtype != _DTYPES[code]:
+            raise RuntimeError(f"stand-in: input{index} has dtype {tensor.dtype}, compiled for {_DTYPES[code]}")
+        if dynamic and (tensor.dim() != len(shape) or tuple(tensor.shape[1:]) != shape[1:]):
+            raise ValueError(f"stand-in: input{index} shape {list(tensor.shape)} differs from the compiled "
+                             f"shape {list(shape)} in a dimension other than 0")  # the doc names ValueError
+        if not dynamic and tuple(tensor.shape) != shape:
+            raise RuntimeError(f"stand-in: input{index} has shape {list(tensor.shape)} but the model was "
+                               f"compiled for {list(shape)}; Neuron models have fixed input shapes")
+
+
+def _register_op() -> None:
+    """Register ``neuron_double::forward`` once per process (this file may be imported under two names)."""
+    try:
+        torch._C._dispatch_find_schema_or_throw(OP_NAME, "")
+        return
+    except RuntimeError:
+        pass
+    library = torch.library.Library("neuron_double", "DEF")
+    library.define("forward(Tensor[] inputs, Tensor neff, Tensor flags, int[] meta) -> Tensor[]")
+    library.impl("forward", _execute, "CPU")
+    _LIBRARIES.append(library)
+
+
+_LIBRARIES: list[torch.library.Library] = []  # a Library unregisters its ops when collected
+_register_op()
+
+
+class _NeuronGraph(torch.nn.Module):
+    """What trace returns before tracing: a NEFF blob, runtime flags and a packer for the outputs."""
+
+    def __init__(self, neff: torch.Tensor, meta: list[int], out_spec: pytree.TreeSpec) -> None:
+        super().__init__()
+        self.register_buffer("neff", neff)
+        self.register_buffer("neuron_flags", torch.zeros(3, dtype=torch.int64))
+        self.meta = meta
+        self.out_spec = out_spec
+
+    def forward(self, *tensors: torch.Tensor) -> Any:
+        outputs = torch.ops.neuron_double.forward(list(tensors), self.neff, self.neuron_flags, self.meta)
+        return pytree.tree_unflatten(list(outputs), self.out_spec)
+
+
+class _Function(torch.nn.Module):
+    """Lets a plain function be traced, saved and loaded as a module."""
+
+    def __init__(self, func: Callable) -> None:
+        super().__init__()
+        self.func = func
+
+    def forward(self, *args: Any) -> Any:
+        return self.func(*args)
+
+
+def _flags_of(module: torch.nn.Module, api: str) -> list[torch.Tensor]:
+    flags = [buf for name, buf in module.named_buffers() if name.endswith("neuron_flags")]
+    if not flags:  # stand-in
+        raise ValueError(f"torch_neuronx.{api} expects a model returned by torch_neuronx.trace")
+    return flags
+
+
+# ----------------------------------------------------------------------------- the public API
+
+def _build_module(state: DoubleState, with_compiler: bool) -> types.ModuleType:
+    module = types.ModuleType("torch_neuronx", "TEST DOUBLE of torch_neuronx (tests/neuron_double.py)")
+    module.__spec__ = importlib.machinery.ModuleSpec("torch_neuronx", None, origin=__file__, is_package=True)
+    module.__path__ = []
+    module.__file__ = __file__
+    module.__version__ = TORCH_NEURONX_VERSION
+    module.double = state
+
+    def trace(func, example_inputs, *_, input_output_aliases={}, compiler_workdir=None, compiler_args=None,
+              partitioner_config=None, inline_weights_to_neff=True, cpu_backend=False):
+        """Trace ``func`` on CPU and wrap it as a Neuron model (see the module docstring)."""
+        state.record("trace", func, example_inputs, *_, input_output_aliases=input_output_aliases,
+                     compiler_workdir=compiler_workdir, compiler_args=compiler_args,
+                     partitioner_config=partitioner_config, inline_weights_to_neff=inline_weights_to_neff,
+                     cpu_backend=cpu_backend)
+        if _:  # real: positional arguments after example_inputs are deprecated but still mapped
+            warnings.warn(f"Received {2 + len(_)} positional arguments but expected 2. Use of positional "
+                          "arguments after `func` and `example_inputs` is deprecated. Please specify keyword "
+                          "arguments instead.", DeprecationWarning, stacklevel=2)
+            _states, aliases, workdir, args, _options = (tuple(_) + (None,) * 5)[:5]
+            input_output_aliases = aliases if aliases is not None else input_output_aliases
+            compiler_workdir = workdir if workdir is not None else compiler_workdir
+            compiler_args = args if args is not None else compiler_args
+        inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else example_inputs
+        if not isinstance(inputs, (tuple, list)) or not all(isinstance(t, torch.Tensor) for t in inputs):
+            raise TypeError("stand-in: example_inputs must be a tensor or a tuple of tensors")
+        try:
+            options, parse_error = parse_compiler_args(compiler_args), None
+        except CompilerArgsError as error:
+            options, parse_error = {"target": None}, str(error)
+        if not cpu_backend and state.devices == 0:
+            raise RuntimeError(NO_DEVICE_ERROR)  # tracing runs on an XLA device
+        target = _platform_target(options, state)
+        if not with_compiler:
+            raise RuntimeError(NO_COMPILER_ERROR)
+        user_args = _arg_list(compiler_args)
+        command = ["neuronx-cc", "compile", "model", "--framework", "XLA", "--target", target,
+                   "--output", "graph.neff", *user_args]
+        if parse_error is not None:
+            _write_compiler_log(compiler_workdir, command, f"neuronx-cc: error: {parse_error}", "FAIL")
+            raise RuntimeError("neuronx-cc failed with 2")  # real wrapper message; 2 = argparse usage error
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            module_to_trace = func if isinstance(func, torch.nn.Module) else _Function(func)
+            cast = (_AutoCastMode(options["auto_cast"], options["auto_cast_type"])
+                    if options["auto_cast"] != "none" else contextlib.nullcontext())
+            with cast:
+                graph = torch.jit.trace(module_to_trace, tuple(inputs), check_trace=False, strict=False)
+            unsupported = sorted({node.kind() for node in graph.inlined_graph.nodes()} & UNSUPPORTED_OPS)
+            if unsupported:  # stand-in for the compiler's NCC_* diagnostics
+                _write_compiler_log(compiler_workdir, command,
+                                    f"ERROR [NCC_EVRF029] Operation {unsupported[0]} is not supported", "FAIL")
+                raise RuntimeError("neuronx-cc failed with 70")
+            outputs = graph(*inputs)
+        leaves, out_spec = pytree.tree_flatten(outputs)
+        if not all(isinstance(leaf, torch.Tensor) for leaf in leaves):
+            raise TypeError("stand-in: traced outputs must be tensors or tuples/lists/dicts of tensors")
+        graph_id = random.getrandbits(62)
+        meta = [graph_id, len(inputs)]
+        for tensor in inputs:
+            meta += [_DTYPES.index(tensor.dtype), tensor.dim(), *tensor.shape]
+        buffer = io.BytesIO()
+        torch.jit.save(graph, buffer)
+        neff = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+        wrapper = _NeuronGraph(neff, meta, out_spec)
+        state._local.tracing = True
+        try:
+            traced = torch.jit.trace(wrapper, tuple(inputs), check_trace=False, strict=False)
+        finally:
+            state._local.tracing = False
+        _write_compiler_log(compiler_workdir, command, "", "PASS")
+        state.compilations.append(Compilation(
+            compiler_args=user_args, options=options, target=target,
+            input_shapes=[tuple(t.shape) for t in inputs], input_dtypes=[t.dtype for t in inputs],
+            compiler_workdir=None if compiler_workdir is None else str(compiler_workdir),
+            cpu_backend=cpu_backend, graph_id=graph_id))
+        return traced
+
+    def dynamic_batch(neuron_script):
+        """Let the model take any batch size on dim 0; modifies it in place and returns it."""
+        state.record("dynamic_batch", neuron_script)
+        for flags in _flags_of(neuron_script, "dynamic_batch"):
+            flags[DYNAMIC] = 1
+        return neuron_script
+
+    def lazy_load(trace, enable_lazy_load=True):
+        state.record("lazy_load", trace, enable_lazy_load=enable_lazy_load)
+        for flags in _flags_of(trace, "lazy_load"):
+            flags[LAZY] = int(enable_lazy_load)
+
+    def async_load(trace, enable_async_load=True):
+        state.record("async_load", trace, enable_async_load=enable_async_load)
+        for flags in _flags_of(trace, "async_load"):
+            flags[ASYNC] = int(enable_async_load)
+
+    def set_neuron_cores(trace, start_nc=-1, nc_count=-1):
+        """Pin the model to cores start_nc .. start_nc + nc_count - 1 (round robin inside the range)."""
+        state.record("set_neuron_cores", trace, start_nc=start_nc, nc_count=nc_count)
+        visible = state.visible_cores()
+        if visible == 0:
+            raise RuntimeError(NO_RUNTIME_ERROR)
+        start = state.next_core() if start_nc == -1 else start_nc
+        count = 1 if nc_count == -1 else nc_count
+        if count < 1 or start < 0 or start + count > visible:  # stand-in wording; the doc names ValueError
+            raise ValueError(f"Invalid NeuronCore placement start_nc={start_nc} nc_count={nc_count} "
+                             f"for {visible} visible NeuronCores")
+        for flags in _flags_of(trace, "set_neuron_cores"):
+            state.place(flags, start, count)
+
+    def set_multicore(trace):
+        state.record("set_multicore", trace)
+        set_neuron_cores(trace, 0, state.visible_cores())
+
+    @contextlib.contextmanager
+    def neuron_cores_context(start_nc=-1, nc_count=-1):
+        """Place models loaded by torch.jit.load inside the context (the double wraps torch.jit.load)."""
+        state.record("neuron_cores_context", start_nc=start_nc, nc_count=nc_count)
+        load = torch.jit.load
+
+        def placed_load(*args, **kwargs):
+            model = load(*args, **kwargs)
+            set_neuron_cores(model, start_nc, nc_count)
+            return model
+        torch.jit.load = placed_load
+        try:
+            yield
+        finally:
+            torch.jit.load = load
+
+    def multicore_context():
+        return neuron_cores_context(0, state.visible_cores())
+
+    def move_trace_to_device(trace, device_id):
+        state.record("move_trace_to_device", trace, device_id)
+        set_neuron_cores(trace, device_id, 1)
+
+    def analyze(func, example_inputs, compiler_workdir=None, additional_ignored_ops=None, max_workers=4,
+                is_hf_transformers=False, cleanup=False):
+        """Operator support report, no compile (api-torch-neuronx-analyze.rst)."""
+        state.record("analyze", func, example_inputs, compiler_workdir=compiler_workdir,
+                     additional_ignored_ops=additional_ignored_ops, max_workers=max_workers,
+                     is_hf_transformers=is_hf_transformers, cleanup=cleanup)
+        inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+        module_to_trace = func if isinstance(func, torch.nn.Module) else _Function(func)
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            graph = torch.jit.trace(module_to_trace, inputs, check_trace=False, strict=False)
+        ignored = set(additional_ignored_ops or ())
+        kinds = [n.kind() for n in graph.inlined_graph.nodes() if n.kind().startswith("aten::")]
+        kinds = [kind for kind in kinds if kind not in ignored]
+        supported = {kind: kinds.count(kind) for kind in dict.fromkeys(kinds) if kind not in UNSUPPORTED_OPS}
+        unsupported = [{"kind": kind, "failureAt": "neuronx-cc", "call": "", "opGraph": ""}
+                       for kind in kinds if kind in UNSUPPORTED_OPS]
+        share = 100.0 * sum(supported.values()) / len(kinds) if kinds else 100.0
+        return {"torch_neuronx_version": TORCH_NEURONX_VERSION,
+                "neuronx_cc_version": NEURONX_CC_VERSION if with_compiler else None,
+                "support_percentage": f"{share:.2f}%",
+                "supported_operators": supported,
+                "unsupported_operators": unsupported}
+
+    @dataclasses.dataclass
+    class PartitionerConfig:
+        trace_kwargs: dict | None = None
+        model_support_percentage_threshold: float = 0.5
+        min_subgraph_size: int = -1
+        max_subgraph_count: int = -1
+        ops_to_partition: set | None = None
+        analyze_parameters: dict | None = None
+
+    class DataParallel(torch.nn.Module):
+        """Replicates a Neuron model on the visible cores and splits dim ``dim`` across them
+        (api-torch-neuronx-data-parallel.rst). Accepts a model from trace or from torch.jit.load."""
+
+        def __init__(self, model, device_ids=None, dim=0, set_dynamic_batching=True):
+            super().__init__()
+            state.record("DataParallel", model, device_ids=device_ids, dim=dim,
+                         set_dynamic_batching=set_dynamic_batching)
+            _flags_of(model, "DataParallel")
+            visible = state.visible_cores()
+            if visible == 0:
+                raise RuntimeError(NO_CORES_ERROR)
+            ids = list(range(visible)) if device_ids is None else [
+                int(str(d).removeprefix("nc:")) for d in device_ids]
+            if not ids or any(not 0 <= i < visible for i in ids):
+                raise ValueError(f"stand-in: device_ids {device_ids} outside the {visible} visible NeuronCores")
+            if set_dynamic_batching and dim != 0:
+                warnings.warn("Dynamic batching is only supported on dim=0; it is disabled", UserWarning)
+            self.device_ids, self.dim = ids, dim
+            self.num_workers = 2 * len(ids)  # documented default: 2 threads per NeuronCore
+            self.dynamic_batching = set_dynamic_batching and dim == 0
+            buffer = io.BytesIO()
+            torch.jit.save(model, buffer)
+            self.replicas = []
+            for core in ids:  # one loaded copy per core, like the runtime
+                buffer.seek(0)
+                replica = torch.jit.load(buffer)
+                for flags in _flags_of(replica, "DataParallel"):
+                    flags[DYNAMIC] = int(self.dynamic_batching)
+                    state.place(flags, core, 1)
+                self.replicas.append(replica)
+
+        def disable_dynamic_batching(self):
+            self.dynamic_batching = False
+            for replica in self.replicas:
+                for flags in _flags_of(replica, "DataParallel"):
+                    flags[DYNAMIC] = 0
+
+        def forward(self, *inputs):
+            sizes = {t.shape[self.dim] for t in inputs}
+            if len(sizes) != 1:
+                raise ValueError("Inconsistent batch sizes found on inputs")
+            split_size = max(1, sizes.pop() // len(self.replicas))  # documented default
+            chunks = list(zip(*(torch.split(t, split_size, dim=self.dim) for t in inputs)))
+            jobs = [(self.replicas[i % len(self.replicas)], chunk) for i, chunk in enumerate(chunks)]
+            with ThreadPoolExecutor(max_workers=min(self.num_workers, len(jobs))) as pool:
+                results = list(pool.map(lambda job: job[0](*job[1]), jobs))
+            leaves = [pytree.tree_flatten(result)[0] for result in results]
+            merged = [torch.cat(parts, dim=self.dim) for parts in zip(*leaves)]
+            return pytree.tree_unflatten(merged, pytree.tree_flatten(results[0])[1])
+
+    for function in (trace, dynamic_batch, lazy_load, async_load, set_neuron_cores, set_multicore,
+                     neuron_cores_context, multicore_context, move_trace_to_device, analyze):
+        setattr(module, function.__name__, function)
+    module.DataParallel = DataParallel
+    module.PartitionerConfig = PartitionerConfig
+    module.experimental = _experimental(module)
+    return module
+
+
+def _experimental(module: types.ModuleType) -> types.ModuleType:
+    """``torch_neuronx.experimental``: the placement API's old home, still working with a warning
+    since Neuron 2.25 (release-notes/2.25.0/nx-pytorch.rst)."""
+    experimental = types.ModuleType("torch_neuronx.experimental")
+    experimental.__spec__ = importlib.machinery.ModuleSpec("torch_neuronx.experimental", None)
+    for name in ("set_neuron_cores", "set_multicore", "neuron_cores_context", "multicore_context"):
+        def moved(*args, _name=name, **kwargs):
+            warnings.warn(f"In a future version torch_neuronx.experimental.{_name} will be removed.  "
+                          f"Call torch_neuronx.{_name} instead.", DeprecationWarning, stacklevel=2)
+            return getattr(module, _name)(*args, **kwargs)
+        moved.__name__ = name
+        setattr(experimental, name, moved)
+    return experimental
+
+
+def _write_compiler_log(workdir: str | os.PathLike | None, command: list[str], message: str, status: str) -> None:
+    """compiler_workdir/log-neuron-cc.txt and command.txt, as the real compile leaves them."""
+    if workdir is None:
+        return
+    path = Path(workdir)
+    path.mkdir(parents=True, exist_ok=True)
+    line = " ".join(shlex.quote(part) for part in command)
+    (path / "command.txt").write_text(line)
+    lines = ["# TEST DOUBLE (tests/neuron_double.py): not real neuronx-cc output",
+             f"NeuronX Compiler version {NEURONX_CC_VERSION}", line]
+    (path / "log-neuron-cc.txt").write_text("\n".join([*lines, *[message] * bool(message),
+                                                       f"Compiler status {status}", ""]))
+
+
+# ----------------------------------------------------------------------------- installation
+
+_DIST_DIRS: dict[bool, str] = {}
+
+
+def _dist_dir(with_compiler: bool) -> str:
+    """A sys.path entry with *.dist-info so importlib.metadata.version('torch-neuronx' / 'neuronx-cc') works."""
+    if with_compiler not in _DIST_DIRS:
+        root = tempfile.mkdtemp(prefix="neuron_double_dist_")
+        atexit.register(shutil.rmtree, root, True)
+        packages = [("torch_neuronx", "torch-neuronx", TORCH_NEURONX_VERSION)]
+        if with_compiler:
+            packages.append(("neuronx_cc", "neuronx-cc", NEURONX_CC_VERSION))
+        for stem, name, version in packages:
+            info = Path(root) / f"{stem}-{version}.dist-info"
+            info.mkdir()
+            (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        _DIST_DIRS[with_compiler] = root
+    return _DIST_DIRS[with_compiler]
+
+
+def install(monkeypatch, *, devices: int = 0, platform: str = "inf2", neuronx_cc: bool = True) -> types.ModuleType:
+    """Put the double into ``sys.modules['torch_neuronx']`` for one test; monkeypatch undoes it.
+
+    devices: Neuron devices on the pretend host (0 = a CPU-only build host; 1 = inf2.xlarge's 2 cores).
+    platform: instance family the host reports when --target is not given.
+    neuronx_cc: also install the compiler's module ``neuronxcc`` (its import name; the distribution is
+        ``neuronx-cc``) and its metadata. False makes trace fail as it does without the compiler.
+    Returns the fake module; its ``double`` attribute records calls and holds the knobs.
+    """
+    state = DoubleState(devices=devices, platform=platform)
+    module = _build_module(state, with_compiler=neuronx_cc)
+    monkeypatch.setitem(sys.modules, "torch_neuronx", module)
+    monkeypatch.setitem(sys.modules, "torch_neuronx.experimental", module.experimental)
+    if neuronx_cc:
+        compiler = types.ModuleType("neuronxcc", "TEST DOUBLE of neuronx-cc's module (tests/neuron_double.py)")
+        compiler.__spec__ = importlib.machinery.ModuleSpec("neuronxcc", None, origin=__file__)
+        compiler.__version__ = NEURONX_CC_VERSION
+        monkeypatch.setitem(sys.modules, "neuronxcc", compiler)
+    else:
+        monkeypatch.delitem(sys.modules, "neuronxcc", raising=False)
+    monkeypatch.syspath_prepend(_dist_dir(neuronx_cc))
+    return module
+
+
+@contextlib.contextmanager
+def installed(**kwargs: Any) -> Iterator[types.ModuleType]:
+    """``install`` outside a pytest fixture (scripts, doctests); tests should use ``install``."""
+    import pytest
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield install(monkeypatch, **kwargs)

@@ -1,0 +1,214 @@
+"""CPU compile -> load -> outputs equal eager; the numerics gate; the cache; interrupted compiles."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from neuron_encoder import load_compiled
+from neuron_encoder.backends import CompileOptions
+from neuron_encoder.compiler import Tolerance, compare_outputs, compile_model, parse_sizes, sample_inputs
+from neuron_encoder.errors import ArtifactError, BackendUnavailable, ConfigError, NumericsError, ShapeError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def compile_tiny(model, out):
+    return compile_model(model, batch_sizes="1,4", seq_lens="16,32", backend="cpu", out=out)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_config):
+    """One model for the module, so the shared artifact below matches it."""
+    from neuron_encoder import Encoder
+    torch.manual_seed(0)
+    return Encoder(tiny_config).eval()
+
+
+@pytest.fixture(scope="module")
+def compiled(tiny_model, tmp_path_factory):
+    """Compiled once for the tests that only read it."""
+    return compile_tiny(tiny_model, tmp_path_factory.mktemp("shared") / "art")
+
+
+@pytest.fixture
+def own_compiled(tiny_model, tmp_path):
+    """A private artifact, for tests that change or replace it."""
+    return compile_tiny(tiny_model, tmp_path / "art")
+
+
+def test_manifest_records_what_users_need(compiled, tiny_model):
+    m = compiled.manifest
+    assert m["backend"] == "cpu" and m["precision"] == "fp32" and not compiled.cache_hit
+    assert [(b["batch"], b["seq"]) for b in m["buckets"]] == [(1, 16), (4, 16), (1, 32), (4, 32)]
+    assert m["model"]["config"]["hidden_size"] == 64 and len(m["model"]["weights_sha256"]) == 64
+    assert m["versions"]["torch"] == torch.__version__ and m["versions"]["neuron-encoder"]
+    for bucket in m["buckets"]:
+        assert bucket["compile_seconds"] > 0
+        assert bucket["numerics"]["verified"] and bucket["numerics"]["max_abs"] <= 1e-3
+        assert bucket["file"] in m["files"] and len(m["files"][bucket["file"]]) == 64
+    assert "reference.pt" in m["files"] and m["created"].endswith("+00:00")
+    on_disk = json.loads((compiled.path / "manifest.json").read_text())
+    assert on_disk["cache_key"] == m["cache_key"]
+
+
+@pytest.mark.parametrize("batch, seq", [(1, 16), (4, 32), (3, 10), (2, 17), (9, 32), (11, 5), (1, 1)])
+def test_compiled_equals_eager_with_routing_padding_and_splitting(compiled, tiny_model, tiny_config, batch, seq):
+    model = load_compiled(compiled.path)
+    ids, mask, types = sample_inputs(tiny_config, batch, seq, seed=3)
+    with torch.no_grad():
+        expected = tiny_model(ids, mask, types)
+    got = model(ids, mask, types)
+    assert got.shape == (batch, seq, tiny_config.hidden_size)
+    assert compare_outputs(got, expected, mask)["max_abs"] < 1e-4
+
+
+def test_routing_picks_the_smallest_bucket_and_splits(compiled):
+    model = load_compiled(compiled.path)
+    assert model.route(1, 10) == [(1, 1, 16)]
+    assert model.route(3, 17) == [(3, 4, 32)]
+    assert model.route(9, 16) == [(4, 4, 16), (4, 4, 16), (1, 1, 16)]
+
+
+def test_embed_pools_like_the_eager_model(compiled, tiny_model, tiny_config):
+    model = load_compiled(compiled.path)
+    ids, mask, types = sample_inputs(tiny_config, 3, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(model.embed(ids, mask, types), tiny_model.embed(ids, mask, types), atol=1e-4, rtol=0)
+
+
+def test_bad_inputs_are_clear_errors(compiled, tiny_config):
+    model = load_compiled(compiled.path)
+    ids = torch.ones(2, 40, dtype=torch.long)
+    with pytest.raises(ShapeError, match="sequence length 40 is longer than the largest compiled bucket \\(32\\)"):
+        model(ids)
+    assert model(ids, truncate=True).shape == (2, 32, 64)
+    with pytest.raises(ShapeError, match="empty input"):
+        model(torch.ones(0, 8, dtype=torch.long))
+    with pytest.raises(ShapeError, match="integer token ids, got torch.float32"):
+        model(torch.ones(2, 8))
+    with pytest.raises(ShapeError, match="2-D"):
+        model(torch.ones(8, dtype=torch.long))
+    with pytest.raises(ShapeError, match="attention_mask has shape"):
+        model(torch.ones(2, 8, dtype=torch.long), torch.ones(2, 7, dtype=torch.long))
+
+
+def test_cache_hit_reuses_the_artifact(own_compiled, tiny_model):
+    again = compile_model(tiny_model, batch_sizes="4,1", seq_lens="32,16", backend="cpu", out=own_compiled.path)
+    assert again.cache_hit and again.manifest["cache_key"] == own_compiled.manifest["cache_key"]
+    forced = compile_model(tiny_model, batch_sizes="1,4", seq_lens="16,32", backend="cpu", out=own_compiled.path,
+                           force=True)
+    assert not forced.cache_hit and forced.manifest["created"] >= own_compiled.manifest["created"]
+
+
+def test_other_settings_into_the_same_directory_need_force(own_compiled, tiny_model):
+    with pytest.raises(ArtifactError, match="other settings; pass --force"):
+        compile_model(tiny_model, batch_sizes="2", seq_lens="16", backend="cpu", out=own_compiled.path)
+    assert load_compiled(own_compiled.path).manifest["cache_key"] == own_compiled.manifest["cache_key"]
+
+
+def test_default_out_dir_is_keyed(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = compile_model(tiny_model, batch_sizes="1", seq_lens="8", backend="cpu")
+    assert result.path.parent == Path("artifacts") and result.manifest["cache_key"][:10] in result.path.name
+
+
+def test_tampered_file_is_refused(own_compiled):
+    bucket = own_compiled.path / own_compiled.manifest["buckets"][0]["file"]
+    data = bytearray(bucket.read_bytes())
+    data[-10] ^= 0xFF
+    bucket.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"does not match its manifest .*changed: buckets/b1_s16.pt"):
+        load_compiled(own_compiled.path)
+
+
+def test_tampered_cache_is_not_reused(own_compiled, tiny_model):
+    (own_compiled.path / "reference.pt").write_bytes(b"x")
+    with pytest.raises(ArtifactError, match="changed: reference.pt"):
+        compile_model(tiny_model, batch_sizes="1,4", seq_lens="16,32", backend="cpu", out=own_compiled.path)
+
+
+def test_bf16_artifact_passes_the_cosine_gate(tiny_model, tmp_path):
+    result = compile_model(tiny_model, batch_sizes="2", seq_lens="16", backend="cpu", out=tmp_path / "bf16",
+                           options=CompileOptions(auto_cast="matmult", auto_cast_type="bf16"))
+    numerics = result.manifest["buckets"][0]["numerics"]
+    assert result.manifest["precision"] == "bf16" and numerics["rule"].startswith("min cosine")
+    assert numerics["max_abs"] > 0 and numerics["min_cosine"] >= 0.999
+
+
+def test_numerics_gate_fails_the_compile_and_writes_nothing(tiny_model, tmp_path):
+    with pytest.raises(NumericsError, match="fails the numerics gate"):
+        compile_model(tiny_model, batch_sizes="1", seq_lens="16", backend="cpu", out=tmp_path / "bad",
+                      options=CompileOptions(auto_cast="matmult"), tolerance=Tolerance(min_cosine=1.0000001))
+    assert not (tmp_path / "bad").exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("kwargs, error, words", [
+    ({"batch_sizes": ""}, ConfigError, "batch sizes"),
+    ({"batch_sizes": "1,x"}, ConfigError, "comma-separated"),
+    ({"seq_lens": "0"}, ConfigError, "positive"),
+    ({"seq_lens": "4096"}, ShapeError, "longer than the model's 128 positions"),
+    ({"backend": "tpu"}, ConfigError, "unknown backend 'tpu'"),
+    ({"backend": "neuron"}, BackendUnavailable, "pip.repos.neuron.amazonaws.com"),
+    ({"backend": "cpu", "options": CompileOptions(auto_cast="all", auto_cast_type="fp8_e4m3")},
+     BackendUnavailable, "fp8_e4m3 is not available on the CPU"),
+])
+def test_bad_compile_requests(tiny_model, tmp_path, kwargs, error, words):
+    args = {"batch_sizes": "1", "seq_lens": "8", "backend": "cpu", "out": tmp_path / "x"} | kwargs
+    with pytest.raises(error, match=words):
+        compile_model(tiny_model, **args)
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"target": "inf9"}, "unknown target 'inf9'"),
+    ({"auto_cast": "matmul"}, "unknown auto-cast 'matmul'"),
+    ({"auto_cast_type": "int4"}, "unknown auto-cast type"),
+    ({"optlevel": 4}, "optlevel 4"),
+])
+def test_bad_compile_options(options, words):
+    with pytest.raises(ConfigError, match=words):
+        CompileOptions(**options)
+
+
+def test_parse_sizes():
+    assert parse_sizes("8, 1,8", "x") == [1, 8]
+    assert parse_sizes([4, 2], "x") == [2, 4]
+
+
+def test_kill_9_mid_compile_leaves_nothing_loadable(tmp_path):
+    """A real SIGKILL after the first bucket: no artifact appears, and the next compile succeeds."""
+    out = tmp_path / "art"
+    script = textwrap.dedent(f"""
+        import os, signal, torch
+        from neuron_encoder import Encoder, EncoderConfig
+        from neuron_encoder.compiler import compile_model
+        torch.manual_seed(0)
+        model = Encoder(EncoderConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
+                                      num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
+        def progress(line):
+            if line.startswith("[2/3]") and "compiling" in line:
+                os.kill(os.getpid(), signal.SIGKILL)
+        compile_model(model, batch_sizes="1,2,3", seq_lens="8", backend="cpu", out={str(out)!r}, progress=progress)
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not out.exists()
+    leftovers = list(tmp_path.iterdir())
+    assert leftovers and all(p.name.startswith(".partial-") for p in leftovers)
+    with pytest.raises(ArtifactError):
+        load_compiled(leftovers[0])
+    torch.manual_seed(0)
+    from neuron_encoder import Encoder, EncoderConfig
+    model = Encoder(EncoderConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=64))
+    compile_model(model, batch_sizes="1", seq_lens="8", backend="cpu", out=out)
+    assert [p.name for p in tmp_path.iterdir()] == ["art"]  # the stale partial was cleared

@@ -1,0 +1,291 @@
+"""Tests of the torch_neuronx TEST DOUBLE itself (tests/neuron_double.py).
+
+The other tests trust the double to behave like the SDK as ../shared/NEURON.md describes it; these tests
+pin that behaviour down: flags validated like neuronx-cc, cpu_backend needing a target, the compiler log,
+fixed shapes, dynamic batching, DataParallel and NEURON_RT_VISIBLE_CORES, save/load.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import sys
+
+import pytest
+import torch
+
+from tests.neuron_double import NEURONX_CC_VERSION, TORCH_NEURONX_VERSION, install, parse_compiler_args
+
+SEQ, VOCAB, HIDDEN = 8, 32, 16
+
+
+class TinyEncoder(torch.nn.Module):
+    """BERT's interface in miniature: (input_ids, attention_mask, token_type_ids) -> hidden states."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.word = torch.nn.Embedding(VOCAB, HIDDEN)
+        self.token_type = torch.nn.Embedding(2, HIDDEN)
+        self.dense = torch.nn.Linear(HIDDEN, HIDDEN)
+        self.norm = torch.nn.LayerNorm(HIDDEN)
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        x = self.word(input_ids) + self.token_type(token_type_ids)  # (B, T, H)
+        scores = (x @ x.transpose(1, 2)) / HIDDEN**0.5 + (1.0 - attention_mask[:, None, :].float()) * -1e4
+        x = self.norm(x + self.dense(scores.softmax(-1) @ x))
+        return x, x[:, 0]
+
+
+def bert_inputs(batch: int = 2, seq: int = SEQ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(batch * 100 + seq)
+    ids = torch.randint(0, VOCAB, (batch, seq), generator=generator)
+    return ids, torch.ones(batch, seq, dtype=torch.int64), torch.zeros(batch, seq, dtype=torch.int64)
+
+
+@pytest.fixture(autouse=True)
+def clean_neuron_env(monkeypatch):
+    for name in ("NEURON_RT_VISIBLE_CORES", "NEURON_RT_NUM_CORES", "NEURON_PLATFORM_TARGET_OVERRIDE"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> TinyEncoder:
+    torch.manual_seed(0)
+    return TinyEncoder().eval()
+
+
+@pytest.fixture
+def tnx(monkeypatch):
+    """An inf2.xlarge: one Neuron device, two NeuronCores."""
+    return install(monkeypatch, devices=1)
+
+
+def test_install_looks_like_the_sdk_to_probes(tnx):
+    import neuronxcc
+    import torch_neuronx
+
+    assert torch_neuronx is tnx and importlib.util.find_spec("torch_neuronx") is not None
+    assert torch_neuronx.__version__ == TORCH_NEURONX_VERSION
+    assert neuronxcc.__version__ == NEURONX_CC_VERSION
+    assert importlib.metadata.version("torch-neuronx") == TORCH_NEURONX_VERSION
+    assert importlib.metadata.version("neuronx-cc") == NEURONX_CC_VERSION
+
+
+def test_install_is_undone_after_the_test():
+    assert "torch_neuronx" not in sys.modules or not hasattr(sys.modules["torch_neuronx"], "double")
+
+
+def test_without_the_compiler_trace_fails_like_the_sdk(monkeypatch, encoder):
+    tnx = install(monkeypatch, devices=1, neuronx_cc=False)
+    with pytest.raises(importlib.metadata.PackageNotFoundError):
+        importlib.metadata.version("neuronx-cc")
+    with pytest.raises(RuntimeError, match="neuronx-cc is not installed"):
+        tnx.trace(encoder, bert_inputs())
+
+
+def test_trace_returns_a_scriptmodule_with_real_outputs(tnx, encoder):
+    inputs = bert_inputs()
+    traced = tnx.trace(encoder, inputs, compiler_args="--target inf2 --model-type transformer")
+    assert isinstance(traced, torch.jit.ScriptModule)
+    assert tnx.double.is_double_trace(traced)
+    for got, want in zip(traced(*inputs), encoder(*inputs)):
+        torch.testing.assert_close(got, want)
+    assert tnx.double.calls_to("trace")[0].kwargs["compiler_args"] == "--target inf2 --model-type transformer"
+
+
+@pytest.mark.parametrize("compiler_args", [
+    "--auto-cast none --optlevel 2 --target inf2 --model-type transformer",  # optimum-neuron's encoder default
+    ["--auto-cast", "matmult", "--auto-cast-type", "bf16", "--optlevel", "2", "--target", "inf2"],
+    "--target=trn1 -O1 --enable-saturate-infinity --enable-fast-loading-neuron-binaries",
+    "--target trn2 -O3 --auto-cast all --auto-cast-type fp8_e4m3 --model-type generic",
+    "--target trn1n --optlevel 1 --auto-cast-type fp16",
+])
+def test_documented_flags_are_accepted(tnx, encoder, compiler_args):
+    tnx.trace(encoder, bert_inputs(), compiler_args=compiler_args)
+    assert tnx.double.compilations[-1].target in {"inf2", "trn1", "trn1n", "trn2"}
+
+
+def test_parsed_flags_and_defaults():
+    options = parse_compiler_args("-O3 --target inf2")
+    assert (options["optlevel"], options["auto_cast"], options["model_type"]) == ("3", "none", "generic")
+    assert parse_compiler_args(["--auto-cast", "all", "--auto-cast", "matmult"])["auto_cast"] == "matmult"
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("--fast-math", "unrecognized arguments: --fast-math"),
+    ("--auto-cast matmul", "invalid choice: 'matmul'"),  # the flag is spelled matmult
+    ("--target inf1", "invalid choice: 'inf1'"),
+    ("-O4", "invalid choice: '4'"),
+    ("--auto-cast-type int8", "invalid choice: 'int8'"),
+])
+def test_bad_flags_fail_like_neuronx_cc(tnx, encoder, tmp_path, bad, message):
+    with pytest.raises(RuntimeError, match="neuronx-cc failed with 2"):
+        tnx.trace(encoder, bert_inputs(), compiler_args=f"--target inf2 {bad}", compiler_workdir=tmp_path)
+    assert message in (tmp_path / "log-neuron-cc.txt").read_text()
+
+
+def test_cpu_backend_needs_a_target_on_a_host_without_devices(monkeypatch, encoder):
+    tnx = install(monkeypatch, devices=0)
+    with pytest.raises(RuntimeError, match="please supply compiler argument target"):
+        tnx.trace(encoder, bert_inputs(), compiler_args="--auto-cast none", cpu_backend=True)
+    tnx.trace(encoder, bert_inputs(), compiler_args="--target inf2", cpu_backend=True)
+    monkeypatch.setenv("NEURON_PLATFORM_TARGET_OVERRIDE", "trn1")
+    tnx.trace(encoder, bert_inputs(), cpu_backend=True)
+    assert tnx.double.compilations[-1].target == "trn1"
+    monkeypatch.setenv("NEURON_PLATFORM_TARGET_OVERRIDE", "inf1")
+    with pytest.raises(ValueError, match="not a valid instance type"):
+        tnx.trace(encoder, bert_inputs(), cpu_backend=True)
+
+
+def test_without_cpu_backend_tracing_needs_a_neuron_device(monkeypatch, encoder):
+    tnx = install(monkeypatch, devices=0)
+    with pytest.raises(RuntimeError, match=r"num_devices > 0"):
+        tnx.trace(encoder, bert_inputs(), compiler_args="--target inf2")
+
+
+def test_a_model_compiled_on_cpu_does_not_run_without_hardware(monkeypatch, encoder):
+    tnx = install(monkeypatch, devices=0)
+    traced = tnx.trace(encoder, bert_inputs(), compiler_args="--target inf2", cpu_backend=True)
+    with pytest.raises(RuntimeError, match="Runtime could not be initialized"):
+        traced(*bert_inputs())
+
+
+def test_compiler_workdir_keeps_the_log(tnx, encoder, tmp_path):
+    workdir = tmp_path / "bucket_128"
+    tnx.trace(encoder, bert_inputs(), compiler_workdir=workdir,
+              compiler_args=["--target", "inf2", "--auto-cast", "matmult", "--auto-cast-type", "bf16"])
+    log = (workdir / "log-neuron-cc.txt").read_text()
+    assert "--auto-cast matmult --auto-cast-type bf16" in log and "Compiler status PASS" in log
+    assert "TEST DOUBLE" in log
+    assert tnx.double.compilations[-1].compiler_workdir == str(workdir)
+
+
+def test_auto_cast_gives_reduced_precision_error(tnx, encoder):
+    inputs = bert_inputs()
+    want = encoder(*inputs)[0]
+    exact = tnx.trace(encoder, inputs, compiler_args="--target inf2 --auto-cast none")(*inputs)[0]
+    bf16 = tnx.trace(encoder, inputs, compiler_args="--target inf2 --auto-cast matmult")(*inputs)[0]
+    bf16_all = tnx.trace(encoder, inputs, compiler_args="--target inf2 --auto-cast all")(*inputs)[0]
+    torch.testing.assert_close(exact, want)
+    assert 0 < (bf16 - want).abs().max() < 0.1
+    assert (bf16_all - want).abs().max() >= (bf16 - want).abs().max()
+
+
+def test_shapes_are_fixed_unless_dynamic_batch(tnx, encoder):
+    traced = tnx.trace(encoder, bert_inputs(batch=2), compiler_args="--target inf2")
+    with pytest.raises(RuntimeError, match=r"compiled for \[2, 8\]"):
+        traced(*bert_inputs(batch=3))
+    with pytest.raises(RuntimeError, match="dtype"):
+        traced(*(t.to(torch.int32) for t in bert_inputs(batch=2)))
+    assert tnx.dynamic_batch(traced) is traced
+    inputs = bert_inputs(batch=5)
+    torch.testing.assert_close(traced(*inputs)[0], encoder(*inputs)[0])
+    with pytest.raises(RuntimeError, match="dimension other than 0"):
+        traced(*bert_inputs(batch=2, seq=16))
+
+
+def test_save_and_load_round_trip(tnx, encoder, tmp_path):
+    inputs = bert_inputs()
+    traced = tnx.trace(encoder, inputs, compiler_args="--target inf2")
+    tnx.dynamic_batch(traced)
+    tnx.lazy_load(traced)
+    tnx.async_load(traced)
+    torch.jit.save(traced, tmp_path / "model.pt")
+    loaded = torch.jit.load(tmp_path / "model.pt")
+    assert tnx.double.is_double_trace(loaded)
+    torch.testing.assert_close(loaded(*inputs)[1], encoder(*inputs)[1])
+    assert loaded(*bert_inputs(batch=3))[0].shape == (3, SEQ, HIDDEN)  # dynamic batching was saved
+
+
+def test_loads_go_round_robin_over_cores(tnx, encoder, tmp_path):
+    torch.jit.save(tnx.trace(encoder, bert_inputs(), compiler_args="--target inf2"), tmp_path / "m.pt")
+    for _ in range(3):
+        torch.jit.load(tmp_path / "m.pt")(*bert_inputs())
+    assert [run.core for run in tnx.double.executions] == [0, 1, 0]
+
+
+def test_data_parallel_splits_the_batch_over_cores(tnx, encoder):
+    traced = tnx.trace(encoder, bert_inputs(batch=2), compiler_args="--target inf2")
+    parallel = tnx.DataParallel(traced)
+    assert parallel.device_ids == [0, 1] and parallel.num_workers == 4
+    inputs = bert_inputs(batch=8)
+    hidden, cls = parallel(*inputs)
+    torch.testing.assert_close(hidden, encoder(*inputs)[0])
+    assert cls.shape == (8, HIDDEN)
+    assert sorted(run.core for run in tnx.double.executions) == [0, 1]
+    assert {run.shapes[0] for run in tnx.double.executions} == {(4, SEQ)}
+
+
+def test_data_parallel_accepts_a_loaded_model_and_can_drop_dynamic_batching(tnx, encoder, tmp_path):
+    torch.jit.save(tnx.trace(encoder, bert_inputs(batch=1), compiler_args="--target inf2"), tmp_path / "m.pt")
+    parallel = tnx.DataParallel(torch.jit.load(tmp_path / "m.pt"), set_dynamic_batching=False)
+    assert parallel(*bert_inputs(batch=2))[0].shape == (2, SEQ, HIDDEN)  # 2 / 2 cores == compiled batch 1
+    with pytest.raises(RuntimeError, match="fixed input shapes"):
+        parallel(*bert_inputs(batch=4))
+
+
+@pytest.mark.parametrize("variable, value, cores", [
+    ("NEURON_RT_VISIBLE_CORES", "0-1", 2),
+    ("NEURON_RT_VISIBLE_CORES", "3", 1),
+    ("NEURON_RT_VISIBLE_CORES", "0,2", 2),
+    ("NEURON_RT_VISIBLE_CORES", "0-1,3", 3),
+    ("NEURON_RT_NUM_CORES", "3", 3),
+    ("NEURON_RT_NUM_CORES", "0", 4),
+])
+def test_data_parallel_honours_the_runtime_core_variables(monkeypatch, encoder, variable, value, cores):
+    tnx = install(monkeypatch, devices=2)  # inf2.24xlarge-like slice: 4 NeuronCores
+    monkeypatch.setenv(variable, value)
+    parallel = tnx.DataParallel(tnx.trace(encoder, bert_inputs(batch=1), compiler_args="--target inf2"))
+    assert parallel.device_ids == list(range(cores))
+
+
+def test_data_parallel_needs_cores(monkeypatch, encoder):
+    tnx = install(monkeypatch, devices=1)
+    traced = tnx.trace(encoder, bert_inputs(), compiler_args="--target inf2")
+    monkeypatch.setenv("NEURON_RT_VISIBLE_CORES", "5")
+    with pytest.raises(RuntimeError, match=r"NeuronCore\(s\) not available"):
+        tnx.DataParallel(traced)
+    tnx.double.devices = 0
+    with pytest.raises(RuntimeError, match="cannot determine the number of available NeuronCores"):
+        tnx.DataParallel(traced)
+
+
+def test_cores_held_by_another_process(tnx, encoder):
+    traced = tnx.trace(encoder, bert_inputs(), compiler_args="--target inf2")
+    tnx.double.busy = True
+    with pytest.raises(RuntimeError, match=r"NeuronCore\(s\) not available"):
+        traced(*bert_inputs())
+
+
+def test_core_placement(tnx, encoder, tmp_path):
+    traced = tnx.trace(encoder, bert_inputs(), compiler_args="--target inf2")
+    tnx.set_neuron_cores(traced, start_nc=1, nc_count=1)
+    traced(*bert_inputs())
+    assert tnx.double.executions[-1].core == 1
+    with pytest.raises(ValueError):
+        tnx.set_neuron_cores(traced, start_nc=1, nc_count=2)
+    torch.jit.save(traced, tmp_path / "m.pt")
+    with tnx.neuron_cores_context(start_nc=0, nc_count=2):
+        loaded = torch.jit.load(tmp_path / "m.pt")
+    loaded(*bert_inputs())
+    loaded(*bert_inputs())
+    assert [run.core for run in tnx.double.executions[-2:]] == [0, 1]
+    with pytest.warns(DeprecationWarning, match="Call torch_neuronx.set_neuron_cores instead"):
+        tnx.experimental.set_neuron_cores(traced, start_nc=0, nc_count=1)
+
+
+def test_data_dependent_ops_do_not_compile(tnx):
+    def nonzero(x):
+        return torch.nonzero(x)
+
+    with pytest.raises(RuntimeError, match="neuronx-cc failed with 70"):
+        tnx.trace(nonzero, torch.ones(4), compiler_args="--target inf2")
+    report = tnx.analyze(nonzero, torch.ones(4))
+    assert report["unsupported_operators"][0]["kind"] == "aten::nonzero"
+
+
+def test_analyze_reports_the_documented_keys(tnx, encoder):
+    report = tnx.analyze(encoder, bert_inputs())
+    assert set(report) == {"torch_neuronx_version", "neuronx_cc_version", "support_percentage",
+                           "supported_operators", "unsupported_operators"}
+    assert report["support_percentage"] == "100.00%" and report["supported_operators"]["aten::embedding"] == 2
