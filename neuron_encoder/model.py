@@ -33,24 +33,27 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
 
 
 class MultiHeadAttention(nn.Module):
-    """h heads of attention; each head's W_Q^i is the i-th block of hs columns of `query`."""
+    """h heads of attention, their outputs concatenated and projected by W_O.
+
+    W_Q, W_K and W_V (each H x H, head i using columns i*hs:(i+1)*hs) are stacked in one (3H x H)
+    `qkv` projection: one matrix multiply instead of three, the same parameters and arithmetic.
+    """
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.head_size = config.head_size
         h = config.hidden_size
-        self.query = nn.Linear(h, h)  # W_Q
-        self.key = nn.Linear(h, h)  # W_K
-        self.value = nn.Linear(h, h)  # W_V
-        self.out = nn.Linear(h, h)  # W_O, projects the concatenated heads
+        self.qkv = nn.Linear(h, 3 * h)  # [W_Q; W_K; W_V]
+        self.out = nn.Linear(h, h)  # W_O
         self.fused = True
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         B, T, H = x.shape
-        q = self.query(x).view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
-        k = self.key(x).view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
-        v = self.value(x).view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        q, k, v = self.qkv(x).chunk(3, dim=-1)  # each (B, T, H)
+        q = q.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         y = scaled_dot_product_attention(q, k, v, keep, self.fused)  # (B, nh, T, hs)
         y = y.transpose(1, 2).reshape(B, T, H)  # concatenate the heads: (B, T, H)
         return self.out(y)

@@ -25,9 +25,10 @@ HF_TO_OURS: dict[str, str] = {
     "embeddings.position_embeddings": "embeddings.position",
     "embeddings.token_type_embeddings": "embeddings.segment",
     "embeddings.LayerNorm": "embeddings.norm",
-    "encoder.layer.{i}.attention.self.query": "layers.{i}.attention.query",
-    "encoder.layer.{i}.attention.self.key": "layers.{i}.attention.key",
-    "encoder.layer.{i}.attention.self.value": "layers.{i}.attention.value",
+    # W_Q, W_K, W_V are stacked, in this order, in one projection: [q], [k], [v] name the blocks.
+    "encoder.layer.{i}.attention.self.query": "layers.{i}.attention.qkv[q]",
+    "encoder.layer.{i}.attention.self.key": "layers.{i}.attention.qkv[k]",
+    "encoder.layer.{i}.attention.self.value": "layers.{i}.attention.qkv[v]",
     "encoder.layer.{i}.attention.output.dense": "layers.{i}.attention.out",
     "encoder.layer.{i}.attention.output.LayerNorm": "layers.{i}.attention_norm",
     "encoder.layer.{i}.intermediate.dense": "layers.{i}.feed_forward.up",
@@ -45,6 +46,8 @@ IGNORED = (
 # Prefixes that task models and sentence-transformers put before BertModel's names.
 PREFIXES = ("bert.", "model.", "0.auto_model.")
 
+STACK = ("q", "k", "v")
+
 _RULES = [(re.compile("^" + re.escape(hf).replace(r"\{i\}", r"(\d+)") + r"\.(weight|bias)$"), ours)
           for hf, ours in HF_TO_OURS.items()]
 
@@ -59,29 +62,48 @@ def hf_to_ours(hf_name: str) -> str | None:
         match = pattern.match(hf_name)
         if match:
             *layer, kind = match.groups()
-            return ours.replace("{i}", layer[0]) + "." + kind if layer else ours + "." + kind
+            name = ours.replace("{i}", layer[0]) if layer else ours
+            base, bracket, block = name.partition("[")
+            return f"{base}.{kind}{bracket}{block}"
     return None
+
+
+def _split_block(name: str) -> tuple[str, int | None]:
+    """'layers.0.attention.qkv.weight[k]' -> ('layers.0.attention.qkv.weight', 1)."""
+    base, _, block = name.partition("[")
+    return base, STACK.index(block.rstrip("]")) if block else None
 
 
 def convert_hf_state_dict(hf_state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Rename a BertModel state dict to ours, checking every key and shape against `model`."""
     expected = model.state_dict()
+    wanted = {f"{name}[{b}]" for name in expected if ".attention.qkv." in name for b in STACK}
+    wanted |= {name for name in expected if ".attention.qkv." not in name}
     converted: dict[str, torch.Tensor] = {}
+    blocks: dict[str, dict[int, torch.Tensor]] = {}
     unexpected, wrong_shape, seen = [], [], set()
     for hf_name, tensor in hf_state.items():
         ours = hf_to_ours(hf_name)
-        if ours is None or ours not in expected:
+        if ours is None or ours not in wanted:
             bare = hf_name.split(".", 1)[1] if hf_name.startswith(PREFIXES) else hf_name
             if not any(p.match(bare) for p in IGNORED):
                 unexpected.append(hf_name)
             continue
         seen.add(ours)
-        if tuple(tensor.shape) != tuple(expected[ours].shape):
-            wrong_shape.append(f"{hf_name}: checkpoint {tuple(tensor.shape)}, "
-                               f"model {tuple(expected[ours].shape)}")
-            continue
-        converted[ours] = tensor
-    missing = sorted(set(expected) - seen)
+        target, block = _split_block(ours)
+        shape = tuple(expected[target].shape)
+        if block is not None:
+            shape = (shape[0] // len(STACK), *shape[1:])
+        if tuple(tensor.shape) != shape:
+            wrong_shape.append(f"{hf_name}: checkpoint {tuple(tensor.shape)}, model {shape}")
+        elif block is None:
+            converted[target] = tensor
+        else:
+            blocks.setdefault(target, {})[block] = tensor
+    for target, parts in blocks.items():
+        if len(parts) == len(STACK):
+            converted[target] = torch.cat([parts[i] for i in range(len(STACK))])
+    missing = sorted(wanted - seen)
     problems = []
     if missing:
         problems.append(f"missing keys ({len(missing)}): {', '.join(missing)}")

@@ -64,7 +64,7 @@ def test_comparison_can_fail(tiny_config):
     """The HF comparison detects a wrong weight: the test above is not vacuous."""
     hf, ours = hf_pair(tiny_config)
     with torch.no_grad():
-        ours.layers[1].attention.value.weight.mul_(1.01)
+        ours.layers[1].attention.qkv.weight[-tiny_config.hidden_size:].mul_(1.01)  # W_V
     with pytest.raises(AssertionError):
         assert_matches_hf(hf, ours, random_inputs(tiny_config, batch=2, seq=16))
 

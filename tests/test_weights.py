@@ -23,7 +23,7 @@ SENTENCES = [
 
 
 def test_key_map_names():
-    assert hf_to_ours("encoder.layer.3.attention.self.query.weight") == "layers.3.attention.query.weight"
+    assert hf_to_ours("encoder.layer.3.attention.self.query.weight") == "layers.3.attention.qkv.weight[q]"
     assert hf_to_ours("bert.encoder.layer.11.output.LayerNorm.bias") == "layers.11.feed_forward_norm.bias"
     assert hf_to_ours("embeddings.word_embeddings.weight") == "embeddings.token.weight"
     assert hf_to_ours("pooler.dense.weight") is None
@@ -69,14 +69,14 @@ def test_loads_pytorch_model_bin(checkpoint_copy, minilm):
     (checkpoint_copy / "model.safetensors").unlink()
     torch.save(state, checkpoint_copy / "pytorch_model.bin")
     model = Encoder.from_pretrained(checkpoint_copy)
-    torch.testing.assert_close(model.layers[0].attention.query.weight, minilm.layers[0].attention.query.weight)
+    torch.testing.assert_close(model.layers[0].attention.qkv.weight, minilm.layers[0].attention.qkv.weight)
 
 
 def test_missing_key_is_listed(checkpoint_copy):
     state = load_file(str(checkpoint_copy / "model.safetensors"))
     del state["encoder.layer.2.attention.self.key.weight"]
     save_file(state, str(checkpoint_copy / "model.safetensors"))
-    with pytest.raises(CheckpointError, match=r"missing keys \(1\): layers\.2\.attention\.key\.weight"):
+    with pytest.raises(CheckpointError, match=r"missing keys \(1\): layers\.2\.attention\.qkv\.weight\[k\]"):
         Encoder.from_pretrained(checkpoint_copy)
 
 
