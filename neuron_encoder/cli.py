@@ -15,7 +15,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Compile, benchmark and serve a BERT-style encoder on AWS Inferentia2/Trainium, "
                        "with a CPU fallback.")
 
-MODEL_HELP = "checkpoint directory, Hugging Face hub id, or 'minilm' (all-MiniLM-L6-v2, shipped)"
+MODEL_HELP = ("checkpoint directory, Hugging Face hub id, 'minilm' (all-MiniLM-L6-v2, shipped), "
+              "or random:PRESET (e.g. random:bert-base, random weights for speed work)")
 
 
 def main() -> None:

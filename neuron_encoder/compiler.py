@@ -16,6 +16,7 @@ from . import __version__, artifact, hardware
 from .backends import Backend, CompileOptions, Runner, select_backend
 from .errors import ConfigError, NumericsError, ShapeError
 from .model import Encoder
+from .weights import load_model
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +116,7 @@ def compile_model(model: str | Encoder = "minilm", *, batch_sizes: str | Sequenc
     """
     chosen, reason = select_backend(backend, options)
     progress(f"backend {reason}")
-    encoder = Encoder.from_pretrained(model) if isinstance(model, (str, Path)) else model
+    encoder = load_model(model) if isinstance(model, (str, Path)) else model
     encoder.eval()
     model_id = str(getattr(encoder, "name_or_path", model if isinstance(model, (str, Path)) else "custom"))
     batches = parse_sizes(batch_sizes, "batch sizes")

@@ -200,6 +200,23 @@ def _sentence_transformers_pooling(directory: Path) -> dict:
     return {"pooling": mode, "normalize": normalize}
 
 
+RANDOM_PREFIX = "random:"
+
+
+def load_model(spec: str | Path = DEFAULT_MODEL, seed: int = 0):
+    """A checkpoint (see `resolve`), or `random:PRESET` - a preset with seeded random weights, for
+    speed work; the seed keeps its weights hash, and so compile caching, stable."""
+    from .config import preset
+    from .model import Encoder
+    text = str(spec)
+    if text.startswith(RANDOM_PREFIX):
+        torch.manual_seed(seed)
+        model = Encoder(preset(text[len(RANDOM_PREFIX):])).eval()
+        model.name_or_path = text
+        return model
+    return load_pretrained(spec)
+
+
 def load_pretrained(name_or_path: str | Path = DEFAULT_MODEL):
     """Build an Encoder from a checkpoint; every key and shape is checked."""
     from .model import Encoder
