@@ -5,6 +5,7 @@ torch_neuronx is imported only inside these functions: it exists only in AWS's N
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -74,13 +75,27 @@ class NeuronBackend:
         torch.jit.save(compiled, str(path))
 
     def load(self, path: Path, replicas: int = 1) -> Runner:
-        import torch_neuronx  # registers the Neuron ops that torch.jit.load needs
-        module = torch.jit.load(str(path))
-        if replicas > 1:
-            # One copy per visible NeuronCore (NEURON_RT_VISIBLE_CORES), the batch split on dim 0.
-            return torch_neuronx.DataParallel(module)
-        return module
+        import torch_neuronx  # noqa: F401 - registers the Neuron ops that torch.jit.load needs
+        # Each load lands on the next free NeuronCore (of NEURON_RT_VISIBLE_CORES).
+        copies = [torch.jit.load(str(path)) for _ in range(replicas)]
+        return copies[0] if replicas == 1 else ReplicaPool(copies)
 
     def versions(self) -> dict[str, str | None]:
         return {"torch-neuronx": hardware.package_version("torch-neuronx"),
                 "neuronx-cc": hardware.package_version("neuronx-cc")}
+
+
+class ReplicaPool:
+    """One loaded copy per NeuronCore; successive calls go round robin over them.
+
+    A single caller uses one core at a time, so throughput needs >= 2 calling threads per core (the
+    benchmark's workers, the server's batcher). Unlike DataParallel, a batch-1 request never waits for
+    a batch split, and concurrent batch-1 requests run on different cores.
+    """
+
+    def __init__(self, copies: list[torch.nn.Module]) -> None:
+        self.copies = copies
+        self._turn = itertools.count()  # next() on a count is atomic under the GIL
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.copies[next(self._turn) % len(self.copies)](*inputs)
