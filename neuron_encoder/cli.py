@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import date
+from pathlib import Path
 from typing import List, Optional
 
 import typer
@@ -56,10 +58,14 @@ def embed(texts: List[str] = typer.Argument(..., help="texts to embed"),
 
 
 @app.command()
-def quickstart(model: str = typer.Option("minilm", help=MODEL_HELP)) -> None:
-    """The main job: parameter breakdown, then sample embeddings and their similarities."""
+def quickstart(model: str = typer.Option("minilm", help=MODEL_HELP),
+               run_dir: Optional[str] = typer.Option(None, help="where results and the report go "
+                                                                "(default runs/quickstart-<time>)"),
+               duration: float = typer.Option(2.0, help="seconds measured per configuration"),
+               bench: bool = typer.Option(True, help="--no-bench: only the model summary and similarities")) -> None:
+    """The main job: the model, then compile for the best backend here, numerics, benchmark, report."""
     from .quickstart import run_quickstart
-    run_quickstart(model, echo=typer.echo)
+    run_quickstart(model, run_dir=run_dir, duration_s=duration, bench=bench, echo=typer.echo)
 
 
 @app.command("compile")
@@ -91,3 +97,63 @@ def compile_command(
                            "backend": result.manifest["backend"], "precision": result.manifest["precision"],
                            "buckets": [{k: b[k] for k in ("name", "compile_seconds")} | b["numerics"]
                                        for b in result.manifest["buckets"]]}, indent=2))
+
+
+@app.command()
+def bench(
+    model: str = typer.Option("minilm", help=MODEL_HELP),
+    backends: str = typer.Option("auto", help="auto, families (cpu, cuda, neuron) or targets (cpu-eager, "
+                                              "cpu-torchscript-fp32, cuda-fp16, neuron-1core, ...)"),
+    batch_sizes: str = typer.Option("1,8", help="comma-separated batch sizes"),
+    seq_lens: str = typer.Option("128", help="comma-separated sequence lengths"),
+    concurrency: str = typer.Option("1,2", help="closed-loop worker counts"),
+    rates: Optional[str] = typer.Option(None, help="open-loop request rates per second, e.g. 50,100"),
+    duration: float = typer.Option(5.0, help="seconds measured per configuration (warm-up excluded)"),
+    warmup: int = typer.Option(3, help="warm-up calls per worker, not measured"),
+    slo_p99_ms: Optional[float] = typer.Option(None, help="find the highest throughput whose p99 stays under this"),
+    artifact: List[str] = typer.Option([], help="benchmark this compiled artifact instead of compiling"),
+    target: Optional[str] = typer.Option(None, help="Neuron target when compiling for Neuron"),
+    auto_cast: str = typer.Option("matmult", help="Neuron auto-cast (AWS's published numbers: matmult)"),
+    auto_cast_type: str = typer.Option("bf16", help="Neuron auto-cast type"),
+    out_dir: str = typer.Option("bench-results", help="where the JSON and CSV results go"),
+) -> None:
+    """Benchmark eager and compiled targets: latency percentiles, throughput, accuracy, overhead."""
+    import shlex
+    from .backends import CompileOptions
+    from .bench.api import run_bench
+    from .bench.report import format_summary_table
+    result, path = run_bench(model, backends=backends, batch_sizes=batch_sizes, seq_lens=seq_lens,
+                             concurrency=concurrency, rates=rates, duration_s=duration, warmup=warmup,
+                             slo_p99_ms=slo_p99_ms, artifacts=artifact, out_dir=out_dir,
+                             neuron_options=CompileOptions(target=target, auto_cast=auto_cast,
+                                                           auto_cast_type=auto_cast_type),
+                             command=shlex.join(["neuron-encoder", *sys.argv[1:]]),
+                             progress=lambda line: typer.echo(line, err=True))
+    typer.echo(format_summary_table(result.rows))
+    typer.echo(f"results: {path} (and .csv); next: neuron-encoder report {path}")
+
+
+@app.command()
+def report(
+    files: List[str] = typer.Argument(..., help="result JSON files, from one or several machines"),
+    out_dir: str = typer.Option("report", help="where report.md, the PNG plots and merged.json go"),
+    prices: Optional[str] = typer.Option(None, help="price overrides: a JSON/CSV file or 'inf2.xlarge=0.76,...'"),
+    live_prices: bool = typer.Option(False, "--live-prices", help="fetch on-demand prices from the AWS Pricing "
+                                                                   "API (needs boto3 and credentials)"),
+    region: str = typer.Option("us-east-1", help="region for --live-prices"),
+    instance: Optional[str] = typer.Option(None, help="instance type for results recorded off EC2"),
+) -> None:
+    """Merge result files into one Markdown report with plots and cost per million inferences."""
+    from .bench.prices import fetch_live_prices, load_prices
+    from .bench.report import write_report
+    from .bench.results import read_result
+    table = load_prices(prices)
+    if live_prices:
+        types = {read_result(f).environment.get("instance_type") for f in files} | ({instance} - {None})
+        live = fetch_live_prices(sorted(t for t in types if t), region=region)
+        if live:
+            table = table.updated(live, f"AWS Price List API, {region}, fetched {date.today().isoformat()}")
+        else:
+            typer.echo("live prices unavailable (no boto3 or credentials); using the built-in table", err=True)
+    path = write_report([Path(f) for f in files], Path(out_dir), table, instance_override=instance)
+    typer.echo(f"report: {path}")

@@ -1,12 +1,16 @@
-"""The main job the README opens with, on the embedded default model."""
+"""The main job the README opens with: on the embedded default model, show what the model is, compile
+it for the best backend here, check its numerics, benchmark it against CPU eager, and write a report."""
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
 from typing import Callable
 
+from . import hardware
 from .embeddings import cosine_matrix, embed_texts
-from .model import Encoder
 from .params import breakdown, format_table
+from .weights import load_model
 
 SAMPLE_SENTENCES = [
     "A man is playing a guitar.",
@@ -16,14 +20,48 @@ SAMPLE_SENTENCES = [
 ]
 
 
-def run_quickstart(model: str = "minilm", echo: Callable[[str], None] = print) -> dict:
-    """Show the parameter breakdown of `model`, then embed sample sentences and their similarities."""
-    encoder = Encoder.from_pretrained(model)
+def best_targets() -> tuple[list[str], str]:
+    """The compiled targets to race against CPU eager on this host, and why."""
+    if hardware.has_neuron_devices() and hardware.is_neuron_sdk_available():
+        return ["neuron-1core", "neuron-all-cores"], "Neuron devices and torch-neuronx are present"
+    if hardware.is_cuda_available():
+        return ["cuda-fp16"], "a CUDA GPU is present"
+    return ["cpu-torchscript-fp32"], "no Neuron devices or GPU here: the CPU artifact"
+
+
+def run_quickstart(model: str = "minilm", run_dir: str | Path | None = None, duration_s: float = 2.0,
+                   batch_sizes: str = "1,8", seq_len: int = 128, bench: bool = True,
+                   echo: Callable[[str], None] = print) -> dict:
+    """Parameters and sample similarities, then (bench=True) compile + numerics + benchmark + report.
+
+    Everything goes under `run_dir` (default runs/quickstart-<UTC time>); artifacts go to the shared
+    ./artifacts cache, so a second run reuses them.
+    """
+    encoder = load_model(model)
     counts = breakdown(encoder.config)
     echo(format_table(model, encoder.config, counts))
-    vectors = embed_texts(encoder, SAMPLE_SENTENCES)
-    similarity = cosine_matrix(vectors)
-    echo("\ncosine similarity of sample sentences:")
-    for i, text in enumerate(SAMPLE_SENTENCES):
-        echo(f"  {' '.join(f'{x:5.2f}' for x in similarity[i].tolist())}  {text}")
-    return {"params": counts, "similarity": similarity.tolist()}
+    similarity = None
+    if getattr(encoder, "checkpoint_dir", None):
+        similarity = cosine_matrix(embed_texts(encoder, SAMPLE_SENTENCES))
+        echo("\ncosine similarity of sample sentences:")
+        for i, text in enumerate(SAMPLE_SENTENCES):
+            echo(f"  {' '.join(f'{x:5.2f}' for x in similarity[i].tolist())}  {text}")
+    outcome: dict = {"params": counts, "similarity": None if similarity is None else similarity.tolist()}
+    if not bench:
+        return outcome
+
+    from .bench.api import run_bench
+    from .bench.report import format_summary_table, write_report
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    run_dir = Path(run_dir or Path("runs") / f"quickstart-{stamp}")
+    targets, why = best_targets()
+    echo(f"\nbenchmarking cpu-eager against {', '.join(targets)} ({why}); the compile checks numerics first")
+    result, result_path = run_bench(encoder, backends=["cpu-eager", *targets], batch_sizes=batch_sizes,
+                                    seq_lens=[seq_len], concurrency=(1, 2), duration_s=duration_s,
+                                    out_dir=run_dir, command=f"neuron-encoder quickstart --model {model}",
+                                    progress=echo)
+    report_path = write_report([result_path], run_dir / "report")
+    echo("\n" + format_summary_table(result.rows))
+    echo(f"\nreport: {report_path}\nresults: {result_path} (and .csv)")
+    outcome.update(result=result, result_path=result_path, report_path=report_path)
+    return outcome

@@ -23,10 +23,19 @@ def test_readme_opens_with_the_two_commands_and_ci_runs_the_second():
     assert "neuron-encoder\" quickstart" in (ROOT / "scripts/quickstart.sh").read_text()
 
 
-def test_quick_start_runs():
+def test_quick_start_runs(tmp_path, monkeypatch):
+    """The main job end to end, shortened: compile, numerics, benchmark against eager, report."""
+    monkeypatch.chdir(tmp_path)  # its ./artifacts cache lands here
     lines: list[str] = []
-    result = run_quickstart("minilm", echo=lines.append)
+    outcome = run_quickstart("minilm", run_dir=tmp_path / "run", duration_s=0.3, batch_sizes="1",
+                             echo=lines.append)
     text = "\n".join(lines)
     assert "multi-head attention" in text and "cosine similarity" in text
-    sim = result["similarity"]
+    sim = outcome["similarity"]
     assert sim[0][1] > sim[0][3]  # the guitar paraphrase beats the stock market
+    assert "min cosine 1.000000: ok" in text  # the compile's numerics gate ran
+    backends = {row.backend for row in outcome["result"].rows}
+    assert backends == {"cpu-eager", "cpu-torchscript-fp32"}
+    report = outcome["report_path"].read_text()
+    assert "cpu-torchscript-fp32" in report and (outcome["report_path"].parent / "latency_vs_throughput.png").exists()
+    assert outcome["result_path"].exists() and outcome["result_path"].with_suffix(".csv").exists()

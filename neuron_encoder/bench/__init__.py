@@ -1,0 +1,1 @@
+"""Benchmark statistics, result files, prices and reports: the parts that need no model."""

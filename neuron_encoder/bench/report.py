@@ -1,0 +1,371 @@
+"""Merge result files from several machines into one Markdown report, two plots and a merged JSON.
+
+Each machine benchmarks itself (an inf2, a GPU box, a CPU box); only the report puts them side
+by side, with the cost of each row at a stated price basis and AWS's own numbers kept apart.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from neuron_encoder.bench.environment import PACKAGES
+from neuron_encoder.bench.prices import PUBLISHED, PUBLISHED_SOURCE, PriceTable, load_prices
+from neuron_encoder.bench.results import BenchResult, BenchRow, atomic_write_bytes, read_result, utc_now_iso
+from neuron_encoder.bench.stats import cost_per_million
+
+REPORT_SCHEMA = "neuron-encoder/bench-report"
+REPORT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One result file's machine: the name shown in tables and the instance type it is priced as."""
+
+    path: Path
+    result: BenchResult
+    name: str
+    instance_type: str | None  # None: not priced
+    assumed: bool  # instance type came from instance_override, not from the machine
+
+
+@dataclass(frozen=True)
+class ReportRow:
+    """A measured row with its machine and cost."""
+
+    row: BenchRow
+    machine: Machine
+    price_per_h: float | None
+    cost_per_1m: float | None
+
+
+def _machine(path: Path, result: BenchResult, instance_override: str | None) -> Machine:
+    env = result.environment
+    detected = env.get("instance_type")
+    if detected:
+        return Machine(path, result, str(detected), str(detected), assumed=False)
+    if instance_override:
+        return Machine(path, result, instance_override, instance_override, assumed=True)
+    hostname = env.get("hostname") or path.stem
+    return Machine(path, result, f"{hostname} (no instance type)", None, assumed=False)
+
+
+def _cost(throughput: float, price: float | None) -> float | None:
+    if price is None or throughput <= 0:
+        return None
+    return cost_per_million(throughput, price)
+
+
+def _row_key(item: ReportRow) -> tuple:
+    r = item.row
+    return (r.backend, item.machine.name, r.precision, r.batch_size, r.seq_len, r.mode,
+            r.concurrency, r.rate or 0.0, r.cores, r.label)
+
+
+# Number formats, shared by the Markdown and the terminal table.
+
+def _fmt_ms(value: float) -> str:
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _fmt_rate(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def _fmt_cost(value: float | None) -> str:
+    """Four significant digits without scientific notation: 0.1053, 1.429, 12.35."""
+    if value is None:
+        return "-"
+    if value == 0:
+        return "0"
+    decimals = max(0, 3 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"
+
+
+def _fmt_cosine(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6f}"
+
+
+def _fmt_load(row: BenchRow) -> str:
+    if row.mode == "open":
+        return f"open {_fmt_rate(row.rate or 0.0)}/s"
+    return str(row.concurrency)
+
+
+def _md_cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]], right: set[int]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |"]
+    lines.append("|" + "|".join("---:" if i in right else "---" for i in range(len(header))) + "|")
+    lines.extend("| " + " | ".join(_md_cell(cell) for cell in row) + " |" for row in rows)
+    return lines
+
+
+_SUMMARY_HEADER = ("backend", "label", "precision", "batch", "seq", "conc.", "cores", "p50 ms", "p95 ms",
+                   "p99 ms", "inf/s avg", "inf/s peak", "pad. eff.", "cos vs fp32", "errors")
+
+
+def _summary_cells(row: BenchRow) -> list[str]:
+    lat = row.latency_ms
+    return [row.backend, row.label, row.precision, str(row.batch_size), str(row.seq_len), _fmt_load(row),
+            str(row.cores), _fmt_ms(lat["p50"]), _fmt_ms(lat["p95"]), _fmt_ms(lat["p99"]),
+            _fmt_rate(row.throughput_avg), _fmt_rate(row.throughput_peak), f"{row.padding_efficiency:.0%}",
+            _fmt_cosine(row.accuracy_cosine_min), str(row.errors)]
+
+
+def format_summary_table(rows: Sequence[BenchRow]) -> str:
+    """Fixed-width table of rows for the terminal; numbers right-aligned, one line per row."""
+    if not rows:
+        return "(no benchmark rows)"
+    table = [list(_SUMMARY_HEADER)] + [_summary_cells(row) for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(_SUMMARY_HEADER))]
+    text_columns = {0, 1, 2}
+    lines = []
+    for line in table:
+        cells = [cell.ljust(w) if i in text_columns else cell.rjust(w) for i, (cell, w) in enumerate(zip(line, widths))]
+        lines.append("  ".join(cells).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _machine_lines(machines: Sequence[Machine]) -> list[str]:
+    lines = ["## Machines", ""]
+    for m in machines:
+        env = m.result.environment
+        name = f"**{m.name}**" + (" (instance type given by the user, not detected)" if m.assumed else "")
+        region = f", {env['region']}" if env.get("region") else ""
+        lines.append(f"- {name}{region}: `{m.path.name}`, run {m.result.created}, command `{m.result.command}`")
+        cores = env.get("logical_cores")
+        memory = env.get("memory_gib")
+        lines.append(f"  - CPU: {env.get('cpu_model') or 'unknown'}, {cores or '?'} logical cores, {memory or '?'} GiB"
+                     f", host {env.get('hostname') or 'unknown'}")
+        accelerators = []
+        gpu = env.get("gpu")
+        if gpu:
+            accelerators.append(f"GPU {gpu.get('name')} x{gpu.get('count')}")
+        if env.get("neuron_devices"):
+            accelerators.append(f"Neuron devices: {env['neuron_devices']}")
+        lines.append(f"  - Accelerators: {', '.join(accelerators) or 'none'}")
+        packages = env.get("packages") or {}
+        versions = [f"Python {env.get('python') or '?'}"]
+        versions += [f"{name} {packages[name]}" for name in PACKAGES if packages.get(name)]
+        lines.append(f"  - Versions: {', '.join(versions)}")
+        commit = env.get("git_commit")
+        manifest = env.get("artifact_manifest_sha256")
+        dirty = " (with uncommitted changes)" if env.get("git_dirty") else ""
+        lines.append(f"  - Git commit: {commit[:12] + dirty if commit else 'unknown'}"
+                     + (f"; artifact manifest sha256 {manifest[:12]}" if manifest else ""))
+    return lines
+
+
+_MAIN_HEADER = ("backend", "instance", "precision", "batch", "seq", "conc.", "cores", "p50 ms", "p95 ms", "p99 ms",
+                "inf/s avg", "inf/s peak", "pad. eff.", "cos vs fp32", "USD / 1M inf", "label")
+
+
+def _main_cells(item: ReportRow) -> list[str]:
+    r = item.row
+    lat = r.latency_ms
+    return [r.backend, item.machine.name, r.precision, str(r.batch_size), str(r.seq_len), _fmt_load(r), str(r.cores),
+            _fmt_ms(lat["p50"]), _fmt_ms(lat["p95"]), _fmt_ms(lat["p99"]), _fmt_rate(r.throughput_avg),
+            _fmt_rate(r.throughput_peak), f"{r.padding_efficiency:.0%}", _fmt_cosine(r.accuracy_cosine_min),
+            _fmt_cost(item.cost_per_1m), r.label]
+
+
+def _results_lines(items: Sequence[ReportRow], prices: PriceTable) -> list[str]:
+    lines: list[str] = []
+    for model in sorted({item.row.model for item in items}):
+        rows = sorted((item for item in items if item.row.model == model), key=_row_key)
+        lines += ["", f"## Results: {model}", ""]
+        lines += _md_table(_MAIN_HEADER, [_main_cells(item) for item in rows], right=set(range(3, 15)))
+    lines += ["", "Latency is per call (one batch); inf/s counts inferences (samples) per second, peak over 1 s "
+              "windows. Cost per 1M inferences = 1e6 / (inf/s avg) x price per hour / 3600.", "",
+              f"Price basis: {prices.source}"]
+    unpriced = sorted({item.machine.name for item in items if item.price_per_h is None})
+    if unpriced:
+        lines += ["", f"No cost for {', '.join(unpriced)}: no price for that instance type, or no instance type "
+                  "recorded (give one with instance_override / --instance)."]
+    failing = [item for item in sorted(items, key=_row_key) if item.row.errors]
+    if failing:
+        lines += ["", "Rows with failed calls (their numbers cover the successful calls only):"]
+        lines += [f"- {i.row.backend} on {i.machine.name}, batch {i.row.batch_size}, {_fmt_load(i.row)}: "
+                  f"{i.row.errors} of {i.row.calls} calls failed" for i in failing]
+    return lines
+
+
+def _published_lines(prices: PriceTable) -> list[str]:
+    lines = ["", "## AWS published numbers (not measured by us)", "",
+             f"Published by AWS, not measured by this project: {PUBLISHED_SOURCE}. The cost column prices "
+             "their throughput at our on-demand table above, not at AWS's reserved rates.", ""]
+    rows = [[p["model"], p["instance"], p["batch"], p["seq"], _fmt_rate(p["throughput"]), _fmt_ms(p["p50_ms"]),
+             _fmt_ms(p["p99_ms"]), _fmt_cost(_cost(p["throughput"], prices.price(p["instance"])))]
+            for p in PUBLISHED]
+    header = ("model", "instance", "batch", "seq", "inf/s", "p50 ms", "p99 ms", "USD / 1M inf (on-demand)")
+    return lines + _md_table(header, rows, right=set(range(2, 8)))
+
+
+def _slo_entries(machines: Sequence[Machine], prices: PriceTable) -> list[dict[str, Any]]:
+    entries = []
+    for m in machines:
+        price = prices.price(m.instance_type)
+        for entry in m.result.slo:
+            entries.append({**entry, "machine": m.name, "price_per_h": price,
+                            "cost_per_1m_usd": _cost(entry["best_throughput"], price)})
+    return sorted(entries, key=lambda e: (e["backend"], e["machine"], e["slo_p99_ms"]))
+
+
+def _slo_lines(entries: Sequence[dict[str, Any]]) -> list[str]:
+    if not entries:
+        return []
+    header = ("backend", "instance", "SLO p99 ms", "best inf/s", "at concurrency", "p99 ms", "USD / 1M inf")
+    rows = [[e["backend"], e["machine"], _fmt_ms(e["slo_p99_ms"]), _fmt_rate(e["best_throughput"]),
+             e["at_concurrency"], _fmt_ms(e["p99_ms"]), _fmt_cost(e["cost_per_1m_usd"])] for e in entries]
+    return ["", "## Best throughput within a p99 latency SLO", "",
+            "The highest throughput each backend reached while its p99 stayed within the SLO.", ""] + \
+        _md_table(header, rows, right=set(range(2, 7)))
+
+
+def _series_name(item: ReportRow, many_models: bool) -> str:
+    name = f"{item.row.backend} @ {item.machine.name}"
+    return f"{item.row.model}: {name}" if many_models else name
+
+
+def _save_figure(fig: Any, path: Path) -> None:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _plot_latency_vs_throughput(items: Sequence[ReportRow], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    many_models = len({item.row.model for item in items}) > 1
+    series: dict[str, list[ReportRow]] = {}
+    for item in items:
+        series.setdefault(_series_name(item, many_models), []).append(item)
+    fig = Figure(figsize=(12, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, 2, sharex=True, sharey=True)
+    for ax, key in zip(axes, ("p50", "p99")):
+        for name, members in sorted(series.items()):
+            members = sorted(members, key=lambda i: i.row.throughput_avg)
+            ax.plot([i.row.throughput_avg for i in members], [i.row.latency_ms[key] for i in members],
+                    marker="o", linestyle="", label=name)
+            for i in members:
+                load = _fmt_load(i.row) if i.row.mode == "open" else f"c{i.row.concurrency}"
+                ax.annotate(f"b{i.row.batch_size} {load}", (i.row.throughput_avg, i.row.latency_ms[key]),
+                            textcoords="offset points", xytext=(4, 4), fontsize=7, alpha=0.7)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("throughput (inferences/s, average)")
+        ax.set_ylabel(f"{key} latency per call (ms)")
+        ax.set_title(f"{key} latency against throughput")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize="small")
+    fig.suptitle("Latency per call against throughput (points: b = batch size, c = concurrency)")
+    _save_figure(fig, path)
+
+
+def _plot_throughput_by_batch(items: Sequence[ReportRow], path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import NullLocator
+
+    many_models = len({item.row.model for item in items}) > 1
+    best: dict[str, dict[int, float]] = {}
+    for item in items:
+        per_batch = best.setdefault(_series_name(item, many_models), {})
+        batch = item.row.batch_size
+        per_batch[batch] = max(per_batch.get(batch, 0.0), item.row.throughput_avg)
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for name, per_batch in sorted(best.items()):
+        batches = sorted(per_batch)
+        ax.plot(batches, [per_batch[b] for b in batches], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    all_batches = sorted({b for per_batch in best.values() for b in per_batch})
+    ax.set_xticks(all_batches, labels=[str(b) for b in all_batches])
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_yscale("log")
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("best throughput (inferences/s, average)")
+    ax.set_title("Throughput by batch size (best over concurrency and cores)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    _save_figure(fig, path)
+
+
+def _merged(created: str, machines: Sequence[Machine], items: Sequence[ReportRow], slo: list[dict[str, Any]],
+            prices: PriceTable) -> dict[str, Any]:
+    return {
+        "schema": REPORT_SCHEMA,
+        "version": REPORT_VERSION,
+        "created": created,
+        "price_source": prices.source,
+        "sources": [{"path": str(m.path), "machine": m.name, "instance_type": m.instance_type,
+                     "instance_type_assumed": m.assumed, "created": m.result.created, "command": m.result.command,
+                     "environment": m.result.environment} for m in machines],
+        "rows": [{**item.row.to_dict(), "machine": item.machine.name, "instance_type": item.machine.instance_type,
+                  "source": str(item.machine.path), "price_per_h": item.price_per_h,
+                  "cost_per_1m_usd": item.cost_per_1m} for item in sorted(items, key=_row_key)],
+        "slo": slo,
+        "published": PUBLISHED,
+    }
+
+
+def write_report(
+    result_paths: Sequence[Path],
+    out_dir: Path,
+    prices: PriceTable | None = None,
+    instance_override: str | None = None,
+) -> Path:
+    """Write report.md, latency_vs_throughput.png, throughput_by_batch.png and merged.json; return report.md.
+
+    Each file's environment names its instance type; a file without one is shown by hostname and
+    priced only when instance_override names the instance it ran on. prices defaults to the
+    built-in on-demand table.
+    """
+    if not result_paths:
+        raise ValueError("write_report needs at least one result file; got none")
+    if prices is None:
+        prices = load_prices(None)
+    machines = [_machine(Path(p), read_result(p), instance_override) for p in result_paths]
+    items = []
+    for m in machines:
+        price = prices.price(m.instance_type)
+        items += [ReportRow(row, m, price, _cost(row.throughput_avg, price)) for row in m.result.rows]
+    if not items:
+        raise ValueError(f"no benchmark rows in {', '.join(str(p) for p in result_paths)}")
+    slo = _slo_entries(machines, prices)
+    created = utc_now_iso()
+
+    lines = ["# neuron-encoder benchmark report", "",
+             f"Made {created} from {len(machines)} result file(s).", ""]
+    lines += _machine_lines(machines)
+    lines += _results_lines(items, prices)
+    lines += _slo_lines(slo)
+    lines += _published_lines(prices)
+    lines += ["", "Plots: [latency against throughput](latency_vs_throughput.png), "
+              "[throughput by batch size](throughput_by_batch.png). Data: [merged.json](merged.json).", ""]
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _plot_latency_vs_throughput(items, out_dir / "latency_vs_throughput.png")
+    _plot_throughput_by_batch(items, out_dir / "throughput_by_batch.png")
+    merged = _merged(created, machines, items, slo, prices)
+    atomic_write_bytes(out_dir / "merged.json", (json.dumps(merged, indent=2, allow_nan=False) + "\n").encode("utf-8"))
+    report_path = out_dir / "report.md"
+    atomic_write_bytes(report_path, "\n".join(lines).encode("utf-8"))
+    return report_path

@@ -1,0 +1,327 @@
+"""The versioned benchmark result file: one JSON per run (with a CSV beside it) that reports merge.
+
+A result carries its schema name and version so a report built months later, on another
+machine, can tell a bench result from any other JSON and refuse a format it does not know.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from neuron_encoder.bench.stats import LATENCY_KEYS
+from neuron_encoder.errors import InputFileError
+
+SCHEMA = "neuron-encoder/bench-result"
+VERSION = 1
+MODES = ("closed", "open")
+SLO_KEYS = ("backend", "slo_p99_ms", "best_throughput", "at_concurrency", "p99_ms")
+
+# Minimum value of each integer field.
+_INT_FIELDS = {"batch_size": 1, "seq_len": 1, "concurrency": 1, "cores": 1, "calls": 0, "errors": 0}
+_NON_NEGATIVE_FLOATS = ("duration_s", "throughput_avg", "throughput_peak", "tokens_per_s", "cpu_percent", "mem_mb")
+_REQUIRED_STRINGS = ("backend", "model", "precision", "mode")
+
+
+class ResultFileError(InputFileError):
+    """A result file that is missing or is not a readable bench result; the message names the file."""
+
+
+def utc_now_iso() -> str:
+    """Now in UTC, ISO 8601 to the second with a Z, so results from different machines sort."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _as_float(name: str, value: Any) -> float:
+    # bool is an int subclass; True as a latency is a bug, not a number.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchRow:
+    """One measured configuration: what ran, how it was loaded, and what came out."""
+
+    backend: str  # e.g. "cpu-eager", "cpu-torchscript-fp32", "cuda-fp16", "neuron"
+    label: str  # free text, e.g. "2 cores x 2 threads"
+    model: str
+    precision: str
+    batch_size: int
+    seq_len: int
+    concurrency: int
+    mode: str  # "closed" (fixed concurrency) or "open" (fixed arrival rate)
+    rate: float | None = None  # requests/s offered in open loop; None in closed loop
+    cores: int  # NeuronCores, or CPU threads, used
+    calls: int
+    errors: int = 0
+    duration_s: float
+    latency_ms: dict[str, float]  # per call, as from stats.latency_summary
+    throughput_avg: float  # inferences/s over the whole run
+    throughput_peak: float  # inferences/s in the busiest 1 s window
+    tokens_per_s: float
+    padding_efficiency: float  # real tokens / padded tokens, 0..1
+    cpu_percent: float
+    mem_mb: float
+    accuracy_cosine_min: float | None = None  # vs the CPU fp32 reference
+    harness_overhead_ms: float | None = None
+    artifact_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in _REQUIRED_STRINGS:
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+        if not isinstance(self.label, str):
+            raise ValueError(f"label must be a string, got {self.label!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        for name, minimum in _INT_FIELDS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{name} must be an integer, got {value!r}")
+            if value < minimum:
+                raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        for name in _NON_NEGATIVE_FLOATS:
+            value = _as_float(name, getattr(self, name))
+            if value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+            object.__setattr__(self, name, value)
+        efficiency = _as_float("padding_efficiency", self.padding_efficiency)
+        if not 0.0 <= efficiency <= 1.0:
+            raise ValueError(f"padding_efficiency must be within 0..1, got {efficiency}")
+        object.__setattr__(self, "padding_efficiency", efficiency)
+        self._check_rate()
+        for name in ("accuracy_cosine_min", "harness_overhead_ms"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, _as_float(name, value))
+        if self.harness_overhead_ms is not None and self.harness_overhead_ms < 0:
+            raise ValueError(f"harness_overhead_ms must be >= 0, got {self.harness_overhead_ms}")
+        if self.artifact_sha256 is not None and not isinstance(self.artifact_sha256, str):
+            raise ValueError(f"artifact_sha256 must be a string or None, got {self.artifact_sha256!r}")
+        object.__setattr__(self, "latency_ms", _check_latency(self.latency_ms))
+
+    def _check_rate(self) -> None:
+        if self.mode == "closed":
+            if self.rate is not None:
+                raise ValueError(f"rate is for open-loop rows; a closed-loop row has rate None, got {self.rate!r}")
+            return
+        if self.rate is None:
+            raise ValueError("an open-loop row needs rate (requests/s offered)")
+        rate = _as_float("rate", self.rate)
+        if rate <= 0:
+            raise ValueError(f"rate must be > 0 requests/s, got {rate}")
+        object.__setattr__(self, "rate", rate)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict, field order as declared."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> BenchRow:
+        """Build a row from a parsed JSON object, naming missing or unexpected fields."""
+        if not isinstance(data, dict):
+            raise ValueError(f"a row must be a JSON object, got {type(data).__name__}")
+        names = [f.name for f in dataclasses.fields(cls)]
+        required = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING]
+        missing = [name for name in required if name not in data]
+        if missing:
+            raise ValueError(f"missing field(s) {', '.join(missing)}")
+        unexpected = sorted(set(data) - set(names))
+        if unexpected:
+            raise ValueError(f"unexpected field(s) {', '.join(unexpected)}")
+        return cls(**data)
+
+
+def _check_latency(latency: Any) -> dict[str, float]:
+    if not isinstance(latency, dict):
+        raise ValueError(f"latency_ms must be a dict with keys {LATENCY_KEYS}, got {latency!r}")
+    missing = [key for key in LATENCY_KEYS if key not in latency]
+    unexpected = sorted(set(latency) - set(LATENCY_KEYS))
+    if missing or unexpected:
+        raise ValueError(f"latency_ms keys must be {LATENCY_KEYS}; missing {missing}, unexpected {unexpected}")
+    checked = {}
+    for key in LATENCY_KEYS:
+        value = _as_float(f"latency_ms[{key!r}]", latency[key])
+        if value < 0:
+            raise ValueError(f"latency_ms[{key!r}] must be >= 0, got {value}")
+        checked[key] = value
+    return checked
+
+
+def _check_slo(entry: Any) -> dict[str, Any]:
+    if not isinstance(entry, dict):
+        raise ValueError(f"an slo entry must be a JSON object, got {type(entry).__name__}")
+    missing = [key for key in SLO_KEYS if key not in entry]
+    if missing:
+        raise ValueError(f"slo entry is missing field(s) {', '.join(missing)}")
+    if not isinstance(entry["backend"], str) or not entry["backend"]:
+        raise ValueError(f"slo backend must be a non-empty string, got {entry['backend']!r}")
+    checked = dict(entry)
+    for key in ("slo_p99_ms", "best_throughput", "p99_ms"):
+        checked[key] = _as_float(f"slo {key}", entry[key])
+    concurrency = entry["at_concurrency"]
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"slo at_concurrency must be an integer >= 1, got {concurrency!r}")
+    return checked
+
+
+@dataclass(kw_only=True)
+class BenchResult:
+    """One benchmark run on one machine: its environment, every row, and optional SLO findings.
+
+    slo holds dicts {backend, slo_p99_ms, best_throughput, at_concurrency, p99_ms}: the best
+    throughput a backend reached while its p99 stayed within the SLO (extra keys are kept).
+    """
+
+    command: str
+    environment: dict[str, Any]
+    rows: list[BenchRow]
+    slo: list[dict[str, Any]] = field(default_factory=list)
+    created: str = field(default_factory=utc_now_iso)
+    schema: str = field(default=SCHEMA, init=False)
+    version: int = field(default=VERSION, init=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.command, str):
+            raise ValueError(f"command must be a string, got {self.command!r}")
+        if not isinstance(self.created, str) or not self.created:
+            raise ValueError(f"created must be an ISO 8601 string, got {self.created!r}")
+        if not isinstance(self.environment, dict):
+            raise ValueError(f"environment must be a dict, got {type(self.environment).__name__}")
+        if not isinstance(self.rows, list) or not all(isinstance(r, BenchRow) for r in self.rows):
+            raise ValueError("rows must be a list of BenchRow")
+        if not isinstance(self.slo, list):
+            raise ValueError(f"slo must be a list, got {type(self.slo).__name__}")
+        self.slo = [_check_slo(entry) for entry in self.slo]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document, schema and version first."""
+        return {
+            "schema": self.schema,
+            "version": self.version,
+            "created": self.created,
+            "command": self.command,
+            "environment": self.environment,
+            "rows": [row.to_dict() for row in self.rows],
+            "slo": list(self.slo),
+        }
+
+
+def csv_columns() -> list[str]:
+    """CSV header: the row fields, latency_ms flattened to latency_p50_ms ... latency_min_ms."""
+    columns: list[str] = []
+    for f in dataclasses.fields(BenchRow):
+        if f.name == "latency_ms":
+            columns.extend(f"latency_{key}_ms" for key in LATENCY_KEYS)
+        else:
+            columns.append(f.name)
+    return columns
+
+
+def _csv_text(rows: list[BenchRow]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(csv_columns())
+    for row in rows:
+        data = row.to_dict()
+        latency = data.pop("latency_ms")
+        data.update({f"latency_{key}_ms": latency[key] for key in LATENCY_KEYS})
+        writer.writerow(["" if data[name] is None else data[name] for name in csv_columns()])
+    return buffer.getvalue()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write via a temp file in the same folder and os.replace, so a reader never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_result(result: BenchResult, path_json: str | Path) -> tuple[Path, Path]:
+    """Write the result as JSON and the rows as a CSV of the same stem; returns both paths."""
+    path_json = Path(path_json)
+    if path_json.suffix != ".json":
+        raise ValueError(f"a result file name must end in .json, got {path_json}")
+    path_csv = path_json.with_suffix(".csv")
+    text = json.dumps(result.to_dict(), indent=2, allow_nan=False) + "\n"
+    atomic_write_bytes(path_json, text.encode("utf-8"))
+    atomic_write_bytes(path_csv, _csv_text(result.rows).encode("utf-8"))
+    return path_json, path_csv
+
+
+def read_result(path: str | Path) -> BenchResult:
+    """Read and check a result file; every problem is a ResultFileError naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ResultFileError(f"{path}: no such result file") from None
+    except UnicodeDecodeError as exc:
+        raise ResultFileError(f"{path}: not JSON (not UTF-8 text: {exc.reason})") from None
+    except OSError as exc:
+        raise ResultFileError(f"{path}: cannot read result file: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ResultFileError(f"{path}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise ResultFileError(f"{path}: not a bench result (top level is a JSON {type(data).__name__})")
+    if "schema" not in data:
+        raise ResultFileError(f"{path}: not a bench result (no 'schema' field; expected {SCHEMA!r})")
+    if data["schema"] != SCHEMA:
+        raise ResultFileError(f"{path}: schema is {data['schema']!r}, expected {SCHEMA!r}")
+    version = data.get("version")
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise ResultFileError(f"{path}: version must be an integer, got {version!r}")
+    if version != VERSION:
+        newer = " (written by a newer neuron-encoder)" if version > VERSION else ""
+        raise ResultFileError(
+            f"{path}: result version {version} is not supported{newer}; this neuron-encoder reads version {VERSION}"
+        )
+    missing = [key for key in ("created", "command", "environment", "rows") if key not in data]
+    if missing:
+        raise ResultFileError(f"{path}: missing field(s) {', '.join(missing)}")
+    if not isinstance(data["rows"], list):
+        raise ResultFileError(f"{path}: rows must be a list, got {type(data['rows']).__name__}")
+    rows = []
+    for index, row in enumerate(data["rows"]):
+        try:
+            rows.append(BenchRow.from_dict(row))
+        except (ValueError, TypeError) as exc:
+            raise ResultFileError(f"{path}: row {index}: {exc}") from None
+    try:
+        return BenchResult(
+            command=data["command"],
+            environment=data["environment"],
+            rows=rows,
+            slo=data.get("slo") or [],
+            created=data["created"],
+        )
+    except (ValueError, TypeError) as exc:
+        raise ResultFileError(f"{path}: {exc}") from None
