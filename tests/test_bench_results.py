@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from neuron_encoder.bench import results
-from neuron_encoder.errors import InputFileError, NeuronEncoderError
+from neuron_encoder import artifact
 from neuron_encoder.bench.results import (
     SCHEMA,
     VERSION,
@@ -21,6 +20,7 @@ from neuron_encoder.bench.results import (
     read_result,
     write_result,
 )
+from neuron_encoder.errors import InputFileError, NeuronEncoderError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 
@@ -128,7 +128,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(results.os, "replace", broken_replace)
+    monkeypatch.setattr(artifact.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         write_result(make_result(command="never written"), path)
     monkeypatch.undo()

@@ -6,19 +6,17 @@ machine, can tell a bench result from any other JSON and refuse a format it does
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import io
 import json
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from neuron_encoder.artifact import atomic_write_bytes
 from neuron_encoder.bench.stats import LATENCY_KEYS
 from neuron_encoder.errors import InputFileError
 
@@ -243,24 +241,6 @@ def _csv_text(rows: list[BenchRow]) -> str:
         data.update({f"latency_{key}_ms": latency[key] for key in LATENCY_KEYS})
         writer.writerow(["" if data[name] is None else data[name] for name in csv_columns()])
     return buffer.getvalue()
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and os.replace, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def write_result(result: BenchResult, path_json: str | Path) -> tuple[Path, Path]:

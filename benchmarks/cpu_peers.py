@@ -1,0 +1,106 @@
+"""Our CPU artifacts against their peers on the same weights, measured side by side in one run.
+
+bert-base (random weights, seed 0), sequence 128, batch 1 and 8. Candidates: Hugging Face BertModel
+eager fp32, ONNX Runtime fp32 (CPUExecutionProvider, ORT_ENABLE_ALL), our fp32 artifact, and every
+reduced-precision CPU artifact that passes the numerics gate. Prints each median and its ratio to
+ONNX Runtime; targets: fastest gated artifact <= 0.5x, fp32 artifact <= 1.0x.
+Usage: python benchmarks/cpu_peers.py [--rounds 10] [--batches 1,8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import BertConfig, BertModel
+
+from neuron_encoder import Encoder, load_compiled, preset
+from neuron_encoder.backends import CompileOptions
+from neuron_encoder.bench.compare import compare, ratio_table
+from neuron_encoder.compiler import compile_model
+from neuron_encoder.errors import NeuronEncoderError
+from neuron_encoder.weights import convert_hf_state_dict
+
+REDUCED = {"bf16": CompileOptions(auto_cast="matmult", auto_cast_type="bf16")}
+
+
+def onnx_runtime_session(hf: BertModel, inputs: tuple[torch.Tensor, ...], path: Path):
+    """Export HF's model as optimum and most users do, then load it with every ORT optimisation."""
+    import onnxruntime as ort
+    with torch.no_grad():
+        torch.onnx.export(hf, inputs, str(path), dynamo=False, opset_version=17,
+                          input_names=["input_ids", "attention_mask", "token_type_ids"],
+                          output_names=["last_hidden_state"],
+                          dynamic_axes={n: {0: "batch", 1: "seq"} for n in
+                                        ("input_ids", "attention_mask", "token_type_ids")})
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def run(ids, mask, types):
+        feed = {"input_ids": ids.numpy(), "attention_mask": mask.numpy(), "token_type_ids": types.numpy()}
+        return session.run(None, feed)[0]
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--seq", type=int, default=128)
+    parser.add_argument("--batches", default="1,8")
+    args = parser.parse_args()
+    batches = [int(b) for b in args.batches.split(",")]
+    work = Path(tempfile.mkdtemp(prefix="cpu-peers-"))
+
+    torch.manual_seed(0)
+    hf = BertModel(BertConfig(), add_pooling_layer=False).eval()
+    ours = Encoder(preset("bert-base")).eval()
+    ours.load_state_dict(convert_hf_state_dict(hf.state_dict(), ours))
+    example = tuple(t for t in _inputs(1, args.seq))
+    ort_run = onnx_runtime_session(hf, example, work / "bert.onnx")
+    print("exported to ONNX; compiling our artifacts (each must pass the numerics gate)...", flush=True)
+
+    artifacts = {"ours-fp32-artifact": compile_model(ours, batch_sizes=batches, seq_lens=[args.seq],
+                                                     backend="cpu", out=work / "fp32", progress=print).path}
+    for precision, options in REDUCED.items():
+        try:
+            artifacts[f"ours-{precision}-artifact"] = compile_model(
+                ours, batch_sizes=batches, seq_lens=[args.seq], backend="cpu", options=options,
+                out=work / precision, progress=print).path
+        except NeuronEncoderError as error:  # failing the gate removes it from the race, loudly
+            print(f"ours-{precision}-artifact excluded: {error}")
+    loaded = {name: load_compiled(path) for name, path in artifacts.items()}
+
+    rows = []
+    for batch in batches:
+        ids, mask, types = _inputs(batch, args.seq)
+        candidates = {"onnxruntime-fp32": lambda: ort_run(ids, mask, types),
+                      "hf-bertmodel-eager-fp32": lambda: hf(input_ids=ids, attention_mask=mask, token_type_ids=types)}
+        candidates |= {name: (lambda m=m: m(ids, mask, types)) for name, m in loaded.items()}
+        with torch.inference_mode():
+            medians = compare(candidates, rounds=args.rounds, warmup=2)
+        rows.append((f"b{batch} s{args.seq}", medians))
+        print(f"  measured batch {batch}", flush=True)
+
+    print(ratio_table(f"bert-base on CPU ({torch.get_num_threads()} threads), ratio to ONNX Runtime fp32",
+                      rows, baseline="onnxruntime-fp32"))
+    for setting, medians in rows:
+        fastest = min((n for n in medians if n.startswith("ours-")), key=medians.get)
+        print(f"{setting}: fastest gated artifact {fastest} = {medians[fastest] / medians['onnxruntime-fp32']:.3f}x "
+              f"ORT (target <= 0.5); fp32 artifact = "
+              f"{medians['ours-fp32-artifact'] / medians['onnxruntime-fp32']:.3f}x ORT (target <= 1.0)")
+
+
+def _inputs(batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(batch)
+    ids = torch.randint(1000, 30522, (batch, seq), generator=g)
+    mask = torch.ones_like(ids)
+    mask[batch // 2:, seq * 3 // 4:] = 0  # some padding, as real batches have
+    return ids, mask, torch.zeros_like(ids)
+
+
+if __name__ == "__main__":
+    main()
