@@ -10,6 +10,7 @@ Usage: python benchmarks/cpu_peers.py [--rounds 10] [--batches 1,8]
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 from pathlib import Path
 
@@ -30,7 +31,8 @@ def onnx_runtime_session(hf: BertModel, inputs: tuple[torch.Tensor, ...], path: 
     """Export HF's model as optimum and most users do, then load it with every ORT optimisation."""
     import onnxruntime as ort
     with torch.no_grad():
-        torch.onnx.export(hf, inputs, str(path), dynamo=False, opset_version=17,
+        # A copy: the exporter leaves the module it traced about 1.4x slower in eager.
+        torch.onnx.export(_ByKeyword(copy.deepcopy(hf)), inputs, str(path), dynamo=False, opset_version=17,
                           input_names=["input_ids", "attention_mask", "token_type_ids"],
                           output_names=["last_hidden_state"],
                           dynamic_axes={n: {0: "batch", 1: "seq"} for n in
@@ -38,6 +40,9 @@ def onnx_runtime_session(hf: BertModel, inputs: tuple[torch.Tensor, ...], path: 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = torch.get_num_threads()
+    # ORT's threads spin after each run by default, stealing the cores from whichever candidate runs
+    # next in the interleaved loop; without spinning every candidate gets an idle machine.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run(ids, mask, types):
@@ -92,6 +97,18 @@ def main() -> None:
         print(f"{setting}: fastest gated artifact {fastest} = {medians[fastest] / medians['onnxruntime-fp32']:.3f}x "
               f"ORT (target <= 0.5); fp32 artifact = "
               f"{medians['ours-fp32-artifact'] / medians['onnxruntime-fp32']:.3f}x ORT (target <= 1.0)")
+
+
+class _ByKeyword(torch.nn.Module):
+    """HF's forward takes many optional arguments: pass ours by name, return the hidden states."""
+
+    def __init__(self, hf: BertModel) -> None:
+        super().__init__()
+        self.hf = hf
+
+    def forward(self, input_ids, attention_mask, token_type_ids):
+        return self.hf(input_ids=input_ids, attention_mask=attention_mask,
+                       token_type_ids=token_type_ids).last_hidden_state
 
 
 def _inputs(batch: int, seq: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

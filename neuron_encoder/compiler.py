@@ -79,11 +79,16 @@ def gate(numerics: dict[str, float], precision: str, tolerance: Tolerance) -> tu
     return numerics["min_cosine"] >= tolerance.min_cosine, f"min cosine >= {tolerance.min_cosine:g}"
 
 
+GATE_RUNS = 3  # JIT fusers rewrite a graph after its first runs: check the rewritten one too
+
+
 def check_bucket(runner: Runner, reference: dict, precision: str, tolerance: Tolerance, name: str) -> dict:
     """Run the stored sample inputs through a compiled bucket; fail loudly beyond tolerance."""
+    runs = []
     with torch.inference_mode():
-        got = runner(*reference["inputs"])
-    numerics = compare_outputs(got, reference["output"], reference["inputs"][1])
+        for _ in range(GATE_RUNS):
+            runs.append(compare_outputs(runner(*reference["inputs"]), reference["output"], reference["inputs"][1]))
+    numerics = {"max_abs": max(r["max_abs"] for r in runs), "min_cosine": min(r["min_cosine"] for r in runs)}
     passed, rule = gate(numerics, precision, tolerance)
     result = {"verified": True, "passed": passed, "rule": rule, **numerics}
     if not passed:

@@ -13,11 +13,11 @@ if [ ! -x "$PY" ]; then
     "${PYTHON:-python3}" -m venv "$VENV"
 fi
 pip_install() { "$PY" -m pip install --quiet --disable-pip-version-check "$@"; }
-torch_before="$("$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null || true)"
+torch_before="$("$PY" -W ignore -c 'import torch; print(torch.__version__)' 2>/dev/null || true)"
 if [ -z "$torch_before" ]; then
     echo "setup: no torch in $VENV; installing $TORCH_SPEC" >&2
     pip_install "$TORCH_SPEC"
-    torch_before="$("$PY" -c 'import torch; print(torch.__version__)')"
+    torch_before="$("$PY" -W ignore -c 'import torch; print(torch.__version__)')"
 fi
 # Re-install only when pyproject.toml changed: a second run costs a second, not a resolve.
 stamp="$VENV/.neuron-encoder-$(sha256sum pyproject.toml | cut -c1-16)-$EXTRAS"
@@ -26,7 +26,7 @@ if [ ! -f "$stamp" ]; then
     pip_install -e ".[$EXTRAS]"
     touch "$stamp"
 fi
-torch_after="$("$PY" -c 'import torch; print(torch.__version__)')"
+torch_after="$("$PY" -W ignore -c 'import torch; print(torch.__version__)')"
 if [ "$torch_before" != "$torch_after" ]; then
     echo "setup: torch changed from $torch_before to $torch_after; a Neuron venv needs its pinned torch back" >&2
     exit 1
