@@ -48,3 +48,34 @@ def test_unknown_preset_exits_with_the_config_code(monkeypatch, capsys):
 def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "neuron_encoder", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "quickstart" in result.stdout
+
+
+def test_bench_then_report(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)  # the compile cache (./artifacts) lands here
+    monkeypatch.setenv("NEURON_ENCODER_NO_IMDS", "1")
+    code, out, err = run_cli(monkeypatch, capsys, "bench", "--model", "random:tiny", "--backends", "cpu",
+                             "--batch-sizes", "2", "--seq-lens", "16", "--concurrency", "1", "--duration", "0.2",
+                             "--out-dir", str(tmp_path / "results"))
+    assert code == 0, err
+    assert "cpu-torchscript-fp32" in out and "p50 ms" in out
+    assert "compiling for cpu" in err  # progress goes to stderr, the table to stdout
+    result = next((tmp_path / "results").glob("bench-*.json"))
+    code, out, err = run_cli(monkeypatch, capsys, "report", str(result), "--out-dir", str(tmp_path / "report"),
+                             "--instance", "c7i.xlarge")
+    assert code == 0, err
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "cpu-eager" in report and "c7i.xlarge" in report
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (("bench", "--backends", "tpu"), 2, "unknown backend 'tpu'"),
+    (("bench", "--batch-sizes", "0"), 2, "positive integers"),
+    (("bench", "--backends", "neuron"), 5, "torch-neuronx"),
+    (("report", "/nonexistent/result.json"), 2, "no such result file"),
+    (("report", "x.json", "--prices", "inf2.xlarge=-1"), 2, "inf2.xlarge"),
+])
+def test_bench_and_report_bad_input(monkeypatch, capsys, tmp_path, args, code, words):
+    monkeypatch.chdir(tmp_path)
+    got, out, err = run_cli(monkeypatch, capsys, *args)
+    assert got == code and words in err and out == ""
+    assert list(tmp_path.iterdir()) == []  # nothing written
