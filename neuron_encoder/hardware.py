@@ -10,6 +10,7 @@ import glob
 import importlib
 import importlib.metadata
 import importlib.util
+import logging
 import os
 import re
 from pathlib import Path
@@ -57,6 +58,18 @@ def is_neuron_sdk_available() -> bool:
 def is_cuda_available() -> bool:
     import torch
     return torch.cuda.is_available()
+
+
+def cuda_devices() -> dict | None:
+    """The first CUDA device's name and the device count; None without a GPU or with a broken driver."""
+    import torch
+    try:
+        if not torch.cuda.is_available():
+            return None
+        return {"name": torch.cuda.get_device_name(0), "count": torch.cuda.device_count()}
+    except Exception as exc:  # a broken driver must not lose a whole benchmark record
+        logging.getLogger(__name__).warning("CUDA probe failed: %s", exc)
+        return None
 
 
 def visible_neuron_cores(default: int = 2) -> int:

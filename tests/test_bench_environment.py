@@ -205,7 +205,7 @@ def test_git_commit_is_of_the_package_source_not_the_working_directory(tmp_path,
 
 def test_collect_environment_off_ec2_and_without_gpu(monkeypatch):
     monkeypatch.setenv("NEURON_ENCODER_NO_IMDS", "1")
-    monkeypatch.setattr(environment, "_gpu", lambda: None)
+    monkeypatch.setattr(environment.hardware, "cuda_devices", lambda: None)
     monkeypatch.setattr(hardware, "ec2_instance_type", lambda: None)
     env = collect_environment("x")
     assert env["instance_type"] is None and env["region"] is None

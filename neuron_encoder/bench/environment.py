@@ -75,47 +75,28 @@ def _memory_gib() -> float | None:
         return None
 
 
-def _gpu() -> dict[str, Any] | None:
-    """CUDA devices via torch, when torch is installed and sees any (the name and count are not in
-    hardware.py's probes yet)."""
-    try:
-        import torch
-    except ImportError:
-        return None
-    try:
-        if not hardware.is_cuda_available():
-            return None
-        count = torch.cuda.device_count()
-        return {"name": torch.cuda.get_device_name(0), "count": count}
-    except Exception as exc:  # a broken driver must not lose the whole benchmark record
-        logger.warning("CUDA probe failed: %s", exc)
-        return None
-
-
 def _package_versions() -> dict[str, str | None]:
     return {name: hardware.package_version(name) for name in PACKAGES}
 
 
-def _git_commit(cwd: str | Path | None = None) -> str | None:
+def _git(args: list[str], cwd: str | Path | None) -> str | None:
+    """git's stdout, or None where git is missing or this is not a checkout."""
     try:
-        completed = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
-        )
+        completed = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
-    commit = completed.stdout.strip()
-    return commit if completed.returncode == 0 and commit else None
+    return completed.stdout if completed.returncode == 0 else None
+
+
+def _git_commit(cwd: str | Path | None = None) -> str | None:
+    commit = (_git(["rev-parse", "HEAD"], cwd) or "").strip()
+    return commit or None
 
 
 def _git_dirty(cwd: str | Path | None = None) -> bool | None:
     """Whether the checkout has uncommitted or untracked files: then the commit alone does not say what ran."""
-    try:
-        completed = subprocess.run(
-            ["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return bool(completed.stdout.strip()) if completed.returncode == 0 else None
+    status = _git(["status", "--porcelain"], cwd)
+    return None if status is None else bool(status.strip())
 
 
 def collect_environment(command: str, artifact_manifest_sha256: str | None = None) -> dict[str, Any]:
@@ -131,7 +112,7 @@ def collect_environment(command: str, artifact_manifest_sha256: str | None = Non
         "cpu_model": hardware.cpu_model(),
         "logical_cores": os.cpu_count(),
         "memory_gib": _memory_gib(),
-        "gpu": _gpu(),
+        "gpu": hardware.cuda_devices(),
         "neuron_devices": hardware.neuron_device_count(),
         "neuron_cores": hardware.visible_neuron_cores(2 * hardware.neuron_device_count()),
         "neuron_sdk": hardware.neuron_sdk_problem() or "available",
