@@ -16,6 +16,7 @@ from . import __version__, artifact, hardware
 from .backends import Backend, CompileOptions, Runner, select_backend
 from .errors import ConfigError, NumericsError, ShapeError
 from .model import Encoder
+from .text import random_batch
 from .weights import load_model
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,9 @@ def parse_sizes(text: str | Sequence[int], what: str) -> list[int]:
 def sample_inputs(config, batch: int, seq: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
     """Fixed inputs for the numerics gate: random tokens, varied real lengths, both segments."""
     g = torch.Generator().manual_seed(seed * 1000 + batch * 7 + seq)
-    ids = torch.randint(1000 if config.vocab_size > 2000 else 1, config.vocab_size, (batch, seq), generator=g)
     lengths = torch.randint(max(1, seq // 4), seq + 1, (batch,), generator=g)
     lengths[0] = seq  # one full row, so the last positions are checked too
-    mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()
-    ids = ids.masked_fill(mask == 0, config.pad_token_id)
+    ids, mask, _ = random_batch(config, lengths, seq, g).as_tuple()
     types = ((torch.arange(seq)[None, :] >= lengths[:, None] // 2) & (mask == 1)).long()
     return ids, mask, types
 

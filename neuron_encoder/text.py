@@ -78,6 +78,21 @@ class Tokenizer:
         return Batch(input_ids, attention_mask, token_type_ids)
 
 
+def random_batch(config, lengths: torch.Tensor, seq_len: int, generator: torch.Generator) -> Batch:
+    """Random token ids with `lengths` real tokens per row, padded to seq_len, segment ids zero.
+
+    Ids start past BERT's special and unused tokens (1000) and never equal the pad id, so the mask
+    alone says what is real: inputs for models without a tokenizer, and for the numerics gate.
+    """
+    mask = (torch.arange(seq_len)[None, :] < lengths[:, None]).long()  # (B, T)
+    low = 1000 if config.vocab_size > 2000 else 1
+    ids = torch.randint(low, config.vocab_size - 1, (len(lengths), seq_len), generator=generator)
+    if config.pad_token_id >= low:
+        ids += (ids >= config.pad_token_id).long()  # skip over the pad id
+    ids = ids.masked_fill(mask == 0, config.pad_token_id)
+    return Batch(ids, mask, torch.zeros_like(ids))
+
+
 def load_tokenizer(model) -> Tokenizer:
     """The tokenizer saved beside a checkpoint loaded with Encoder.from_pretrained."""
     directory = getattr(model, "checkpoint_dir", None)

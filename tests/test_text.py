@@ -48,3 +48,15 @@ def test_missing_tokenizer_files(tmp_path, tiny_model):
         Tokenizer(tmp_path)
     with pytest.raises(CheckpointError, match="random weights"):
         load_tokenizer(tiny_model)
+
+
+def test_random_batch_never_uses_the_pad_id_for_real_tokens():
+    import torch
+    from neuron_encoder.config import EncoderConfig
+    from neuron_encoder.text import random_batch
+    config = EncoderConfig(vocab_size=3000, pad_token_id=1500)  # a pad id inside the random range
+    batch = random_batch(config, torch.tensor([5, 16, 1]), 16, torch.Generator().manual_seed(0))
+    assert batch.lengths == [5, 16, 1] and batch.input_ids.shape == (3, 16)
+    real = batch.attention_mask.bool()
+    assert (batch.input_ids[real] >= 1000).all() and (batch.input_ids[real] != 1500).all()
+    assert (batch.input_ids[~real] == 1500).all()

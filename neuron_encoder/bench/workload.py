@@ -15,7 +15,7 @@ import torch
 
 from neuron_encoder.config import EncoderConfig
 from neuron_encoder.errors import ConfigError
-from neuron_encoder.text import Batch, Tokenizer
+from neuron_encoder.text import Batch, Tokenizer, random_batch
 
 # Search queries, chat turns, product text, support tickets, news and documentation paragraphs:
 # from 3 words to ~150, so short buckets truncate some and long buckets pad most.
@@ -188,17 +188,9 @@ def synthetic_workload(config: EncoderConfig, batch_size: int, seq_len: int, poo
         raise ConfigError(f"sequence length {seq_len} is longer than the model's "
                           f"{config.max_position_embeddings} positions")
     generator = torch.Generator().manual_seed(seed * 7919 + batch_size * 131 + seq_len)
-    low = 1000 if config.vocab_size > 2000 else 1  # past BERT's special and unused tokens
-    batches = []
-    for _ in range(pool):
-        lengths = draw_lengths(batch_size, seq_len, generator, median_fraction, sigma)
-        mask = (torch.arange(seq_len)[None, :] < lengths[:, None]).long()  # (B, T)
-        ids = torch.randint(low, config.vocab_size - 1, (batch_size, seq_len), generator=generator)
-        if config.pad_token_id >= low:
-            ids += (ids >= config.pad_token_id).long()  # skip over the pad id
-        ids = ids.masked_fill(mask == 0, config.pad_token_id)
-        batches.append(Batch(ids, mask, torch.zeros_like(ids)))
-    return Workload(batch_size, seq_len, tuple(batches),
+    batches = tuple(random_batch(config, draw_lengths(batch_size, seq_len, generator, median_fraction, sigma),
+                                 seq_len, generator) for _ in range(pool))
+    return Workload(batch_size, seq_len, batches,
                     source=f"synthetic: log-normal lengths, median {median_fraction:g} x seq, sigma {sigma:g}")
 
 
