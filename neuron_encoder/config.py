@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ConfigError
+from .errors import ConfigError, ShapeError
 
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 POOLINGS = ("cls", "mean")
@@ -54,6 +54,12 @@ class EncoderConfig:
     @property
     def head_size(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    def check_sequence_length(self, seq_len: int) -> None:
+        """A ShapeError for a sequence longer than the position embeddings: the one check of it."""
+        if seq_len > self.max_position_embeddings:
+            raise ShapeError(f"sequence length {seq_len} is longer than the model's "
+                             f"{self.max_position_embeddings} positions")
 
     def replace(self, **changes: Any) -> EncoderConfig:
         return dataclasses.replace(self, **changes)

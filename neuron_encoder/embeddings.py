@@ -6,6 +6,7 @@ from typing import Sequence
 
 import torch
 
+from .errors import ConfigError
 from .text import Tokenizer, load_tokenizer
 
 
@@ -24,3 +25,13 @@ def embed_texts(model, texts: Sequence[str], tokenizer: Tokenizer | None = None,
 def cosine_matrix(embeddings: torch.Tensor) -> torch.Tensor:
     unit = torch.nn.functional.normalize(embeddings.float(), dim=-1)
     return unit @ unit.T
+
+
+def embed_model_texts(spec: str, texts: Sequence[str]) -> torch.Tensor:
+    """`neuron-encoder embed`: resolve a model spec and embed texts with its own tokenizer."""
+    from .models import load_model
+    encoder, model_id, tokenizer = load_model(spec)
+    if tokenizer is None:
+        raise ConfigError(f"{model_id} has no tokenizer (random weights, or a checkpoint without tokenizer "
+                          "files), so it cannot embed text: use 'minilm', a checkpoint directory or a hub id")
+    return embed_texts(encoder, texts, tokenizer)

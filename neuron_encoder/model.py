@@ -39,14 +39,14 @@ class MultiHeadAttention(nn.Module):
     `qkv` projection: one matrix multiply instead of three, the same parameters and arithmetic.
     """
 
-    def __init__(self, config: EncoderConfig) -> None:
+    def __init__(self, config: EncoderConfig, fused: bool = True) -> None:
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.head_size = config.head_size
+        self.fused = fused  # fixed at construction: see Encoder.with_fused_attention
         h = config.hidden_size
         self.qkv = nn.Linear(h, 3 * h)  # [W_Q; W_K; W_V]
         self.out = nn.Linear(h, h)  # W_O
-        self.fused = True
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         B, T, H = x.shape
@@ -80,10 +80,10 @@ class EncoderLayer(nn.Module):
     Pre-norm (norm_first):   x = x + sublayer(norm(x)).
     """
 
-    def __init__(self, config: EncoderConfig) -> None:
+    def __init__(self, config: EncoderConfig, fused_attention: bool = True) -> None:
         super().__init__()
         self.norm_first = config.norm_first
-        self.attention = MultiHeadAttention(config)
+        self.attention = MultiHeadAttention(config, fused_attention)
         self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.feed_forward = FeedForward(config)
         self.feed_forward_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -116,13 +116,19 @@ class Embeddings(nn.Module):
 
 
 class Encoder(nn.Module):
-    """A BERT-style encoder: forward() returns the last hidden state (B, T, H)."""
+    """A BERT-style encoder: forward() returns the last hidden state (B, T, H).
 
-    def __init__(self, config: EncoderConfig) -> None:
+    `fused_attention` picks torch's attention kernel (True) or the written-out form (False) for
+    every layer, once, at construction; with_fused_attention gives a copy with the other form.
+    """
+
+    def __init__(self, config: EncoderConfig, fused_attention: bool = True) -> None:
         super().__init__()
         self.config = config
+        self.fused_attention = fused_attention
         self.embeddings = Embeddings(config)
-        self.layers = nn.ModuleList(EncoderLayer(config) for _ in range(config.num_hidden_layers))
+        self.layers = nn.ModuleList(EncoderLayer(config, fused_attention)
+                                    for _ in range(config.num_hidden_layers))
         # Pre-norm stacks end with a norm, or the last residual stream is never normalised.
         self.final_norm = (nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
                            if config.norm_first else None)
@@ -152,20 +158,35 @@ class Encoder(nn.Module):
         hidden = self.forward(input_ids, attention_mask, token_type_ids)
         return pool(hidden, attention_mask, self.config.pooling, self.config.normalize)
 
-    def use_fused_attention(self, fused: bool) -> Encoder:
-        """Switch every layer between torch's attention kernel and the written-out form."""
-        for layer in self.layers:
-            layer.attention.fused = fused
-        return self
+    def with_fused_attention(self, fused: bool) -> Encoder:
+        """This encoder with the other attention form, sharing its parameters (no copy): a backend
+        that needs the written-out attention traces the copy and leaves the caller's model alone."""
+        if fused == self.fused_attention:
+            return self
+        with torch.device("meta"):  # no memory: the parameters are assigned below
+            twin = Encoder(self.config, fused_attention=fused)
+        twin.load_state_dict(self.state_dict(), assign=True)
+        twin.embeddings.position_ids = self.embeddings.position_ids  # not in the state dict
+        twin.__dict__.update({k: v for k, v in self.__dict__.items() if k in ("name_or_path", "checkpoint_dir")})
+        return twin.train(self.training)
 
     def get_num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "minilm") -> Encoder:
-        """Load a BERT-architecture checkpoint: a directory, `minilm`, or a Hugging Face hub id."""
-        from .weights import load_pretrained
-        return load_pretrained(name_or_path)
+        """Load a BERT-architecture checkpoint: a directory, `minilm`, or a Hugging Face hub id.
+
+        weights.py reads the checkpoint into a config and a state dict; every key and shape is
+        checked against this model before it is loaded.
+        """
+        from . import weights  # lazy: importing the model (e.g. to run an artifact) needs no checkpoint code
+        directory = weights.resolve(name_or_path)
+        model = cls(weights.read_config(directory))
+        model.load_state_dict(weights.convert_hf_state_dict(weights.read_state_dict(directory), model), strict=True)
+        model.checkpoint_dir = directory
+        model.name_or_path = str(name_or_path)
+        return model.eval()
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, mode: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -27,6 +28,14 @@ class Batch:
         return self.input_ids, self.attention_mask, self.token_type_ids
 
 
+# What a tokenizer is made of in a checkpoint: copied as they are into a compiled artifact.
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def has_tokenizer(directory: str | Path) -> bool:
+    return any((Path(directory) / name).exists() for name in TOKENIZER_FILES[:2])
+
+
 class Tokenizer:
     """A thin wrapper over Hugging Face `tokenizers`, reading tokenizer.json or vocab.txt."""
 
@@ -34,6 +43,7 @@ class Tokenizer:
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers.implementations import BertWordPieceTokenizer
         directory = Path(directory)
+        self.directory = directory
         if (directory / "tokenizer.json").exists():
             self._tok = HFTokenizer.from_file(str(directory / "tokenizer.json"))
         elif (directory / "vocab.txt").exists():
@@ -45,6 +55,14 @@ class Tokenizer:
         self._tok.no_truncation()
         self.max_length = max_length
         self.pad_id = self._tok.token_to_id("[PAD]") or 0
+
+    def save(self, directory: str | Path) -> None:
+        """Copy the files this tokenizer was read from into `directory` (an artifact's tokenizer/)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        for name in TOKENIZER_FILES:
+            if (self.directory / name).exists():
+                shutil.copyfile(self.directory / name, directory / name)
 
     def encode(self, texts: Sequence[str] | Sequence[tuple[str, str]], pad_to: int | None = None,
                truncate: bool = True) -> Batch:
@@ -94,7 +112,11 @@ def random_batch(config, lengths: torch.Tensor, seq_len: int, generator: torch.G
 
 
 def load_tokenizer(model) -> Tokenizer:
-    """The tokenizer saved beside a checkpoint loaded with Encoder.from_pretrained."""
+    """The tokenizer of a model: a compiled artifact's own, or the one beside a checkpoint loaded
+    with Encoder.from_pretrained."""
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is not None:
+        return tokenizer
     directory = getattr(model, "checkpoint_dir", None)
     if directory is None:
         raise CheckpointError("this model has random weights and no tokenizer; "

@@ -1,12 +1,11 @@
-"""Loading Hugging Face BERT checkpoints (plain or sentence-transformers layout) into the Encoder.
+"""Reading Hugging Face BERT checkpoints (plain or sentence-transformers layout): a directory becomes
+an EncoderConfig and a state dict in our names. Building the Encoder is model.py's job.
 
 Hugging Face's names live here, in one table, and nowhere else in the package.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import re
 from pathlib import Path
 
@@ -14,8 +13,7 @@ import torch
 
 from .config import EncoderConfig
 from .errors import CheckpointError
-
-log = logging.getLogger(__name__)
+from .files import read_json_file
 
 DEFAULT_MODEL = "minilm"
 
@@ -171,10 +169,9 @@ def read_config(directory: Path) -> EncoderConfig:
     config_file = directory / "config.json"
     if not config_file.exists():
         raise CheckpointError(f"{directory} has no config.json")
-    try:
-        hf = json.loads(config_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{config_file} is not valid JSON: {exc}") from exc
+    hf = _read_json(config_file)
+    if not isinstance(hf, dict):
+        raise CheckpointError(f"{config_file}: expected a JSON object")
     if hf.get("model_type", "bert") != "bert":
         raise CheckpointError(f"{config_file}: model_type {hf.get('model_type')!r} is not a "
                               "BERT architecture")
@@ -187,7 +184,9 @@ def _sentence_transformers_pooling(directory: Path) -> dict:
     pooling_file = directory / "1_Pooling" / "config.json"
     if not pooling_file.exists():
         return {}
-    settings = json.loads(pooling_file.read_text())
+    settings = _read_json(pooling_file)
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"{pooling_file}: expected a JSON object")
     if settings.get("pooling_mode_mean_tokens"):
         mode = "mean"
     elif settings.get("pooling_mode_cls_token"):
@@ -195,37 +194,13 @@ def _sentence_transformers_pooling(directory: Path) -> dict:
     else:
         raise CheckpointError(f"{pooling_file}: only cls and mean pooling are supported")
     modules_file = directory / "modules.json"
-    modules = json.loads(modules_file.read_text()) if modules_file.exists() else []
-    normalize = any(m.get("type", "").endswith("Normalize") for m in modules)
+    modules = _read_json(modules_file) if modules_file.exists() else []
+    if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):
+        raise CheckpointError(f"{modules_file}: expected a JSON list of modules")
+    normalize = any(str(m.get("type", "")).endswith("Normalize") for m in modules)
     return {"pooling": mode, "normalize": normalize}
 
 
-RANDOM_PREFIX = "random:"
+def _read_json(path: Path):
+    return read_json_file(path, "checkpoint file", CheckpointError)
 
-
-def load_model(spec: str | Path = DEFAULT_MODEL, seed: int = 0):
-    """A checkpoint (see `resolve`), or `random:PRESET` - a preset with seeded random weights, for
-    speed work; the seed keeps its weights hash, and so compile caching, stable."""
-    from .config import preset
-    from .model import Encoder
-    text = str(spec)
-    if text.startswith(RANDOM_PREFIX):
-        torch.manual_seed(seed)
-        model = Encoder(preset(text[len(RANDOM_PREFIX):])).eval()
-        model.name_or_path = text
-        return model
-    return load_pretrained(spec)
-
-
-def load_pretrained(name_or_path: str | Path = DEFAULT_MODEL):
-    """Build an Encoder from a checkpoint; every key and shape is checked."""
-    from .model import Encoder
-    directory = resolve(name_or_path)
-    config = read_config(directory)
-    model = Encoder(config)
-    state = convert_hf_state_dict(read_state_dict(directory), model)
-    model.load_state_dict(state, strict=True)
-    model.checkpoint_dir = directory
-    model.name_or_path = str(name_or_path)
-    log.info("loaded %s from %s", name_or_path, directory)
-    return model.eval()

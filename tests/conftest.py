@@ -5,13 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neuron_encoder import Encoder, EncoderConfig
+from neuron_encoder import Encoder, EncoderConfig, hardware, preset
+
+
+@pytest.fixture(autouse=True)
+def cpu_without_native_bf16(monkeypatch):
+    """The auto policy as on a CPU without native bf16, whatever this machine has, so `auto` means fp32
+    on the CPU in every test; tests of the policy itself set the flags they need."""
+    flags = hardware.cpu_flags() - {"avx512_bf16", "amx_bf16"}
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
 
 
 @pytest.fixture(scope="session")
 def tiny_config() -> EncoderConfig:
-    return EncoderConfig(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
-                         intermediate_size=128, max_position_embeddings=128)
+    return preset("tiny")
 
 
 @pytest.fixture

@@ -41,8 +41,20 @@ def assert_matches_hf(hf, ours, inputs, atol=1e-4):
 @pytest.mark.parametrize("fused", [True, False])
 def test_tiny_matches_hugging_face_with_padding_and_segments(tiny_config, fused):
     hf, ours = hf_pair(tiny_config)
-    ours.use_fused_attention(fused)
-    assert_matches_hf(hf, ours, random_inputs(tiny_config, batch=3, seq=20, pad_from=12))
+    assert_matches_hf(hf, ours.with_fused_attention(fused), random_inputs(tiny_config, batch=3, seq=20, pad_from=12))
+
+
+def test_the_other_attention_form_is_a_twin_that_shares_the_weights(tiny_model, tiny_config):
+    """with_fused_attention leaves the caller's model as it was (no flag flipped on it) and copies nothing."""
+    twin = tiny_model.with_fused_attention(False)
+    assert twin is not tiny_model and tiny_model.fused_attention and not twin.fused_attention
+    assert all(layer.attention.fused for layer in tiny_model.layers)
+    assert not any(layer.attention.fused for layer in twin.layers)
+    assert all(a.data_ptr() == b.data_ptr() for a, b in zip(tiny_model.parameters(), twin.parameters()))
+    assert tiny_model.with_fused_attention(True) is tiny_model
+    ids, mask, types = random_inputs(tiny_config, batch=2, seq=12, pad_from=8)
+    with torch.no_grad():
+        assert (twin(ids, mask, types) - tiny_model(ids, mask, types))[mask.bool()].abs().max() < 1e-5
 
 
 def test_tiny_matches_hugging_face_without_mask(tiny_config):

@@ -143,3 +143,20 @@ def test_hub_id_without_network_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(CheckpointError, match="could not fetch 'someone/no-such-model'"):
         Encoder.from_pretrained("someone/no-such-model")
+
+
+@pytest.mark.parametrize("name, text, words", [
+    ("1_Pooling/config.json", "{not json", "1_Pooling/config.json: not JSON"),
+    ("1_Pooling/config.json", "[1, 2]", "expected a JSON object"),
+    ("modules.json", "{oops", "modules.json: not JSON"),
+    ("config.json", "", "config.json: not JSON"),
+])
+def test_malformed_sentence_transformers_files_are_checkpoint_errors(tmp_path, name, text, words):
+    """A broken file beside the weights is named in a CheckpointError (exit 3), never a raw JSONDecodeError."""
+    import shutil
+    from neuron_encoder.weights import resolve
+    checkpoint = tmp_path / "ckpt"
+    shutil.copytree(resolve("minilm"), checkpoint)
+    (checkpoint / name).write_text(text)
+    with pytest.raises(CheckpointError, match=words.replace(".", r"\.")):
+        Encoder.from_pretrained(checkpoint)

