@@ -3,6 +3,7 @@
     DIR/manifest.json           what was compiled, how, with which versions; numerics; sha256 of files
     DIR/buckets/b8_s128.pt      one compiled model per (batch, sequence) bucket
     DIR/reference.pt            sample inputs and fp32 eager outputs, to verify on another host
+    DIR/tokenizer/              the checkpoint's tokenizer files, so the artifact serves text alone
     DIR/workdirs/b8_s128/       compiler logs (Neuron), kept for debugging
 
 A directory is built under a temporary name beside its final one and renamed into place only once
@@ -12,7 +13,6 @@ the manifest is written, so an interrupted compile (even kill -9) never leaves a
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import hashlib
 import json
 import os
@@ -24,6 +24,7 @@ from typing import Any, Iterator
 import torch
 
 from .errors import ArtifactError
+from .files import read_json_file
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 1
@@ -63,6 +64,14 @@ def file_checksums(directory: Path) -> dict[str, str]:
             for p in sorted(directory.rglob("*")) if p.is_file() and p.name != MANIFEST}
 
 
+def is_artifact(directory: Path) -> bool:
+    """Whether `directory` holds a manifest of ours (what --force may replace)."""
+    try:
+        return json.loads((Path(directory) / MANIFEST).read_text()).get("format") is not None
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     directory = Path(directory)
     path = directory / MANIFEST
@@ -70,10 +79,9 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise ArtifactError(f"{directory} is not a compiled-artifact directory")
     if not path.exists():
         raise ArtifactError(f"{directory} has no {MANIFEST}: not an artifact, or an interrupted compile")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ArtifactError(f"{path} is not valid JSON: {exc}") from exc
+    manifest = read_json_file(path, MANIFEST, ArtifactError)
+    if not isinstance(manifest, dict):
+        raise ArtifactError(f"{path}: not a manifest (a JSON {type(manifest).__name__}, not an object)")
     if manifest.get("format") != FORMAT_VERSION:
         raise ArtifactError(f"{path}: artifact format {manifest.get('format')!r} is not "
                             f"{FORMAT_VERSION}; recompile with this version of neuron-encoder")
@@ -98,32 +106,6 @@ def manifest_hash(directory: str | Path) -> str:
     return sha256_file(Path(directory) / MANIFEST)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write via a temp file in the same folder and os.replace, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(data, indent=2, sort_keys=True, default=str) + "\n").encode())
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-
-
 @contextlib.contextmanager
 def building(final: Path, force: bool) -> Iterator[Path]:
     """Yield a temporary directory beside `final`; on success it replaces `final` atomically.
@@ -136,6 +118,9 @@ def building(final: Path, force: bool) -> Iterator[Path]:
     _remove_stale_partials(final)
     if final.exists() and not force:
         raise ArtifactError(f"{final} already exists; pass --force to replace it")
+    if final.exists() and not is_artifact(final) and (not final.is_dir() or any(final.iterdir())):
+        raise ArtifactError(f"{final} exists and is not a compiled artifact (no {MANIFEST}); "
+                            "not replacing it, even with --force: choose another --out")
     temp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f"{_TEMP_PREFIX}{final.name}-"))
     try:
         yield temp

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import sys
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
+
 
 class NeuronEncoderError(Exception):
     """Base of every error this package raises on purpose."""
@@ -55,3 +60,22 @@ class InputFileError(NeuronEncoderError, ValueError):
     """A file the user points at (a benchmark result, a price table) that is missing or malformed."""
 
     exit_code = 2
+
+
+def run_main(main: Callable[[], T]) -> T:
+    """Run a command's body; our errors become one line on stderr and their exit code.
+
+    The one mapping from errors to exit codes, shared by the CLI and the scripts under compile/
+    and benchmarks/. Anything else is a bug, and keeps its traceback.
+    """
+    try:
+        return main()
+    except NeuronEncoderError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(error.exit_code)
+
+
+class BenchmarkFailed(NeuronEncoderError):
+    """A benchmark target failed: no call succeeded, or its outputs are not hidden states."""
+
+    exit_code = 10

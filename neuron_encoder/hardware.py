@@ -1,4 +1,5 @@
-"""Every probe of what this machine has: Neuron devices and SDK, CUDA, the CPU. One place, cached.
+"""Every probe of what this machine has (Neuron devices and SDK, CUDA, the CPU), one place, cached;
+and the one auto policy everything else asks: which backend, which precision.
 
 torch_neuronx is imported here only to ask whether it imports; the neuron backend does the real work.
 """
@@ -13,7 +14,10 @@ import importlib.util
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import ConfigError
 
 NEURON_INSTALL_HINT = (
     "torch-neuronx is published only on AWS's Neuron pip repository (the PyPI package of that name "
@@ -60,6 +64,11 @@ def is_cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def cuda_bf16_supported() -> bool:
+    import torch
+    return is_cuda_available() and torch.cuda.is_bf16_supported()
+
+
 def cuda_devices() -> dict | None:
     """The first CUDA device's name and the device count; None without a GPU or with a broken driver."""
     import torch
@@ -72,18 +81,22 @@ def cuda_devices() -> dict | None:
         return None
 
 
-def visible_neuron_cores(default: int = 2) -> int:
-    """NeuronCores this process may use: NEURON_RT_VISIBLE_CORES, NEURON_RT_NUM_CORES, or `default`.
+CORES_PER_DEVICE = 2  # inf2 and trn1 chips have 2 NeuronCores each
 
-    `default` is the cores of the chips present; inf2.xlarge and trn1.2xlarge have 2.
-    """
+
+def neuron_core_count() -> int:
+    """NeuronCores this process may use: NEURON_RT_VISIBLE_CORES, else NEURON_RT_NUM_CORES, else every
+    core of the chips present. The one count the runtime, the benchmark and the records use."""
     visible = os.environ.get("NEURON_RT_VISIBLE_CORES", "").strip()
     if visible:
         return len(parse_core_list(visible))
     number = os.environ.get("NEURON_RT_NUM_CORES", "").strip()
     if number:
-        return int(number)
-    return default
+        try:
+            return int(number)
+        except ValueError:
+            raise ConfigError(f"NEURON_RT_NUM_CORES={number!r} is not a number of NeuronCores") from None
+    return CORES_PER_DEVICE * neuron_device_count()
 
 
 def parse_core_list(text: str) -> list[int]:
@@ -94,7 +107,7 @@ def parse_core_list(text: str) -> list[int]:
         try:
             cores.extend(range(int(first), int(last or first) + 1))
         except ValueError:
-            raise ValueError(f"NEURON_RT_VISIBLE_CORES={text!r} is not a core list like '0-1' or '3'") from None
+            raise ConfigError(f"NEURON_RT_VISIBLE_CORES={text!r} is not a core list like '0-1' or '3'") from None
     return cores
 
 
@@ -141,7 +154,7 @@ def cpu_flags() -> frozenset[str]:
 
 def cpu_has_fast_bf16() -> bool:
     """bf16 matmuls are fast only with AVX512-BF16 or AMX; elsewhere they are emulated and slow."""
-    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+    return bool(_bf16_flags())
 
 
 def describe() -> dict:
@@ -155,3 +168,45 @@ def describe() -> dict:
         "cpu_count": os.cpu_count(),
         "cpu_fast_bf16": cpu_has_fast_bf16(),
     }
+
+
+# ----------------------------------------------------------------------------- the auto policy
+
+@dataclass(frozen=True)
+class Precision:
+    """What `--auto-cast auto` means for one backend: neuronx-cc's vocabulary, and why."""
+
+    auto_cast: str  # none | matmult | all
+    auto_cast_type: str
+    reason: str
+
+
+def auto_backend() -> tuple[str, str]:
+    """(backend, why) for `--backend auto`: Neuron (devices and SDK), else CUDA, else the CPU."""
+    sdk_problem = neuron_sdk_problem()
+    if has_neuron_devices() and sdk_problem is None:
+        return "neuron", "auto: Neuron devices and torch-neuronx are present"
+    if is_cuda_available():
+        return "cuda", "auto: no usable Neuron setup; a CUDA GPU is present"
+    neuron = "no Neuron devices" if not has_neuron_devices() else sdk_problem
+    return "cpu", f"auto: CPU ({neuron}; no CUDA GPU)"
+
+
+def auto_precision(backend: str) -> Precision:
+    """What `--auto-cast auto` compiles to on `backend`; the numerics gate still has the last word.
+
+    neuron: bf16 matmuls, AWS's published setting. cuda: fp16, which every CUDA GPU runs fast.
+    cpu: bf16 only where the CPU has it natively (AMX or AVX512-BF16); emulated bf16 is several
+    times slower than fp32, so fp32 everywhere else.
+    """
+    if backend == "neuron":
+        return Precision("matmult", "bf16", "auto: bf16 matmuls, as AWS's published Neuron numbers")
+    if backend == "cuda":
+        return Precision("matmult", "fp16", "auto: fp16 on the GPU")
+    if cpu_has_fast_bf16():
+        return Precision("matmult", "bf16", f"auto: bf16, this CPU has it natively ({', '.join(_bf16_flags())})")
+    return Precision("none", "bf16", "auto: fp32, this CPU has no native bf16 (no AMX or AVX512-BF16)")
+
+
+def _bf16_flags() -> list[str]:
+    return sorted({"avx512_bf16", "amx_bf16"} & cpu_flags())

@@ -13,32 +13,51 @@ from typing import Sequence
 import torch
 
 from . import artifact, hardware
-from .backends import Runner, get_backend
-from .compiler import Tolerance, check_bucket
+from .backends import LoadedBucket, get_backend
 from .config import EncoderConfig
 from .errors import ArtifactError, ShapeError
+from .files import write_json_atomic
 from .model import pool
+from .numerics import Tolerance, check_bucket
+from .text import Tokenizer, has_tokenizer
 
 log = logging.getLogger(__name__)
 
 
 class CompiledEncoder:
-    """A loaded artifact: call it like Encoder.forward, or embed() for pooled vectors."""
+    """A loaded artifact: call it like Encoder.forward, or embed() for pooled vectors.
 
-    def __init__(self, directory: Path, manifest: dict, runners: dict[tuple[int, int], Runner]) -> None:
+    It holds devices (NeuronCores, GPU memory) and process settings until close(); use it as a
+    context manager, or call close(), to give them back before the process ends.
+    """
+
+    def __init__(self, directory: Path, manifest: dict, buckets: dict[tuple[int, int], LoadedBucket]) -> None:
         self.directory = directory
         self.manifest = manifest
         self.config = EncoderConfig.from_dict(manifest["model"]["config"])
-        self.runners = runners
-        self.seq_lens = sorted({s for _, s in runners})
-        self.batch_sizes = {s: sorted(b for b, s2 in runners if s2 == s) for s in self.seq_lens}
+        self.buckets = buckets
+        self.seq_lens = sorted({s for _, s in buckets})
+        self.batch_sizes = {s: sorted(b for b, s2 in buckets if s2 == s) for s in self.seq_lens}
+        self._routes: dict[tuple[int, int], tuple[tuple[int, int, int], ...]] = {}
+        tokenizer_dir = directory / "tokenizer"
+        self.tokenizer = (Tokenizer(tokenizer_dir, max_length=self.max_seq_len)
+                          if has_tokenizer(tokenizer_dir) else None)  # None: random weights, ids only
 
     @property
     def max_seq_len(self) -> int:
         return self.seq_lens[-1]
 
-    def route(self, batch: int, seq: int) -> list[tuple[int, int, int]]:
-        """[(rows, bucket_batch, bucket_seq), ...]: the chunks a (batch, seq) request runs as."""
+    def route(self, batch: int, seq: int) -> tuple[tuple[int, int, int], ...]:
+        """((rows, bucket_batch, bucket_seq), ...): the chunks a (batch, seq) request runs as.
+
+        Memoised per (batch, seq): the hot path asks the same few shapes again and again.
+        """
+        chunks = self._routes.get((batch, seq))
+        if chunks is None:
+            chunks = self._routes[(batch, seq)] = self._plan_route(batch, seq)
+        return chunks
+
+    def _plan_route(self, batch: int, seq: int) -> tuple[tuple[int, int, int], ...]:
         bucket_seq = next(s for s in self.seq_lens if s >= seq)
         sizes = self.batch_sizes[bucket_seq]
         chunks, remaining = [], batch
@@ -47,23 +66,31 @@ class CompiledEncoder:
             rows = min(remaining, fit)
             chunks.append((rows, fit, bucket_seq))
             remaining -= rows
-        return chunks
+        return tuple(chunks)
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  token_type_ids: torch.Tensor | None = None, truncate: bool = False) -> torch.Tensor:
         """Last hidden state (B, T, H) for any B >= 1 and T up to the largest bucket."""
         input_ids, attention_mask, token_type_ids = self._check(input_ids, attention_mask, token_type_ids, truncate)
         B, T = input_ids.shape
-        outputs, start = [], 0
-        for rows, bucket_batch, bucket_seq in self.route(B, T):
-            part = slice(start, start + rows)
-            padded = _pad(input_ids[part], attention_mask[part], token_type_ids[part],
-                          bucket_batch, bucket_seq, self.config.pad_token_id)
-            with torch.inference_mode():
-                hidden = self.runners[(bucket_batch, bucket_seq)](*padded)
-            outputs.append(hidden[:rows, :T])
-            start += rows
-        return torch.cat(outputs)
+        chunks = self.route(B, T)
+        with torch.inference_mode():
+            if len(chunks) == 1:  # the common case: one bucket, no copy of the output
+                _, bucket_batch, bucket_seq = chunks[0]
+                return self._run(input_ids, attention_mask, token_type_ids, bucket_batch, bucket_seq)
+            outputs, start = [], 0
+            for rows, bucket_batch, bucket_seq in chunks:
+                part = slice(start, start + rows)
+                outputs.append(self._run(input_ids[part], attention_mask[part], token_type_ids[part],
+                                         bucket_batch, bucket_seq))
+                start += rows
+            return torch.cat(outputs)
+
+    def _run(self, ids, mask, types, bucket_batch: int, bucket_seq: int) -> torch.Tensor:
+        rows, T = ids.shape
+        padded = _pad(ids, mask, types, bucket_batch, bucket_seq, self.config.pad_token_id)
+        hidden = self.buckets[(bucket_batch, bucket_seq)](*padded)
+        return hidden if (rows, T) == (bucket_batch, bucket_seq) else hidden[:rows, :T]
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
               token_type_ids: torch.Tensor | None = None, truncate: bool = False) -> torch.Tensor:
@@ -73,6 +100,17 @@ class CompiledEncoder:
         hidden = self(input_ids, attention_mask, token_type_ids, truncate)
         mask = attention_mask[:, :hidden.shape[1]]
         return pool(hidden, mask, self.config.pooling, self.config.normalize)
+
+    def close(self) -> None:
+        """Free what the buckets hold (NeuronCores, GPU memory, process settings); calls fail after."""
+        for bucket in self.buckets.values():
+            bucket.close()
+
+    def __enter__(self) -> CompiledEncoder:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def _check(self, input_ids, attention_mask, token_type_ids, truncate):
         if not isinstance(input_ids, torch.Tensor):
@@ -100,15 +138,16 @@ class CompiledEncoder:
 
 def _pad(ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor, batch: int, seq: int,
          pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Inputs padded to a (batch, seq) bucket, in one allocation; filler rows attend to one token,
+    so no row is all-masked (which would give NaN)."""
     rows, T = ids.shape
     if (rows, T) == (batch, seq):
         return ids, mask, types
-    out_ids = torch.full((batch, seq), pad_id, dtype=torch.long)
-    out_mask = torch.zeros((batch, seq), dtype=torch.long)
-    out_types = torch.zeros((batch, seq), dtype=torch.long)
-    out_ids[:rows, :T], out_mask[:rows, :T], out_types[:rows, :T] = ids, mask, types
-    out_mask[rows:, 0] = 1  # filler rows attend to one token, so no row is all-masked (NaN)
-    return out_ids, out_mask, out_types
+    out = torch.zeros((3, batch, seq), dtype=torch.long)  # ids, mask, types
+    out[0].fill_(pad_id)
+    out[0, :rows, :T], out[1, :rows, :T], out[2, :rows, :T] = ids, mask, types
+    out[1, rows:, 0] = 1
+    return out[0], out[1], out[2]
 
 
 def load_compiled(directory: str | Path, replicas: int | None = None,
@@ -123,38 +162,43 @@ def load_compiled(directory: str | Path, replicas: int | None = None,
     manifest = artifact.read_manifest(directory)
     artifact.verify_checksums(directory, manifest)
     backend = get_backend(manifest["backend"])
-    if not backend.can_run():
+    problem = backend.run_problem()
+    if problem:
         raise ArtifactError(f"{directory} was compiled for {manifest['backend']}"
                             f"{'/' + manifest['target'] if manifest.get('target') else ''}, "
-                            "which this host cannot run")
+                            f"which this host cannot run: {problem}")
     if replicas is None:
-        replicas = hardware.visible_neuron_cores(2 * hardware.neuron_device_count()) \
-            if backend.name == "neuron" else 1
+        replicas = hardware.neuron_core_count() if backend.name == "neuron" else 1
     wanted = {tuple(b) for b in buckets} if buckets else None
-    runners, unverified = {}, []
+    loaded, unverified = {}, []
     for record in manifest["buckets"]:
         key = (record["batch"], record["seq"])
         if wanted and key not in wanted:
             continue
-        runners[key] = backend.load(directory / record["file"], replicas=replicas)
+        loaded[key] = backend.load(directory / record["file"], manifest["precision"], replicas=replicas)
         if not record["numerics"].get("verified"):
             unverified.append(record)
-    if not runners:
+    if not loaded:
         raise ArtifactError(f"none of the buckets {sorted(wanted or [])} is in {directory}")
+    model = CompiledEncoder(directory, manifest, loaded)
     if unverified:
-        _verify_on_first_load(directory, manifest, runners, unverified)
-    return CompiledEncoder(directory, manifest, runners)
+        try:
+            _verify_on_first_load(directory, manifest, loaded, unverified)
+        except BaseException:
+            model.close()
+            raise
+    return model
 
 
-def _verify_on_first_load(directory: Path, manifest: dict, runners: dict, records: list[dict]) -> None:
+def _verify_on_first_load(directory: Path, manifest: dict, loaded: dict, records: list[dict]) -> None:
     references = torch.load(directory / "reference.pt", weights_only=True)
     tolerance = Tolerance(**manifest["tolerance"])
     for record in records:
-        record["numerics"] = check_bucket(runners[(record["batch"], record["seq"])], references[record["name"]],
+        record["numerics"] = check_bucket(loaded[(record["batch"], record["seq"])], references[record["name"]],
                                           manifest["precision"], tolerance, record["name"])
         log.info("verified %s on first load: max abs %.2e, min cosine %.6f", record["name"],
                  record["numerics"]["max_abs"], record["numerics"]["min_cosine"])
     try:
-        artifact.write_json_atomic(directory / artifact.MANIFEST, manifest)
+        write_json_atomic(directory / artifact.MANIFEST, manifest)
     except OSError as exc:  # a read-only artifact still runs; it is verified again next time
         log.warning("could not record the verification in %s: %s", directory, exc)

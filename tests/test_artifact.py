@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from neuron_encoder import artifact
+from neuron_encoder.files import write_json_atomic
 from neuron_encoder.errors import ArtifactError
 
 
@@ -16,7 +17,7 @@ def test_building_renames_into_place_only_with_a_manifest(tmp_path):
     with artifact.building(final, force=False) as temp:
         assert not final.exists() and temp.parent == tmp_path
         (temp / "data.bin").write_bytes(b"abc")
-        artifact.write_json_atomic(temp / artifact.MANIFEST, {"format": 1, "files": artifact.file_checksums(temp)})
+        write_json_atomic(temp / artifact.MANIFEST, {"format": 1, "files": artifact.file_checksums(temp)})
     assert (final / "data.bin").read_bytes() == b"abc"
     assert list(tmp_path.iterdir()) == [final]
 
@@ -44,7 +45,7 @@ def test_stale_partials_are_cleared(tmp_path):
     stale = tmp_path / ".partial-art-xyz"
     stale.mkdir()
     with artifact.building(tmp_path / "art", force=False) as temp:
-        artifact.write_json_atomic(temp / artifact.MANIFEST, {"format": 1, "files": {}})
+        write_json_atomic(temp / artifact.MANIFEST, {"format": 1, "files": {}})
     assert not stale.exists()
 
 
@@ -64,7 +65,7 @@ def test_read_manifest_errors(tmp_path):
     with pytest.raises(ArtifactError, match="no manifest.json"):
         artifact.read_manifest(tmp_path)
     (tmp_path / artifact.MANIFEST).write_text("{not json")
-    with pytest.raises(ArtifactError, match="not valid JSON"):
+    with pytest.raises(ArtifactError, match="manifest.json: not JSON"):
         artifact.read_manifest(tmp_path)
     (tmp_path / artifact.MANIFEST).write_text(json.dumps({"format": 99}))
     with pytest.raises(ArtifactError, match="format 99"):

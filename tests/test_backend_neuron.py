@@ -11,7 +11,8 @@ import torch
 from neuron_encoder import hardware, load_compiled
 from neuron_encoder.backends import CompileOptions, select_backend
 from neuron_encoder.backends.neuron import compiler_args, resolve_target
-from neuron_encoder.compiler import compare_outputs, compile_model, sample_inputs
+from neuron_encoder.compiler import compile_model
+from neuron_encoder.numerics import compare_outputs, sample_inputs
 from neuron_encoder.errors import ArtifactError, BackendUnavailable, CompileError, ConfigError
 
 from . import neuron_double
@@ -36,7 +37,7 @@ def inf2_xlarge(monkeypatch):
 
 
 def test_compiler_args_always_state_target_type_cast_and_optlevel():
-    assert compiler_args(CompileOptions(target="inf2"), "inf2") == [
+    assert compiler_args(CompileOptions(target="inf2", auto_cast="none"), "inf2") == [
         "--target", "inf2", "--model-type", "transformer", "--auto-cast", "none", "--optlevel", "2"]
     args = compiler_args(CompileOptions(auto_cast="matmult", auto_cast_type="bf16", optlevel=3,
                                         extra_args=("--enable-fast-loading-neuron-binaries",)), "trn1")
@@ -68,19 +69,20 @@ def test_build_host_needs_a_target(build_host):
 
 
 def test_auto_prefers_neuron_when_devices_and_sdk_are_there(inf2_xlarge, monkeypatch):
-    backend, reason = select_backend("auto", CompileOptions())
+    backend, _, reason = select_backend("auto", CompileOptions())
     assert backend.name == "neuron" and "Neuron devices" in reason
 
 
 def test_auto_on_a_build_host_is_cpu_and_says_why(build_host, monkeypatch):
     monkeypatch.setattr(hardware, "is_cuda_available", lambda: False)
-    backend, reason = select_backend("auto", CompileOptions())
+    backend, options, reason = select_backend("auto", CompileOptions())
     assert backend.name == "cpu" and "no Neuron devices" in reason
+    assert options.auto_cast == "none" and "no native bf16" in reason  # conftest: a CPU without bf16
 
 
 def test_cross_compile_on_a_build_host(build_host, tiny_model, tmp_path):
     result = compile_model(tiny_model, batch_sizes="1,2", seq_lens="16", backend="neuron",
-                           options=CompileOptions(target="inf2"), out=tmp_path / "art")
+                           options=CompileOptions(target="inf2", auto_cast="none"), out=tmp_path / "art")
     calls = build_host.double.calls_to("trace")
     assert len(calls) == 2
     for call in calls:
@@ -102,10 +104,18 @@ def test_cross_compile_on_a_build_host(build_host, tiny_model, tmp_path):
         load_compiled(result.path)
 
 
+def test_auto_cast_auto_compiles_as_aws_published_bf16_matmuls(build_host, tiny_model, tmp_path):
+    result = compile_model(tiny_model, batch_sizes="1", seq_lens="16", backend="neuron",
+                           options=CompileOptions(target="inf2"), out=tmp_path / "art")
+    args = result.manifest["compiler_args"]
+    assert args[args.index("--auto-cast") + 1] == "matmult" and args[args.index("--auto-cast-type") + 1] == "bf16"
+    assert result.manifest["precision"] == "bf16" and "auto: bf16 matmuls" in result.manifest["backend_reason"]
+
+
 def test_cross_compiled_artifact_is_verified_on_first_load_on_the_device(build_host, tiny_model, tmp_path,
                                                                          monkeypatch, tiny_config):
     out = compile_model(tiny_model, batch_sizes="2", seq_lens="16", backend="neuron",
-                        options=CompileOptions(target="inf2"), out=tmp_path / "art").path
+                        options=CompileOptions(target="inf2", auto_cast="none"), out=tmp_path / "art").path
     # Carry the artifact to an inf2 instance.
     monkeypatch.setattr(hardware, "has_neuron_devices", lambda: True)
     monkeypatch.setattr(hardware, "neuron_device_count", lambda: 1)
@@ -142,7 +152,7 @@ def test_visible_cores_limit_the_replicas(inf2_xlarge, tiny_model, tmp_path, mon
     out = compile_model(tiny_model, batch_sizes="2", seq_lens="8", backend="neuron",
                         options=CompileOptions(target="inf2"), out=tmp_path / "art").path
     monkeypatch.setenv("NEURON_RT_VISIBLE_CORES", "1")
-    assert hardware.visible_neuron_cores(2) == 1
+    assert hardware.neuron_core_count() == 1
     model = load_compiled(out)
     inf2_xlarge.double.executions.clear()
     for _ in range(3):

@@ -14,7 +14,9 @@ import torch
 
 from neuron_encoder import load_compiled
 from neuron_encoder.backends import CompileOptions
-from neuron_encoder.compiler import Tolerance, compare_outputs, compile_model, parse_sizes, sample_inputs
+from neuron_encoder.compiler import compile_model
+from neuron_encoder.numerics import Tolerance, compare_outputs, sample_inputs
+from neuron_encoder.options import parse_sizes
 from neuron_encoder.errors import ArtifactError, BackendUnavailable, ConfigError, NumericsError, ShapeError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,7 +56,7 @@ def test_manifest_records_what_users_need(compiled, tiny_model):
         assert bucket["compile_seconds"] > 0
         assert bucket["numerics"]["verified"] and bucket["numerics"]["max_abs"] <= 1e-3
         assert bucket["file"] in m["files"] and len(m["files"][bucket["file"]]) == 64
-    assert "reference.pt" in m["files"] and m["created"].endswith("+00:00")
+    assert "reference.pt" in m["files"] and m["created"].endswith("Z")
     on_disk = json.loads((compiled.path / "manifest.json").read_text())
     assert on_disk["cache_key"] == m["cache_key"]
 
@@ -72,9 +74,10 @@ def test_compiled_equals_eager_with_routing_padding_and_splitting(compiled, tiny
 
 def test_routing_picks_the_smallest_bucket_and_splits(compiled):
     model = load_compiled(compiled.path)
-    assert model.route(1, 10) == [(1, 1, 16)]
-    assert model.route(3, 17) == [(3, 4, 32)]
-    assert model.route(9, 16) == [(4, 4, 16), (4, 4, 16), (1, 1, 16)]
+    assert model.route(1, 10) == ((1, 1, 16),)
+    assert model.route(3, 17) == ((3, 4, 32),)
+    assert model.route(9, 16) == ((4, 4, 16), (4, 4, 16), (1, 1, 16))
+    assert model.route(9, 16) is model.route(9, 16)  # memoised per shape
 
 
 def test_embed_pools_like_the_eager_model(compiled, tiny_model, tiny_config):
@@ -211,3 +214,65 @@ def test_kill_9_mid_compile_leaves_nothing_loadable(tmp_path):
                                   intermediate_size=64, max_position_embeddings=64))
     compile_model(model, batch_sizes="1", seq_lens="8", backend="cpu", out=out)
     assert [p.name for p in tmp_path.iterdir()] == ["art"]  # the stale partial was cleared
+
+
+def test_force_never_removes_a_directory_that_is_not_an_artifact(tiny_model, tmp_path):
+    """--force replaces an artifact; a user's own directory is refused and left exactly as it was."""
+    mine = tmp_path / "my-notes"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("years of work")
+    with pytest.raises(ArtifactError, match="is not a compiled artifact .*not replacing it, even with --force"):
+        compile_model(tiny_model, batch_sizes="1", seq_lens="8", backend="cpu", out=mine, force=True)
+    assert [p.name for p in mine.iterdir()] == ["thesis.txt"] and (mine / "thesis.txt").read_text() == "years of work"
+    assert [p.name for p in tmp_path.iterdir()] == ["my-notes"]  # no partial left beside it
+
+
+def test_the_artifact_carries_the_tokenizer_and_serves_text(tmp_path, minilm):
+    from neuron_encoder.embeddings import embed_texts
+    from neuron_encoder.models import load_model
+    result = compile_model(minilm, batch_sizes="2", seq_lens="32", backend="cpu", out=tmp_path / "art",
+                           options=CompileOptions(auto_cast="none"))
+    assert "tokenizer/tokenizer.json" in result.manifest["files"]
+    with load_compiled(result.path) as model:
+        assert model.tokenizer is not None and model.tokenizer.max_length == 32
+        texts = ["A man plays a guitar.", "Someone strums a guitar.", "Stocks fell sharply."]
+        got = embed_texts(model, texts)  # the artifact's own tokenizer
+        expected = embed_texts(minilm, texts, load_model(minilm).tokenizer)
+        assert torch.nn.functional.cosine_similarity(got, expected).min() > 0.9999
+
+
+def test_a_random_model_artifact_has_no_tokenizer(tiny_model, tmp_path):
+    result = compile_model(tiny_model, batch_sizes="1", seq_lens="8", backend="cpu", out=tmp_path / "art")
+    assert not any(name.startswith("tokenizer/") for name in result.manifest["files"])
+    with load_compiled(result.path) as model:
+        assert model.tokenizer is None
+
+
+def test_close_frees_the_buckets_and_restores_the_process_setting(tiny_model, tmp_path):
+    """Loading a CPU artifact turns TorchScript's oneDNN fuser on for as long as one is open, no longer."""
+    path = compile_model(tiny_model, batch_sizes="1", seq_lens="8", backend="cpu", out=tmp_path / "art").path
+    before = torch._C._jit_llga_enabled()
+    first, second = load_compiled(path), load_compiled(path)
+    assert torch._C._jit_llga_enabled()
+    first.close()
+    assert torch._C._jit_llga_enabled()  # the second one still needs it
+    with pytest.raises(RuntimeError, match="closed"):
+        first(torch.ones(1, 8, dtype=torch.long))
+    with second:
+        second(torch.ones(1, 8, dtype=torch.long))
+    assert torch._C._jit_llga_enabled() == before
+
+
+def test_auto_precision_that_fails_the_gate_falls_back_to_fp32(tiny_model, tmp_path, monkeypatch):
+    """On a CPU with native bf16 auto picks bf16; if the gate refuses it, the compile says so and makes fp32."""
+    from neuron_encoder import hardware
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512_bf16"}))
+    messages: list[str] = []
+    result = compile_model(tiny_model, batch_sizes="1", seq_lens="8", backend="cpu", out=tmp_path / "art",
+                           tolerance=Tolerance(min_cosine=1.5), progress=messages.append)
+    assert result.manifest["precision"] == "fp32"
+    assert "fp32 after bf16 failed the numerics gate" in result.manifest["backend_reason"]
+    assert any(m.startswith("auto: bf16 fails the numerics gate") for m in messages)
+    with pytest.raises(NumericsError):  # a precision the user chose is never swapped behind their back
+        compile_model(tiny_model, batch_sizes="1", seq_lens="8", backend="cpu", out=tmp_path / "b",
+                      options=CompileOptions(auto_cast="matmult"), tolerance=Tolerance(min_cosine=1.5))

@@ -9,24 +9,58 @@ import pytest
 import torch
 
 from neuron_encoder import hardware
+from neuron_encoder.errors import ConfigError
 
 
 def test_core_lists():
     assert hardware.parse_core_list("0-1") == [0, 1]
     assert hardware.parse_core_list("3") == [3]
     assert hardware.parse_core_list("0,2-3") == [0, 2, 3]
-    with pytest.raises(ValueError, match="NEURON_RT_VISIBLE_CORES='a-b'"):
+    with pytest.raises(ConfigError, match="NEURON_RT_VISIBLE_CORES='a-b'"):
         hardware.parse_core_list("a-b")
 
 
 def test_visible_cores_follow_the_runtime_variables(monkeypatch):
     monkeypatch.delenv("NEURON_RT_VISIBLE_CORES", raising=False)
     monkeypatch.delenv("NEURON_RT_NUM_CORES", raising=False)
-    assert hardware.visible_neuron_cores(2) == 2
+    monkeypatch.setattr(hardware, "neuron_device_count", lambda: 1)
+    assert hardware.neuron_core_count() == 2
     monkeypatch.setenv("NEURON_RT_NUM_CORES", "1")
-    assert hardware.visible_neuron_cores(2) == 1
+    assert hardware.neuron_core_count() == 1
     monkeypatch.setenv("NEURON_RT_VISIBLE_CORES", "0-3")
-    assert hardware.visible_neuron_cores(2) == 4  # VISIBLE_CORES wins over NUM_CORES
+    assert hardware.neuron_core_count() == 4  # VISIBLE_CORES wins over NUM_CORES
+
+
+def test_malformed_core_variables_are_config_errors(monkeypatch):
+    monkeypatch.delenv("NEURON_RT_VISIBLE_CORES", raising=False)
+    monkeypatch.setenv("NEURON_RT_NUM_CORES", "abc")
+    with pytest.raises(ConfigError, match="NEURON_RT_NUM_CORES='abc' is not a number"):
+        hardware.neuron_core_count()
+
+
+@pytest.mark.parametrize("flags, precision, reason", [
+    ({"avx2", "fma"}, ("none", "bf16"), "fp32, this CPU has no native bf16"),
+    ({"avx512f", "avx512_bf16"}, ("matmult", "bf16"), "natively (avx512_bf16)"),
+    ({"avx512f", "amx_bf16", "amx_tile"}, ("matmult", "bf16"), "natively (amx_bf16)"),
+])
+def test_the_auto_policy_picks_bf16_only_on_cpus_with_native_bf16(monkeypatch, flags, precision, reason):
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(flags))
+    policy = hardware.auto_precision("cpu")
+    assert (policy.auto_cast, policy.auto_cast_type) == precision and reason in policy.reason
+    from neuron_encoder.backends import CompileOptions, select_backend
+    monkeypatch.setattr(hardware, "is_cuda_available", lambda: False)
+    monkeypatch.setattr(hardware, "has_neuron_devices", lambda: False)
+    backend, options, why = select_backend("auto", CompileOptions())
+    assert backend.name == "cpu" and options.precision == ("fp32" if precision[0] == "none" else "bf16")
+    assert reason in why
+    _, explicit, _ = select_backend("auto", CompileOptions(auto_cast="none"))
+    assert explicit.precision == "fp32"  # the user can always say --auto-cast none
+
+
+def test_the_auto_policy_for_accelerators():
+    assert (hardware.auto_precision("neuron").auto_cast, hardware.auto_precision("neuron").auto_cast_type) == \
+        ("matmult", "bf16")
+    assert hardware.auto_precision("cuda").auto_cast_type == "fp16"
 
 
 def test_pypi_placeholder_is_reported_as_not_usable(monkeypatch, tmp_path):

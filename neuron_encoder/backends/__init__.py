@@ -6,14 +6,14 @@ import logging
 
 from .. import hardware
 from ..errors import BackendUnavailable, ConfigError
-from .base import AUTO_CAST_TYPES, AUTO_CASTS, TARGETS, Backend, CompileOptions, Runner
+from .base import AUTO_CAST_TYPES, AUTO_CASTS, TARGETS, Backend, BucketModel, CompileOptions, LoadedBucket
 
 log = logging.getLogger(__name__)
 
 BACKENDS = ("auto", "cpu", "cuda", "neuron")
 
-__all__ = ["AUTO_CASTS", "AUTO_CAST_TYPES", "BACKENDS", "TARGETS", "Backend", "CompileOptions", "Runner",
-           "get_backend", "select_backend"]
+__all__ = ["AUTO_CASTS", "AUTO_CAST_TYPES", "BACKENDS", "TARGETS", "Backend", "BucketModel", "CompileOptions",
+           "LoadedBucket", "get_backend", "resolve_precision", "select_backend"]
 
 
 def get_backend(name: str) -> Backend:
@@ -29,27 +29,30 @@ def get_backend(name: str) -> Backend:
     raise ConfigError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
-def select_backend(name: str, options: CompileOptions) -> tuple[Backend, str]:
-    """The backend to use and why. `auto` prefers Neuron (devices and SDK), then CUDA, then CPU.
+def resolve_precision(backend: str, options: CompileOptions) -> tuple[CompileOptions, str | None]:
+    """`options` with auto_cast="auto" replaced by hardware's policy for `backend`, and why (None when
+    the user chose the precision)."""
+    if options.auto_cast != "auto":
+        return options, None
+    policy = hardware.auto_precision(backend)
+    return options.replace(auto_cast=policy.auto_cast, auto_cast_type=policy.auto_cast_type), policy.reason
 
-    An explicit backend that cannot work here is an error with instructions, never a silent fallback.
+
+def select_backend(name: str, options: CompileOptions) -> tuple[Backend, CompileOptions, str]:
+    """The backend to use, the options with any `auto` resolved, and why.
+
+    `auto` follows hardware.auto_backend (Neuron, then CUDA, then CPU). An explicit backend that
+    cannot work here is an error with instructions, never a silent fallback.
     """
     if name == "auto":
-        sdk_problem = hardware.neuron_sdk_problem()
-        if hardware.has_neuron_devices() and sdk_problem is None:
-            reason = "auto: Neuron devices and torch-neuronx are present"
-            chosen = "neuron"
-        elif hardware.is_cuda_available():
-            reason = "auto: no usable Neuron setup; a CUDA GPU is present"
-            chosen = "cuda"
-        else:
-            neuron = ("no Neuron devices" if not hardware.has_neuron_devices() else sdk_problem)
-            reason = f"auto: CPU ({neuron}; no CUDA GPU)"
-            chosen = "cpu"
+        name, reason = hardware.auto_backend()
         log.info("backend %s", reason)
-        return get_backend(chosen), reason
+    else:
+        get_backend(name)  # an unknown name fails before the probes run
+        reason = f"{name}: asked for"
     backend = get_backend(name)
+    options, why_precision = resolve_precision(name, options)
     problem = backend.unavailable_reason(options)
     if problem:
         raise BackendUnavailable(f"backend {name!r} is not usable here: {problem}")
-    return backend, f"{name}: asked for"
+    return backend, options, reason + (f"; {why_precision}" if why_precision else "")

@@ -1,10 +1,13 @@
 """The CPU: a traced, frozen TorchScript module (loads without our Python model code).
 
-Loading turns on TorchScript's oneDNN fuser, a process-wide switch: it fuses each linear with its
-bias, GELU or residual add into one oneDNN kernel after a couple of profiling runs, 0.84-0.86x the
-latency of ONNX Runtime fp32 on bert-base here, against 0.95-0.99x without it
-(benchmarks/cpu_peers.py). The fuser is known to crash on graphs that went through
+Loaded buckets run with TorchScript's oneDNN fuser on, a process-wide switch held while any CPU
+bucket is open and restored after the last one closes: it fuses each linear with its bias, GELU or
+residual add into one oneDNN kernel after a couple of profiling runs (benchmarks/cpu_peers.py
+measures what it buys). The fuser is known to crash on graphs that went through
 torch.jit.optimize_for_inference, so artifacts are only traced and frozen.
+
+Auto-cast on the CPU casts the whole model (weights and activations): `matmult` and `all` are the
+same here. tf32 is a matmul mode of GPUs and NeuronCores; the CPU has none, so it is refused.
 """
 
 from __future__ import annotations
@@ -14,38 +17,31 @@ from pathlib import Path
 import torch
 
 from .. import hardware
-from .base import CompileOptions, Runner, WithDtype
+from .base import Backend, CompileOptions, LoadedBucket, ProcessSetting, trace_and_freeze
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "tf32": torch.float32}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+ONEDNN_FUSION = ProcessSetting(torch._C._jit_llga_enabled, torch.jit.enable_onednn_fusion, True)
 
 
-class CpuBackend:
+class CpuBackend(Backend):
     name = "cpu"
-    suffix = ".pt"
 
     def unavailable_reason(self, options: CompileOptions) -> str | None:
         if options.precision not in DTYPES:
             return (f"auto-cast type {options.auto_cast_type} is not available on the CPU "
-                    f"(use --auto-cast none, or --auto-cast-type bf16)")
+                    "(use --auto-cast none for fp32, or --auto-cast-type bf16)")
         return None
 
-    def can_run(self) -> bool:
-        return True
+    def run_problem(self) -> str | None:
+        return None
 
     def compile(self, model: torch.nn.Module, example: tuple[torch.Tensor, ...],
                 options: CompileOptions, workdir: Path) -> torch.nn.Module:
-        wrapped = WithDtype(model, DTYPES[options.precision]).eval()
-        with torch.no_grad():
-            # Freezing folds the weights into the graph as constants, so the saved file is
-            # self-contained and the JIT can pre-pack them for oneDNN.
-            return torch.jit.freeze(torch.jit.trace(wrapped, example))
+        return trace_and_freeze(model, example, DTYPES[options.precision])
 
-    def save(self, compiled: torch.nn.Module, path: Path) -> None:
-        torch.jit.save(compiled, str(path))
-
-    def load(self, path: Path, replicas: int = 1) -> Runner:
-        torch.jit.enable_onednn_fusion(True)
-        return torch.jit.load(str(path), map_location="cpu").eval()
+    def load(self, path: Path, precision: str, replicas: int = 1) -> LoadedBucket:
+        return LoadedBucket(torch.jit.load(str(path), map_location="cpu").eval(), ONEDNN_FUSION)
 
     def versions(self) -> dict[str, str | None]:
         return {"cpu": hardware.cpu_model()}

@@ -1,4 +1,8 @@
-"""NVIDIA GPUs: a traced TorchScript module on the GPU, fp32 or cast to fp16/bf16 as auto-cast asks."""
+"""NVIDIA GPUs: a traced, frozen TorchScript module on the GPU, fp32 or cast to fp16/bf16.
+
+tf32 artifacts are fp32 graphs run with TF32 matmuls: a process-wide switch, held while such a
+bucket is open (compile included) and restored after, so a fresh process runs them as compiled.
+"""
 
 from __future__ import annotations
 
@@ -7,42 +11,55 @@ from pathlib import Path
 import torch
 
 from .. import hardware
-from .base import CompileOptions, Runner, WithDtype
+from .base import Backend, CompileOptions, LoadedBucket, ProcessSetting, trace_and_freeze
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "tf32": torch.float32}
 
 
-class CudaBackend:
+def _set_tf32(on: bool) -> None:
+    torch.backends.cuda.matmul.allow_tf32 = on
+
+
+TF32 = ProcessSetting(lambda: torch.backends.cuda.matmul.allow_tf32, _set_tf32, True)
+
+
+class CudaBackend(Backend):
     name = "cuda"
-    suffix = ".pt"
 
     def unavailable_reason(self, options: CompileOptions) -> str | None:
-        if not hardware.is_cuda_available():
-            return "torch sees no CUDA GPU (torch.cuda.is_available() is False)"
+        problem = self.run_problem()
+        if problem:
+            return problem
         if options.precision not in DTYPES:
             return f"auto-cast type {options.auto_cast_type} has no CUDA equivalent here"
+        if options.precision == "bf16" and not hardware.cuda_bf16_supported():
+            return "this GPU has no bf16 support (use --auto-cast-type fp16)"
         return None
 
-    def can_run(self) -> bool:
-        return hardware.is_cuda_available()
+    def run_problem(self) -> str | None:
+        if not hardware.is_cuda_available():
+            return "torch sees no CUDA GPU (torch.cuda.is_available() is False)"
+        return None
 
     def compile(self, model: torch.nn.Module, example: tuple[torch.Tensor, ...],
                 options: CompileOptions, workdir: Path) -> torch.nn.Module:
-        torch.backends.cuda.matmul.allow_tf32 = options.precision == "tf32"
-        gpu_model = WithDtype(model, DTYPES[options.precision]).cuda().eval()
-        with torch.inference_mode(False), torch.no_grad():
-            return torch.jit.freeze(torch.jit.trace(gpu_model, tuple(t.cuda() for t in example)))
+        setting = TF32 if options.precision == "tf32" else None
+        if setting:
+            setting.acquire()
+        try:
+            return trace_and_freeze(model, example, DTYPES[options.precision], device="cuda")
+        finally:
+            if setting:
+                setting.release()
 
-    def save(self, compiled: torch.nn.Module, path: Path) -> None:
-        torch.jit.save(compiled, str(path))
-
-    def load(self, path: Path, replicas: int = 1) -> Runner:
+    def load(self, path: Path, precision: str, replicas: int = 1) -> LoadedBucket:
         module = torch.jit.load(str(path), map_location="cuda")
-
-        def run(*inputs: torch.Tensor) -> torch.Tensor:
-            # .cpu() waits for the GPU: the caller's timer sees the whole computation.
-            return module(*(t.cuda(non_blocking=True) for t in inputs)).cpu()
-        return run
+        return LoadedBucket(lambda *inputs: run_on_gpu(module, inputs), TF32 if precision == "tf32" else None)
 
     def versions(self) -> dict[str, str | None]:
         return {"cuda": torch.version.cuda}
+
+
+def run_on_gpu(module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Run on the GPU from host tensors; .cpu() waits for the kernels, so a caller's timer sees them."""
+    return module(*(t.cuda(non_blocking=True) for t in inputs)).cpu()
