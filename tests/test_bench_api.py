@@ -11,7 +11,7 @@ from neuron_encoder import hardware
 from neuron_encoder.bench.api import run_bench
 from neuron_encoder.bench.report import format_summary_table, write_report
 from neuron_encoder.bench.results import read_result
-from neuron_encoder.errors import BackendUnavailable, ConfigError
+from neuron_encoder.errors import BackendUnavailable, ConfigError, ShapeError
 
 
 @pytest.fixture(autouse=True)
@@ -19,21 +19,22 @@ def offline_cpu_host(monkeypatch):
     monkeypatch.setenv("NEURON_ENCODER_NO_IMDS", "1")  # no metadata probe leaves this machine
     monkeypatch.setattr(hardware, "is_cuda_available", lambda: False)
     monkeypatch.setattr(hardware, "has_neuron_devices", lambda: False)
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))  # the cpu family: eager + fp32
 
 
 def test_tiny_cpu_run_end_to_end(tmp_path):
     messages: list[str] = []
-    result, path = run_bench("random:tiny", backends=["cpu"], batch_sizes=[1, 2], seq_lens=[16, 32], concurrency=[1],
-                             duration_s=0.2, calls=20, warmup=1, out_dir=tmp_path / "results",
+    result, path = run_bench("random:tiny", engines=["cpu"], batch_sizes=[1, 2], seq_lens=[16, 32], concurrency=[1],
+                             duration_s=None, calls=16, warmup=1, out_dir=tmp_path / "results",
                              artifacts_dir=tmp_path / "artifacts", command="neuron-encoder bench (test)",
                              progress=messages.append)
     assert path.parent == tmp_path / "results" and path.suffix == ".json" and path.with_suffix(".csv").exists()
     again = read_result(path)
     assert again.to_dict() == result.to_dict()
-    assert [(r.backend, r.batch_size, r.seq_len) for r in again.rows] == [
-        (backend, b, s) for backend in ("cpu-eager", "cpu-torchscript-fp32") for s in (16, 32) for b in (1, 2)]
+    assert [(r.engine, r.batch_size, r.seq_len) for r in again.rows] == [
+        (engine, b, s) for engine in ("cpu-eager", "cpu-torchscript-fp32") for s in (16, 32) for b in (1, 2)]
     for row in again.rows:
-        assert row.calls > 0 and row.errors == 0 and row.model == "random:tiny"
+        assert row.calls == 16 and row.errors == 0 and row.model == "random:tiny"
         assert 0 < row.padding_efficiency < 1  # log-normal lengths, not full rows
         assert row.accuracy_cosine_min > 0.9999
         assert row.harness_overhead_ms > 0 and row.mem_mb > 0
@@ -53,35 +54,58 @@ def test_tiny_cpu_run_end_to_end(tmp_path):
 
 
 def test_minilm_on_real_text_with_an_slo(tmp_path, minilm):
-    result, path = run_bench(minilm, backends="cpu-eager", batch_sizes=[1, 2], seq_lens=[16], concurrency=[1],
+    result, path = run_bench(minilm, engines="cpu-eager", batch_sizes=[1, 2], seq_lens=[16], concurrency=[1],
                              duration_s=0.2, warmup=1, out_dir=tmp_path, slo_p99_ms=10_000.0)
     data = json.loads(path.read_text())
     assert data["schema"] == "neuron-encoder/bench-result" and data["command"].startswith("run_bench(")
     assert {r["model"] for r in data["rows"]} == {"minilm"}
     (entry,) = result.slo
-    assert entry["backend"] == "cpu-eager" and entry["met"] and entry["best_throughput"] > 0
+    assert entry["engine"] == "cpu-eager" and entry["met"] and entry["best_throughput"] > 0
     assert entry["batch_size"] in (1, 2) and entry["seq_len"] == 16
     assert len(entry["other_batch_sizes"]) == 1
     assert "## Best throughput within a p99 latency SLO" in write_report([path], tmp_path / "report").read_text()
 
 
 @pytest.mark.parametrize("kwargs, error, message", [
-    ({"backends": ["cpu", "tpu"]}, ConfigError, "unknown backend 'tpu'"),
-    ({"backends": []}, ConfigError, "no backends"),
-    ({"backends": ["neuron"]}, BackendUnavailable, "pip install torch-neuronx"),
+    ({"engines": ["cpu", "tpu"]}, ConfigError, "unknown engine 'tpu'"),
+    ({"engines": []}, ConfigError, "no engines"),
+    ({"engines": ["neuron"]}, BackendUnavailable, "pip install torch-neuronx"),
     ({"batch_sizes": []}, ConfigError, "no batch sizes"),
     ({"seq_lens": [0]}, ConfigError, "sequence lengths must be positive"),
     ({"concurrency": [-1]}, ConfigError, "concurrency must be positive"),
-    ({"rates": [0]}, ConfigError, "rates must be positive"),
+    ({"rates": [0]}, ConfigError, r"rate \(requests/s\) must be a positive"),
     ({"duration_s": None, "calls": None}, ConfigError, "needs a bound"),
-    ({"slo_p99_ms": -5}, ConfigError, "SLO must be a positive"),
+    ({"slo_p99_ms": -5}, ConfigError, r"SLO \(ms\) must be a positive"),
     ({"slo_search": "magic"}, ConfigError, "unknown capacity search"),
-    ({"seq_lens": [256]}, ConfigError, "longer than random:tiny's 128 positions"),
+    ({"seq_lens": [256]}, ShapeError, "sequence length 256 is longer than the model's 128 positions"),
 ])
 def test_bad_input_is_refused_before_anything_runs(monkeypatch, tmp_path, kwargs, error, message):
     monkeypatch.setattr(hardware, "neuron_sdk_problem", lambda: "torch_neuronx is not installed")
-    settings = {"backends": ["cpu-eager"], "batch_sizes": [1], "seq_lens": [16], "duration_s": 0.1,
+    settings = {"engines": ["cpu-eager"], "batch_sizes": [1], "seq_lens": [16], "duration_s": 0.1,
                 "out_dir": tmp_path, **kwargs}
     with pytest.raises(error, match=message):
         run_bench("random:tiny", **settings)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failing_engine_is_reported_the_others_are_kept(tmp_path, monkeypatch):
+    """An engine whose accuracy check fails gets no rows; the result is written with the failure, and
+    run_bench then raises, so the CLI exits non-zero."""
+    from neuron_encoder.bench import engines
+    from neuron_encoder.errors import BenchmarkFailed
+
+    real = engines.eager_engine
+
+    def broken(model, kind="cpu-eager"):
+        engine = real(model, kind)
+        return engines.Engine(**{**engine.__dict__, "run": lambda ids, *rest: ids.float()})  # (B, T): no hidden
+    monkeypatch.setattr(engines, "eager_engine", broken)
+    with pytest.raises(BenchmarkFailed, match="1 engine.* failed .*cpu-eager: ShapeError"):
+        run_bench("random:tiny", engines=["cpu-eager", "cpu-torchscript-fp32"], batch_sizes=[1], seq_lens=[16],
+                  concurrency=[1], calls=3, warmup=0, out_dir=tmp_path / "results",
+                  artifacts_dir=tmp_path / "artifacts", progress=None)
+    (path,) = (tmp_path / "results").glob("*.json")
+    result = read_result(path)
+    assert [r.engine for r in result.rows] == ["cpu-torchscript-fp32"]
+    assert result.failures[0]["engine"] == "cpu-eager"
+    assert "## Engines that failed (no rows)" in write_report([path], tmp_path / "report").read_text()

@@ -67,10 +67,10 @@ def number(cell: str) -> float:
 
 def find_line(table: list[dict[str, str]], row, instance: str) -> dict[str, str]:
     matches = [line for line in table
-               if line["backend"] == row.backend and line["instance"] == instance and line["label"] == row.label
+               if line["engine"] == row.engine and line["instance"] == instance and line["label"] == row.label
                and int(line["batch"]) == row.batch_size and int(line["seq"]) == row.seq_len
                and int(line["cores"]) == row.cores and line["precision"] == row.precision]
-    assert len(matches) == 1, f"expected one table line for {row.backend}/{instance}/{row.label}, found {matches}"
+    assert len(matches) == 1, f"expected one table line for {row.engine}/{instance}/{row.label}, found {matches}"
     return matches[0]
 
 
@@ -109,9 +109,9 @@ def test_main_table_has_every_row_with_its_cost(report):
             assert number(line["inf/s avg"]) == pytest.approx(row.throughput_avg, rel=1e-2)
             expected_lines += 1
     assert len(table) == expected_lines
-    neuron_b8 = next(line for line in table if line["backend"] == "neuron" and line["batch"] == "8")
+    neuron_b8 = next(line for line in table if line["engine"] == "neuron" and line["batch"] == "8")
     assert neuron_b8["USD / 1M inf"] == "0.08045"  # 1e6 / 2618 * 0.7582 / 3600, by hand
-    backends = {(line["backend"], line["instance"]) for line in table}
+    backends = {(line["engine"], line["instance"]) for line in table}
     assert backends == {("cpu-eager", "c6i.xlarge"), ("cpu-torchscript-fp32", "c6i.xlarge"), ("cuda-fp32", "g5.xlarge"),
                         ("cuda-fp16", "g5.xlarge"), ("neuron", "inf2.xlarge")}
 
@@ -154,9 +154,9 @@ def test_published_numbers_are_separate_and_labelled(report):
 def test_slo_section_lists_each_entry(report):
     _, _, markdown = report
     slo = parse_tables(markdown)["Best throughput within a p99 latency SLO"]
-    assert {(line["backend"], line["instance"]) for line in slo} == {
+    assert {(line["engine"], line["instance"]) for line in slo} == {
         ("cuda-fp16", "g5.xlarge"), ("neuron", "inf2.xlarge")}
-    neuron = next(line for line in slo if line["backend"] == "neuron")
+    neuron = next(line for line in slo if line["engine"] == "neuron")
     assert number(neuron["best inf/s"]) == 2618
     assert number(neuron["USD / 1M inf"]) == pytest.approx(cost_per_million(2618, 0.7582), rel=1e-3)
 
@@ -263,11 +263,11 @@ def test_format_summary_table_lists_each_row():
     rows = read_result(FIXTURES / "inf2-xlarge-neuron.json").rows
     text = format_summary_table(rows)
     lines = text.splitlines()
-    assert lines[0].split()[:3] == ["backend", "label", "precision"]
+    assert lines[0].split()[:3] == ["engine", "label", "precision"]
     assert set(lines[1]) <= {"-", " "}
     assert len(lines) == 2 + len(rows)
     for line, row in zip(lines[2:], rows):
-        assert line.startswith(row.backend)
+        assert line.startswith(row.engine)
         assert row.label in line
         assert f"{row.latency_ms['p50']:.2f}" in line
     widths = {len(line) for line in lines[2:]}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from neuron_encoder import artifact
+from neuron_encoder import files
 from neuron_encoder.bench.results import (
     SCHEMA,
     VERSION,
@@ -27,7 +27,7 @@ FIXTURES = Path(__file__).parent / "fixtures" / "results"
 
 def make_row(**overrides) -> BenchRow:
     fields = dict(
-        backend="neuron",
+        engine="neuron",
         label="2 cores x 2 threads",
         model="bert-base-uncased",
         precision="bf16-matmult",
@@ -56,7 +56,7 @@ def make_row(**overrides) -> BenchRow:
 
 def make_result(**overrides) -> BenchResult:
     fields = dict(
-        command="neuron-encoder bench --backend neuron",
+        command="neuron-encoder bench --engines neuron",
         environment={"instance_type": "inf2.xlarge", "hostname": "test-host"},
         rows=[make_row(), make_row(batch_size=1, mode="open", rate=500.0, label="open loop")],
         created="2026-11-30T12:00:00Z",
@@ -71,7 +71,7 @@ def write_json(path: Path, data) -> Path:
 
 
 def test_round_trip_keeps_every_field(tmp_path):
-    result = make_result(slo=[{"backend": "neuron", "slo_p99_ms": 10.0, "best_throughput": 2600.0,
+    result = make_result(slo=[{"engine": "neuron", "slo_p99_ms": 10.0, "best_throughput": 2600.0,
                                "at_concurrency": 4, "p99_ms": 6.4}])
     json_path, csv_path = write_result(result, tmp_path / "run.json")
     assert json_path == tmp_path / "run.json"
@@ -86,7 +86,7 @@ def test_json_document_starts_with_schema_and_version(tmp_path):
     data = json.loads((tmp_path / "run.json").read_text())
     assert list(data)[:2] == ["schema", "version"]
     assert data["schema"] == SCHEMA == "neuron-encoder/bench-result"
-    assert data["version"] == VERSION == 1
+    assert data["version"] == VERSION == 2
     assert data["rows"][0]["latency_ms"]["p99"] == 6.4
     assert data["slo"] == []
 
@@ -106,7 +106,7 @@ def test_csv_has_one_line_per_row_with_flattened_latency(tmp_path):
     for line, row in zip(lines, result.rows):
         for key in ("p50", "p90", "p95", "p99", "max", "mean", "min"):
             assert float(line[f"latency_{key}_ms"]) == row.latency_ms[key]
-        assert line["backend"] == row.backend
+        assert line["engine"] == row.engine
         assert int(line["batch_size"]) == row.batch_size
     assert lines[0]["rate"] == ""
     assert float(lines[1]["rate"]) == 500.0
@@ -128,7 +128,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(artifact.os, "replace", broken_replace)
+    monkeypatch.setattr(files.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         write_result(make_result(command="never written"), path)
     monkeypatch.undo()
@@ -171,7 +171,7 @@ def test_binary_file_is_not_json(tmp_path):
     [
         (lambda d: d.update(schema="someone-else/result"), "schema is 'someone-else/result'"),
         (lambda d: d.pop("schema"), "no 'schema' field"),
-        (lambda d: d.update(version=2), "version 2 is not supported.*newer"),
+        (lambda d: d.update(version=3), "version 3 is not supported.*newer"),
         (lambda d: d.update(version="1"), "version must be an integer"),
         (lambda d: d.pop("rows"), "missing field.*rows"),
         (lambda d: d.pop("environment"), "missing field.*environment"),
@@ -180,7 +180,7 @@ def test_binary_file_is_not_json(tmp_path):
         (lambda d: d["rows"][0].update(mode="sideways"), "row 0: mode must be one of"),
         (lambda d: d["rows"][0]["latency_ms"].pop("p99"), "row 0: latency_ms keys"),
         (lambda d: d["rows"][0].update(batch_size=1.5), "row 0: batch_size must be an integer"),
-        (lambda d: d.update(slo=[{"backend": "neuron"}]), "slo entry is missing"),
+        (lambda d: d.update(slo=[{"engine": "neuron"}]), "slo entry is missing"),
         (lambda d: d.update(environment=[]), "environment must be a dict"),
     ],
 )
@@ -216,7 +216,7 @@ def test_slo_is_optional_in_the_file(tmp_path):
         ({"concurrency": True}, "concurrency must be an integer"),
         ({"throughput_avg": -1.0}, "throughput_avg must be >= 0"),
         ({"throughput_avg": float("nan")}, "throughput_avg must be finite"),
-        ({"backend": ""}, "backend must be a non-empty string"),
+        ({"engine": ""}, "engine must be a non-empty string"),
         ({"latency_ms": {"p50": 1.0}}, "latency_ms keys"),
         ({"errors": -1}, "errors must be >= 0"),
     ],
@@ -254,9 +254,32 @@ def test_fixtures_are_valid_results(name):
 
 
 def test_fixtures_cover_the_machines_the_report_needs():
-    seen = {(read_result(p).environment["instance_type"], row.backend, row.cores)
+    seen = {(read_result(p).environment["instance_type"], row.engine, row.cores)
             for p in FIXTURES.glob("*.json") for row in read_result(p).rows}
     backends = {(instance, backend) for instance, backend, _ in seen}
     assert {("c6i.xlarge", "cpu-eager"), ("c6i.xlarge", "cpu-torchscript-fp32"), ("g5.xlarge", "cuda-fp32"),
             ("g5.xlarge", "cuda-fp16"), ("inf2.xlarge", "neuron")} <= backends
     assert {cores for instance, backend, cores in seen if backend == "neuron"} == {1, 2}
+
+
+def test_version_1_files_are_read_with_their_backend_column_as_engine():
+    """Results written before the rename (version 1, `backend`) still load, under version 2's names."""
+    raw = json.loads((FIXTURES / "inf2-xlarge-neuron.json").read_text())
+    assert raw["version"] == 1 and "backend" in raw["rows"][0]
+    result = read_result(FIXTURES / "inf2-xlarge-neuron.json")
+    assert [row.engine for row in result.rows] == [row["backend"] for row in raw["rows"]]
+    assert all(row.threads_per_worker is None and row.oversubscribed is False for row in result.rows)
+    assert [entry["engine"] for entry in result.slo] == [entry["backend"] for entry in raw.get("slo", [])]
+
+
+def test_threads_per_worker_and_failures_round_trip(tmp_path):
+    row = make_row(threads_per_worker=1, oversubscribed=True)
+    result = make_result(rows=[row], failures=[{"engine": "cpu-torchscript-bf16", "error": "NumericsError: x"}])
+    path, _ = write_result(result, tmp_path / "r.json")
+    again = read_result(path)
+    assert (again.rows[0].threads_per_worker, again.rows[0].oversubscribed) == (1, True)
+    assert again.failures == result.failures
+    with pytest.raises(ValueError, match="threads_per_worker"):
+        make_row(threads_per_worker=0)
+    with pytest.raises(ValueError, match="failures"):
+        make_result(failures=[{"engine": "x"}])

@@ -9,7 +9,7 @@ import torch
 
 from neuron_encoder.bench.workload import (CORPUS, Workload, corpus_workload, draw_lengths, make_workload,
                                            synthetic_workload)
-from neuron_encoder.errors import ConfigError
+from neuron_encoder.errors import ConfigError, ShapeError
 from neuron_encoder.text import Batch, load_tokenizer
 
 
@@ -88,7 +88,7 @@ def test_bad_shapes_are_config_errors(tiny_config, batch_size, seq_len):
 
 
 def test_longer_than_the_model_is_a_config_error(tiny_config):
-    with pytest.raises(ConfigError, match="longer than the model's 128 positions"):
+    with pytest.raises(ShapeError, match="longer than the model's 128 positions"):
         synthetic_workload(tiny_config, 1, 256)
 
 

@@ -114,7 +114,7 @@ def collect_environment(command: str, artifact_manifest_sha256: str | None = Non
         "memory_gib": _memory_gib(),
         "gpu": hardware.cuda_devices(),
         "neuron_devices": hardware.neuron_device_count(),
-        "neuron_cores": hardware.visible_neuron_cores(2 * hardware.neuron_device_count()),
+        "neuron_cores": hardware.neuron_core_count(),
         "neuron_sdk": hardware.neuron_sdk_problem() or "available",
         "python": platform.python_version(),
         "packages": _package_versions(),

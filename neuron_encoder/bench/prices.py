@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from neuron_encoder.errors import InputFileError
+from neuron_encoder.files import parse_json, read_text_file
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +139,7 @@ def _parse_inline(text: str) -> dict[str, float]:
 
 
 def _parse_json(path: Path, text: str) -> dict[str, float]:
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PriceTableError(f"{path}: not JSON ({exc.msg} at line {exc.lineno})") from None
+    data = parse_json(text, path, PriceTableError)
     if not isinstance(data, dict):
         raise PriceTableError(f"{path}: expected a JSON object {{instance: USD_per_hour}}, got {type(data).__name__}")
     return {name: _check_price(name, value, str(path)) for name, value in data.items()}
@@ -182,12 +180,7 @@ def load_prices(override: str | Path | None = None) -> PriceTable:
             f"price override {str(override)!r}: unknown format; give a .json or .csv file "
             "or INSTANCE=USD_PER_HOUR[,INSTANCE=USD_PER_HOUR...]"
         )
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PriceTableError(f"{path}: no such price file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PriceTableError(f"{path}: cannot read price file: {exc}") from None
+    text = read_text_file(path, "price file", PriceTableError)
     if suffix == ".json":
         prices = _parse_json(path, text)
     elif suffix == ".csv":

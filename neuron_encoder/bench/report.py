@@ -16,7 +16,9 @@ from typing import Any
 
 from neuron_encoder.bench.environment import PACKAGES
 from neuron_encoder.bench.prices import PUBLISHED, PUBLISHED_SOURCE, PriceTable, load_prices
-from neuron_encoder.bench.results import BenchResult, BenchRow, atomic_write_bytes, read_result, utc_now_iso
+from neuron_encoder.bench.results import BenchResult, BenchRow, read_result
+from neuron_encoder.errors import InputFileError
+from neuron_encoder.files import atomic_write_bytes, utc_now
 from neuron_encoder.bench.stats import cost_per_million
 
 REPORT_SCHEMA = "neuron-encoder/bench-report"
@@ -63,7 +65,7 @@ def _cost(throughput: float, price: float | None) -> float | None:
 
 def _row_key(item: ReportRow) -> tuple:
     r = item.row
-    return (r.backend, item.machine.name, r.precision, r.batch_size, r.seq_len, r.mode,
+    return (r.engine, item.machine.name, r.precision, r.batch_size, r.seq_len, r.mode,
             r.concurrency, r.rate or 0.0, r.cores, r.label)
 
 
@@ -112,13 +114,13 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]], right: set[i
     return lines
 
 
-_SUMMARY_HEADER = ("backend", "label", "precision", "batch", "seq", "conc.", "cores", "p50 ms", "p95 ms",
+_SUMMARY_HEADER = ("engine", "label", "precision", "batch", "seq", "conc.", "cores", "p50 ms", "p95 ms",
                    "p99 ms", "inf/s avg", "inf/s peak", "pad. eff.", "cos vs fp32", "errors")
 
 
 def _summary_cells(row: BenchRow) -> list[str]:
     lat = row.latency_ms
-    return [row.backend, row.label, row.precision, str(row.batch_size), str(row.seq_len), _fmt_load(row),
+    return [row.engine, row.label, row.precision, str(row.batch_size), str(row.seq_len), _fmt_load(row),
             str(row.cores), _fmt_ms(lat["p50"]), _fmt_ms(lat["p95"]), _fmt_ms(lat["p99"]),
             _fmt_rate(row.throughput_avg), _fmt_rate(row.throughput_peak), f"{row.padding_efficiency:.0%}",
             _fmt_cosine(row.accuracy_cosine_min), str(row.errors)]
@@ -169,14 +171,14 @@ def _machine_lines(machines: Sequence[Machine]) -> list[str]:
     return lines
 
 
-_MAIN_HEADER = ("backend", "instance", "precision", "batch", "seq", "conc.", "cores", "p50 ms", "p95 ms", "p99 ms",
+_MAIN_HEADER = ("engine", "instance", "precision", "batch", "seq", "conc.", "cores", "p50 ms", "p95 ms", "p99 ms",
                 "inf/s avg", "inf/s peak", "pad. eff.", "cos vs fp32", "USD / 1M inf", "label")
 
 
 def _main_cells(item: ReportRow) -> list[str]:
     r = item.row
     lat = r.latency_ms
-    return [r.backend, item.machine.name, r.precision, str(r.batch_size), str(r.seq_len), _fmt_load(r), str(r.cores),
+    return [r.engine, item.machine.name, r.precision, str(r.batch_size), str(r.seq_len), _fmt_load(r), str(r.cores),
             _fmt_ms(lat["p50"]), _fmt_ms(lat["p95"]), _fmt_ms(lat["p99"]), _fmt_rate(r.throughput_avg),
             _fmt_rate(r.throughput_peak), f"{r.padding_efficiency:.0%}", _fmt_cosine(r.accuracy_cosine_min),
             _fmt_cost(item.cost_per_1m), r.label]
@@ -198,9 +200,17 @@ def _results_lines(items: Sequence[ReportRow], prices: PriceTable) -> list[str]:
     failing = [item for item in sorted(items, key=_row_key) if item.row.errors]
     if failing:
         lines += ["", "Rows with failed calls (their numbers cover the successful calls only):"]
-        lines += [f"- {i.row.backend} on {i.machine.name}, batch {i.row.batch_size}, {_fmt_load(i.row)}: "
+        lines += [f"- {i.row.engine} on {i.machine.name}, batch {i.row.batch_size}, {_fmt_load(i.row)}: "
                   f"{i.row.errors} of {i.row.calls} calls failed" for i in failing]
     return lines
+
+
+def _failure_lines(machines: Sequence[Machine]) -> list[str]:
+    failures = [(m.name, f) for m in machines for f in m.result.failures]
+    if not failures:
+        return []
+    return ["", "## Engines that failed (no rows)", ""] + [f"- {f['engine']} on {name}: {f['error']}"
+                                                          for name, f in failures]
 
 
 def _published_lines(prices: PriceTable) -> list[str]:
@@ -221,22 +231,22 @@ def _slo_entries(machines: Sequence[Machine], prices: PriceTable) -> list[dict[s
         for entry in m.result.slo:
             entries.append({**entry, "machine": m.name, "price_per_h": price,
                             "cost_per_1m_usd": _cost(entry["best_throughput"], price)})
-    return sorted(entries, key=lambda e: (e["backend"], e["machine"], e["slo_p99_ms"]))
+    return sorted(entries, key=lambda e: (e["engine"], e["machine"], e["slo_p99_ms"]))
 
 
 def _slo_lines(entries: Sequence[dict[str, Any]]) -> list[str]:
     if not entries:
         return []
-    header = ("backend", "instance", "SLO p99 ms", "best inf/s", "at concurrency", "p99 ms", "USD / 1M inf")
-    rows = [[e["backend"], e["machine"], _fmt_ms(e["slo_p99_ms"]), _fmt_rate(e["best_throughput"]),
+    header = ("engine", "instance", "SLO p99 ms", "best inf/s", "at concurrency", "p99 ms", "USD / 1M inf")
+    rows = [[e["engine"], e["machine"], _fmt_ms(e["slo_p99_ms"]), _fmt_rate(e["best_throughput"]),
              e["at_concurrency"], _fmt_ms(e["p99_ms"]), _fmt_cost(e["cost_per_1m_usd"])] for e in entries]
     return ["", "## Best throughput within a p99 latency SLO", "",
-            "The highest throughput each backend reached while its p99 stayed within the SLO.", ""] + \
+            "The highest throughput each engine reached while its p99 stayed within the SLO.", ""] + \
         _md_table(header, rows, right=set(range(2, 7)))
 
 
 def _series_name(item: ReportRow, many_models: bool) -> str:
-    name = f"{item.row.backend} @ {item.machine.name}"
+    name = f"{item.row.engine} @ {item.machine.name}"
     return f"{item.row.model}: {name}" if many_models else name
 
 
@@ -338,7 +348,7 @@ def write_report(
     built-in on-demand table.
     """
     if not result_paths:
-        raise ValueError("write_report needs at least one result file; got none")
+        raise InputFileError("write_report needs at least one result file; got none")
     if prices is None:
         prices = load_prices(None)
     machines = [_machine(Path(p), read_result(p), instance_override) for p in result_paths]
@@ -347,15 +357,18 @@ def write_report(
         price = prices.price(m.instance_type)
         items += [ReportRow(row, m, price, _cost(row.throughput_avg, price)) for row in m.result.rows]
     if not items:
-        raise ValueError(f"no benchmark rows in {', '.join(str(p) for p in result_paths)}")
+        failed = [f"{f['engine']}: {f['error']}" for m in machines for f in m.result.failures]
+        raise InputFileError(f"no benchmark rows in {', '.join(str(p) for p in result_paths)}: nothing to report"
+                             + (f" (failed engines: {'; '.join(failed)})" if failed else ""))
     slo = _slo_entries(machines, prices)
-    created = utc_now_iso()
+    created = utc_now()
 
     lines = ["# neuron-encoder benchmark report", "",
              f"Made {created} from {len(machines)} result file(s).", ""]
     lines += _machine_lines(machines)
     lines += _results_lines(items, prices)
     lines += _slo_lines(slo)
+    lines += _failure_lines(machines)
     lines += _published_lines(prices)
     lines += ["", "Plots: [latency against throughput](latency_vs_throughput.png), "
               "[throughput by batch size](throughput_by_batch.png). Data: [merged.json](merged.json).", ""]

@@ -12,32 +12,26 @@ import io
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from neuron_encoder.artifact import atomic_write_bytes
+from neuron_encoder.bench.checks import MODES
 from neuron_encoder.bench.stats import LATENCY_KEYS
 from neuron_encoder.errors import InputFileError
+from neuron_encoder.files import atomic_write_bytes, read_json_file, utc_now
 
 SCHEMA = "neuron-encoder/bench-result"
-VERSION = 1
-MODES = ("closed", "open")
-SLO_KEYS = ("backend", "slo_p99_ms", "best_throughput", "at_concurrency", "p99_ms")
+VERSION = 2  # 2: rows and SLO entries name their `engine` (1 called it `backend`); threads per worker
+SLO_KEYS = ("engine", "slo_p99_ms", "best_throughput", "at_concurrency", "p99_ms")
 
 # Minimum value of each integer field.
 _INT_FIELDS = {"batch_size": 1, "seq_len": 1, "concurrency": 1, "cores": 1, "calls": 0, "errors": 0}
 _NON_NEGATIVE_FLOATS = ("duration_s", "throughput_avg", "throughput_peak", "tokens_per_s", "cpu_percent", "mem_mb")
-_REQUIRED_STRINGS = ("backend", "model", "precision", "mode")
+_REQUIRED_STRINGS = ("engine", "model", "precision", "mode")
 
 
 class ResultFileError(InputFileError):
     """A result file that is missing or is not a readable bench result; the message names the file."""
-
-
-def utc_now_iso() -> str:
-    """Now in UTC, ISO 8601 to the second with a Z, so results from different machines sort."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _as_float(name: str, value: Any) -> float:
@@ -54,8 +48,8 @@ def _as_float(name: str, value: Any) -> float:
 class BenchRow:
     """One measured configuration: what ran, how it was loaded, and what came out."""
 
-    backend: str  # e.g. "cpu-eager", "cpu-torchscript-fp32", "cuda-fp16", "neuron"
-    label: str  # free text, e.g. "2 cores x 2 threads"
+    engine: str  # what ran, e.g. "cpu-eager", "cpu-torchscript-fp32", "cuda-eager-fp16", "neuron-1core"
+    label: str  # free text, e.g. "TorchScript artifact; closed loop, 2 workers, 2 x 1 CPU thread"
     model: str
     precision: str
     batch_size: int
@@ -64,6 +58,8 @@ class BenchRow:
     mode: str  # "closed" (fixed concurrency) or "open" (fixed arrival rate)
     rate: float | None = None  # requests/s offered in open loop; None in closed loop
     cores: int  # NeuronCores, or CPU threads, used
+    threads_per_worker: int | None = None  # CPU intra-op threads each worker ran with (threads.py); None off the CPU
+    oversubscribed: bool = False  # workers x threads_per_worker exceeded the CPU threads, on purpose
     calls: int
     errors: int = 0
     duration_s: float
@@ -109,6 +105,11 @@ class BenchRow:
                 object.__setattr__(self, name, _as_float(name, value))
         if self.harness_overhead_ms is not None and self.harness_overhead_ms < 0:
             raise ValueError(f"harness_overhead_ms must be >= 0, got {self.harness_overhead_ms}")
+        if self.threads_per_worker is not None and (isinstance(self.threads_per_worker, bool) or not isinstance(
+                self.threads_per_worker, int) or self.threads_per_worker < 1):
+            raise ValueError(f"threads_per_worker must be None or an integer >= 1, got {self.threads_per_worker!r}")
+        if not isinstance(self.oversubscribed, bool):
+            raise ValueError(f"oversubscribed must be true or false, got {self.oversubscribed!r}")
         if self.artifact_sha256 is not None and not isinstance(self.artifact_sha256, str):
             raise ValueError(f"artifact_sha256 must be a string or None, got {self.artifact_sha256!r}")
         object.__setattr__(self, "latency_ms", _check_latency(self.latency_ms))
@@ -167,8 +168,8 @@ def _check_slo(entry: Any) -> dict[str, Any]:
     missing = [key for key in SLO_KEYS if key not in entry]
     if missing:
         raise ValueError(f"slo entry is missing field(s) {', '.join(missing)}")
-    if not isinstance(entry["backend"], str) or not entry["backend"]:
-        raise ValueError(f"slo backend must be a non-empty string, got {entry['backend']!r}")
+    if not isinstance(entry["engine"], str) or not entry["engine"]:
+        raise ValueError(f"slo engine must be a non-empty string, got {entry['engine']!r}")
     checked = dict(entry)
     for key in ("slo_p99_ms", "best_throughput", "p99_ms"):
         checked[key] = _as_float(f"slo {key}", entry[key])
@@ -182,15 +183,17 @@ def _check_slo(entry: Any) -> dict[str, Any]:
 class BenchResult:
     """One benchmark run on one machine: its environment, every row, and optional SLO findings.
 
-    slo holds dicts {backend, slo_p99_ms, best_throughput, at_concurrency, p99_ms}: the best
-    throughput a backend reached while its p99 stayed within the SLO (extra keys are kept).
+    slo holds dicts {engine, slo_p99_ms, best_throughput, at_concurrency, p99_ms}: the best
+    throughput a engine reached while its p99 stayed within the SLO (extra keys are kept).
+    failures holds {engine, error} for each engine that produced no rows, and why.
     """
 
     command: str
     environment: dict[str, Any]
     rows: list[BenchRow]
     slo: list[dict[str, Any]] = field(default_factory=list)
-    created: str = field(default_factory=utc_now_iso)
+    failures: list[dict[str, str]] = field(default_factory=list)
+    created: str = field(default_factory=utc_now)
     schema: str = field(default=SCHEMA, init=False)
     version: int = field(default=VERSION, init=False)
 
@@ -206,6 +209,10 @@ class BenchResult:
         if not isinstance(self.slo, list):
             raise ValueError(f"slo must be a list, got {type(self.slo).__name__}")
         self.slo = [_check_slo(entry) for entry in self.slo]
+        if not isinstance(self.failures, list) or not all(
+                isinstance(f, dict) and isinstance(f.get("engine"), str) and isinstance(f.get("error"), str)
+                for f in self.failures):
+            raise ValueError("failures must be a list of {engine, error} objects")
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document, schema and version first."""
@@ -217,6 +224,7 @@ class BenchResult:
             "environment": self.environment,
             "rows": [row.to_dict() for row in self.rows],
             "slo": list(self.slo),
+            "failures": list(self.failures),
         }
 
 
@@ -258,18 +266,7 @@ def write_result(result: BenchResult, path_json: str | Path) -> tuple[Path, Path
 def read_result(path: str | Path) -> BenchResult:
     """Read and check a result file; every problem is a ResultFileError naming the file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ResultFileError(f"{path}: no such result file") from None
-    except UnicodeDecodeError as exc:
-        raise ResultFileError(f"{path}: not JSON (not UTF-8 text: {exc.reason})") from None
-    except OSError as exc:
-        raise ResultFileError(f"{path}: cannot read result file: {exc.strerror or exc}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ResultFileError(f"{path}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    data = read_json_file(path, "result file", ResultFileError)
     if not isinstance(data, dict):
         raise ResultFileError(f"{path}: not a bench result (top level is a JSON {type(data).__name__})")
     if "schema" not in data:
@@ -279,11 +276,13 @@ def read_result(path: str | Path) -> BenchResult:
     version = data.get("version")
     if isinstance(version, bool) or not isinstance(version, int):
         raise ResultFileError(f"{path}: version must be an integer, got {version!r}")
-    if version != VERSION:
+    if version not in (1, VERSION):
         newer = " (written by a newer neuron-encoder)" if version > VERSION else ""
         raise ResultFileError(
-            f"{path}: result version {version} is not supported{newer}; this neuron-encoder reads version {VERSION}"
+            f"{path}: result version {version} is not supported{newer}; this neuron-encoder reads versions 1-{VERSION}"
         )
+    if version == 1:
+        data = _from_version_1(data)
     missing = [key for key in ("created", "command", "environment", "rows") if key not in data]
     if missing:
         raise ResultFileError(f"{path}: missing field(s) {', '.join(missing)}")
@@ -301,7 +300,21 @@ def read_result(path: str | Path) -> BenchResult:
             environment=data["environment"],
             rows=rows,
             slo=data.get("slo") or [],
+            failures=data.get("failures") or [],
             created=data["created"],
         )
     except (ValueError, TypeError) as exc:
         raise ResultFileError(f"{path}: {exc}") from None
+
+
+def _from_version_1(data: dict[str, Any]) -> dict[str, Any]:
+    """A version 1 result in version 2's names: `backend` became `engine` in rows and SLO entries."""
+    def renamed(entry: Any) -> Any:
+        if isinstance(entry, dict) and "backend" in entry and "engine" not in entry:
+            entry = {("engine" if key == "backend" else key): value for key, value in entry.items()}
+        return entry
+    migrated = dict(data)
+    for key in ("rows", "slo"):
+        if isinstance(data.get(key), list):
+            migrated[key] = [renamed(entry) for entry in data[key]]
+    return migrated

@@ -184,9 +184,7 @@ def synthetic_workload(config: EncoderConfig, batch_size: int, seq_len: int, poo
     """Random token ids (never the pad id) with lengths from draw_lengths, for models without a
     tokenizer (random-weight presets)."""
     _check_shape(batch_size, seq_len, pool)
-    if seq_len > config.max_position_embeddings:
-        raise ConfigError(f"sequence length {seq_len} is longer than the model's "
-                          f"{config.max_position_embeddings} positions")
+    config.check_sequence_length(seq_len)
     generator = torch.Generator().manual_seed(seed * 7919 + batch_size * 131 + seq_len)
     batches = tuple(random_batch(config, draw_lengths(batch_size, seq_len, generator, median_fraction, sigma),
                                  seq_len, generator) for _ in range(pool))
