@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from neuron_encoder.bench.runner import harness_overhead_ms, measure
+from neuron_encoder.bench.loop import harness_overhead_ms, measure
 from neuron_encoder.bench.workload import Workload
 from neuron_encoder.text import Batch
 

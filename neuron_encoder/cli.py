@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import sys
 from datetime import date
 from pathlib import Path
@@ -11,23 +12,22 @@ from typing import List, Optional
 
 import typer
 
-from .errors import NeuronEncoderError
+from .errors import run_main
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
-                  help="Compile, benchmark and serve a BERT-style encoder on AWS Inferentia2/Trainium, "
-                       "with a CPU fallback.")
+                  help="Compile and benchmark a BERT-style encoder on AWS Inferentia2/Trainium, "
+                       "with CPU and CUDA fallbacks.")
 
 MODEL_HELP = ("checkpoint directory, Hugging Face hub id, 'minilm' (all-MiniLM-L6-v2, shipped), "
               "or random:PRESET (e.g. random:bert-base, random weights for speed work)")
+AUTO_CAST_HELP = ("auto | none | matmult | all (neuronx-cc's names). auto: bf16 matmuls on Neuron, fp16 on "
+                  "CUDA, bf16 on CPUs with native bf16 (AMX, AVX512-BF16) and fp32 on other CPUs; none: fp32. "
+                  "On CPU and CUDA a cast applies to the whole model (matmult = all)")
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
-        app()
-    except NeuronEncoderError as error:
-        typer.secho(f"error: {error}", fg="red", err=True)
-        sys.exit(error.exit_code)
+    run_main(app)
 
 
 @app.command()
@@ -43,12 +43,12 @@ def params(preset: str = typer.Option("bert-base", help="named config preset"),
 
 @app.command()
 def embed(texts: List[str] = typer.Argument(..., help="texts to embed"),
-          model: str = typer.Option("minilm", help=MODEL_HELP),
+          model: str = typer.Option("minilm", help="checkpoint directory, Hugging Face hub id or 'minilm' "
+                                                   "(a model with a tokenizer; random:PRESET has none)"),
           similarity: bool = typer.Option(False, "--similarity", help="print the cosine-similarity matrix")) -> None:
     """Embed texts with a real checkpoint; print JSON embeddings or their similarity matrix."""
-    from .embeddings import cosine_matrix, embed_texts
-    from .model import Encoder
-    vectors = embed_texts(Encoder.from_pretrained(model), texts)
+    from .embeddings import cosine_matrix, embed_model_texts
+    vectors = embed_model_texts(model, texts)
     if similarity:
         out = {"texts": texts, "similarity": [[round(x, 6) for x in row] for row in cosine_matrix(vectors).tolist()]}
     else:
@@ -75,8 +75,8 @@ def compile_command(
     seq_lens: str = typer.Option("128", help="comma-separated sequence lengths, one bucket each"),
     backend: str = typer.Option("auto", help="auto | cpu | cuda | neuron"),
     target: Optional[str] = typer.Option(None, help="Neuron target: inf2 | trn1 | trn1n | trn2"),
-    auto_cast: str = typer.Option("none", help="none | matmult | all (neuronx-cc's names)"),
-    auto_cast_type: str = typer.Option("bf16", help="bf16 | fp16 | tf32 | fp8_e4m3"),
+    auto_cast: str = typer.Option("auto", help=AUTO_CAST_HELP),
+    auto_cast_type: str = typer.Option("bf16", help="bf16 | fp16 | tf32 | fp8_e4m3 (with matmult or all)"),
     optlevel: int = typer.Option(2, help="neuronx-cc --optlevel 1, 2 or 3"),
     compiler_args: str = typer.Option("", help="extra neuronx-cc flags, passed through verbatim"),
     out: Optional[str] = typer.Option(None, help="artifact directory (default: artifacts/<model>-<backend>-...)"),
@@ -85,11 +85,11 @@ def compile_command(
     min_cosine: float = typer.Option(0.999, help="numerics gate for cast precisions: min cosine"),
 ) -> None:
     """Compile a model into static-shape buckets, check numerics, write a verified artifact."""
-    import shlex
-    from .backends import CompileOptions
-    from .compiler import Tolerance, compile_model
-    options = CompileOptions(target=target, auto_cast=auto_cast, auto_cast_type=auto_cast_type,
-                             optlevel=optlevel, extra_args=tuple(shlex.split(compiler_args)))
+    from .compiler import compile_model
+    from .numerics import Tolerance
+    from .options import compile_options
+    options = compile_options(target=target, auto_cast=auto_cast, auto_cast_type=auto_cast_type,
+                              optlevel=optlevel, compiler_args=compiler_args)
     result = compile_model(model, batch_sizes=batch_sizes, seq_lens=seq_lens, backend=backend,
                            options=options, out=out, force=force,
                            tolerance=Tolerance(max_abs=max_abs, min_cosine=min_cosine), progress=typer.echo)
@@ -102,8 +102,8 @@ def compile_command(
 @app.command()
 def bench(
     model: str = typer.Option("minilm", help=MODEL_HELP),
-    backends: str = typer.Option("auto", help="auto, families (cpu, cuda, neuron) or targets (cpu-eager, "
-                                              "cpu-torchscript-fp32, cuda-fp16, neuron-1core, ...)"),
+    engines: str = typer.Option("auto", help="what to time: auto, families (cpu, cuda, neuron) or engines (cpu-eager, "
+                                             "cpu-torchscript-fp32, cuda-eager-fp16, neuron-1core, ...)"),
     batch_sizes: str = typer.Option("1,8", help="comma-separated batch sizes"),
     seq_lens: str = typer.Option("128", help="comma-separated sequence lengths"),
     concurrency: str = typer.Option("1,2", help="closed-loop worker counts"),
@@ -113,20 +113,19 @@ def bench(
     slo_p99_ms: Optional[float] = typer.Option(None, help="find the highest throughput whose p99 stays under this"),
     artifact: List[str] = typer.Option([], help="benchmark this compiled artifact instead of compiling"),
     target: Optional[str] = typer.Option(None, help="Neuron target when compiling for Neuron"),
-    auto_cast: str = typer.Option("matmult", help="Neuron auto-cast (AWS's published numbers: matmult)"),
+    auto_cast: str = typer.Option("auto", help="Neuron auto-cast (" + AUTO_CAST_HELP + ")"),
     auto_cast_type: str = typer.Option("bf16", help="Neuron auto-cast type"),
     out_dir: str = typer.Option("bench-results", help="where the JSON and CSV results go"),
 ) -> None:
-    """Benchmark eager and compiled targets: latency percentiles, throughput, accuracy, overhead."""
-    import shlex
-    from .backends import CompileOptions
+    """Benchmark eager and compiled engines: latency percentiles, throughput, accuracy, overhead."""
     from .bench.api import run_bench
     from .bench.report import format_summary_table
-    result, path = run_bench(model, backends=backends, batch_sizes=batch_sizes, seq_lens=seq_lens,
+    from .options import compile_options
+    result, path = run_bench(model, engines=engines, batch_sizes=batch_sizes, seq_lens=seq_lens,
                              concurrency=concurrency, rates=rates, duration_s=duration, warmup=warmup,
                              slo_p99_ms=slo_p99_ms, artifacts=artifact, out_dir=out_dir,
-                             neuron_options=CompileOptions(target=target, auto_cast=auto_cast,
-                                                           auto_cast_type=auto_cast_type),
+                             neuron_options=compile_options(target=target, auto_cast=auto_cast,
+                                                            auto_cast_type=auto_cast_type),
                              command=shlex.join(["neuron-encoder", *sys.argv[1:]]),
                              progress=lambda line: typer.echo(line, err=True))
     typer.echo(format_summary_table(result.rows))

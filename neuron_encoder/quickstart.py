@@ -3,14 +3,14 @@ it for the best backend here, check its numerics, benchmark it against CPU eager
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Callable
 
 from . import hardware
 from .embeddings import cosine_matrix, embed_texts
+from .files import utc_stamp
+from .models import load_model
 from .params import breakdown, format_table
-from .weights import load_model
 
 SAMPLE_SENTENCES = [
     "A man is playing a guitar.",
@@ -20,13 +20,11 @@ SAMPLE_SENTENCES = [
 ]
 
 
-def best_targets() -> tuple[list[str], str]:
-    """The compiled targets to race against CPU eager on this host, and why."""
-    if hardware.has_neuron_devices() and hardware.is_neuron_sdk_available():
-        return ["neuron-1core", "neuron-all-cores"], "Neuron devices and torch-neuronx are present"
-    if hardware.is_cuda_available():
-        return ["cuda-fp16"], "a CUDA GPU is present"
-    return ["cpu-torchscript-fp32"], "no Neuron devices or GPU here: the CPU artifact"
+def best_engines() -> tuple[list[str], str]:
+    """What to race on this host and why: CPU eager against the auto backend's family (compiled and
+    numerics-gated engines; on the CPU both precisions where bf16 is native)."""
+    backend, reason = hardware.auto_backend()
+    return ["cpu-eager", backend] if backend != "cpu" else ["cpu"], reason
 
 
 def run_quickstart(model: str = "minilm", run_dir: str | Path | None = None, duration_s: float = 2.0,
@@ -37,12 +35,13 @@ def run_quickstart(model: str = "minilm", run_dir: str | Path | None = None, dur
     Everything goes under `run_dir` (default runs/quickstart-<UTC time>); artifacts go to the shared
     ./artifacts cache, so a second run reuses them.
     """
-    encoder = load_model(model)
+    resolved = load_model(model)
+    encoder, model_id, tokenizer = resolved
     counts = breakdown(encoder.config)
-    echo(format_table(model, encoder.config, counts))
+    echo(format_table(model_id, encoder.config, counts))
     similarity = None
-    if getattr(encoder, "checkpoint_dir", None):
-        similarity = cosine_matrix(embed_texts(encoder, SAMPLE_SENTENCES))
+    if tokenizer is not None:
+        similarity = cosine_matrix(embed_texts(encoder, SAMPLE_SENTENCES, tokenizer))
         echo("\ncosine similarity of sample sentences:")
         for i, text in enumerate(SAMPLE_SENTENCES):
             echo(f"  {' '.join(f'{x:5.2f}' for x in similarity[i].tolist())}  {text}")
@@ -52,14 +51,12 @@ def run_quickstart(model: str = "minilm", run_dir: str | Path | None = None, dur
 
     from .bench.api import run_bench
     from .bench.report import format_summary_table, write_report
-    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    run_dir = Path(run_dir or Path("runs") / f"quickstart-{stamp}")
-    targets, why = best_targets()
-    echo(f"\nbenchmarking cpu-eager against {', '.join(targets)} ({why}); the compile checks numerics first")
-    result, result_path = run_bench(encoder, backends=["cpu-eager", *targets], batch_sizes=batch_sizes,
-                                    seq_lens=[seq_len], concurrency=(1, 2), duration_s=duration_s,
-                                    out_dir=run_dir, command=f"neuron-encoder quickstart --model {model}",
-                                    progress=echo)
+    run_dir = Path(run_dir or Path("runs") / f"quickstart-{utc_stamp()}")
+    engines, why = best_engines()
+    echo(f"\nbenchmarking {', '.join(engines)} ({why}); every compile checks its numerics first")
+    result, result_path = run_bench(resolved, engines=engines, batch_sizes=batch_sizes, seq_lens=[seq_len],
+                                    concurrency=(1, 2), duration_s=duration_s, out_dir=run_dir,
+                                    command=f"neuron-encoder quickstart --model {model}", progress=echo)
     report_path = write_report([result_path], run_dir / "report")
     echo("\n" + format_summary_table(result.rows))
     echo(f"\nreport: {report_path}\nresults: {result_path} (and .csv)")

@@ -40,6 +40,12 @@ def test_bad_model_path_exits_with_the_checkpoint_code(monkeypatch, capsys, tmp_
     assert "does not exist" in err
 
 
+def test_embed_with_a_random_model_says_it_has_no_tokenizer(monkeypatch, capsys):
+    code, out, err = run_cli(monkeypatch, capsys, "embed", "--model", "random:tiny", "hi")
+    assert code == 2 and out == ""
+    assert "random:tiny has no tokenizer" in err and "hub" not in err.split("tokenizer")[0]
+
+
 def test_unknown_preset_exits_with_the_config_code(monkeypatch, capsys):
     code, _, err = run_cli(monkeypatch, capsys, "params", "--preset", "nope")
     assert code == 2 and "unknown preset" in err
@@ -53,7 +59,7 @@ def test_console_script_is_installed():
 def test_bench_then_report(monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(tmp_path)  # the compile cache (./artifacts) lands here
     monkeypatch.setenv("NEURON_ENCODER_NO_IMDS", "1")
-    code, out, err = run_cli(monkeypatch, capsys, "bench", "--model", "random:tiny", "--backends", "cpu",
+    code, out, err = run_cli(monkeypatch, capsys, "bench", "--model", "random:tiny", "--engines", "cpu",
                              "--batch-sizes", "2", "--seq-lens", "16", "--concurrency", "1", "--duration", "0.2",
                              "--out-dir", str(tmp_path / "results"))
     assert code == 0, err
@@ -67,10 +73,28 @@ def test_bench_then_report(monkeypatch, capsys, tmp_path):
     assert "cpu-eager" in report and "c7i.xlarge" in report
 
 
+def test_report_of_a_result_with_no_rows_is_a_clear_error(monkeypatch, capsys, tmp_path):
+    from neuron_encoder.bench.results import BenchResult, write_result
+    path, _ = write_result(BenchResult(command="x", environment={}, rows=[],
+                                       failures=[{"engine": "cpu-eager", "error": "ShapeError: boom"}]),
+                           tmp_path / "empty.json")
+    code, out, err = run_cli(monkeypatch, capsys, "report", str(path), "--out-dir", str(tmp_path / "report"))
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert "no benchmark rows" in err and "cpu-eager: ShapeError: boom" in err
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_sequence_too_long_is_the_same_error_in_bench_and_compile(monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    for command in (("bench", "--engines", "cpu-eager"), ("compile", "--backend", "cpu")):
+        code, _, err = run_cli(monkeypatch, capsys, *command, "--model", "random:tiny", "--seq-lens", "1000")
+        assert code == 4 and "sequence length 1000 is longer than the model's 128 positions" in err
+
+
 @pytest.mark.parametrize("args, code, words", [
-    (("bench", "--backends", "tpu"), 2, "unknown backend 'tpu'"),
+    (("bench", "--engines", "tpu"), 2, "unknown engine 'tpu'"),
     (("bench", "--batch-sizes", "0"), 2, "positive integers"),
-    (("bench", "--backends", "neuron"), 5, "torch-neuronx"),
+    (("bench", "--engines", "neuron"), 5, "torch-neuronx"),
     (("report", "/nonexistent/result.json"), 2, "no such result file"),
     (("report", "x.json", "--prices", "inf2.xlarge=-1"), 2, "inf2.xlarge"),
 ])

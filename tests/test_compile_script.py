@@ -32,20 +32,45 @@ def test_script_compiles_every_job(tmp_path):
     assert load_compiled(tmp_path / "b").manifest["precision"] == "bf16"
 
 
+def load_script():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("compile_script", ROOT / "compile" / "compile.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_shipped_configs_are_valid_jobs():
-    for config in (ROOT / "compile" / "configs").glob("*.json"):
-        jobs = json.loads(config.read_text())["jobs"]
-        assert jobs and all("model" in job and "backend" in job for job in jobs), config
+    """Each shipped job loads as the script loads it, with options the library accepts."""
+    from neuron_encoder.options import load_config, split_job
+    script = load_script()
+    for config in sorted((ROOT / "compile" / "configs").glob("*.json")):
+        _, jobs = load_config(config, "jobs", script.JOB_KEYS)
+        for job in jobs:
+            options, tolerance, rest = split_job(job)
+            assert rest["model"] and rest["backend"] in ("auto", "cpu", "cuda", "neuron"), config
+            assert options.precision in ("fp32", "bf16", "fp16", "auto"), config
+
+
+def test_script_passes_the_gate_tolerance(tmp_path):
+    """max_abs and min_cosine are job keys too: an impossible tolerance fails the gate (exit 7)."""
+    config = tmp_path / "strict.json"
+    config.write_text(json.dumps({"jobs": [{"model": "random:tiny", "backend": "cpu", "batch_sizes": "1",
+                                            "seq_lens": "8", "out": str(tmp_path / "a"), "auto_cast": "matmult",
+                                            "auto_cast_type": "bf16", "min_cosine": 1.1}]}))
+    proc = run_script(config)
+    assert proc.returncode == 7 and "min cosine >= 1.1" in proc.stderr
+    assert not (tmp_path / "a").exists()
 
 
 def test_script_bad_config(tmp_path):
     config = tmp_path / "bad.json"
     config.write_text(json.dumps({"jobs": [{"model": "random:tiny", "colour": "red"}]}))
     proc = run_script(config)
-    assert proc.returncode == 2 and "unknown keys ['colour']" in proc.stderr
+    assert proc.returncode == 2 and "jobs entry 1: unknown keys ['colour']" in proc.stderr
     config.write_text("[1, 2")
     proc = run_script(config)
-    assert proc.returncode == 2 and "not a compile config" in proc.stderr
+    assert proc.returncode == 2 and "not JSON" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_cli_compile_prints_the_artifact_and_hits_the_cache(monkeypatch, capsys, tmp_path):

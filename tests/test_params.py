@@ -8,6 +8,7 @@ from typer.testing import CliRunner
 
 from neuron_encoder import Encoder, preset
 from neuron_encoder.cli import app
+from neuron_encoder.errors import ConfigError
 from neuron_encoder.params import breakdown
 
 
@@ -58,7 +59,9 @@ def test_cli_table_shows_the_components():
     assert "2,362,368" in result.output and "4,722,432" in result.output and "W_Q" in result.output
 
 
-def test_cli_unknown_preset_is_an_error():
+def test_cli_unknown_preset_is_a_config_error_with_the_known_presets():
     result = CliRunner().invoke(app, ["params", "--preset", "nope"])
-    assert result.exit_code != 0
-    assert "unknown preset 'nope'" in str(result.exception) + result.output
+    assert isinstance(result.exception, ConfigError) and result.exception.exit_code == 2
+    assert str(result.exception) == ("unknown preset 'nope'; known presets: bert-base, bert-large, minilm-l6, "
+                                     "keras-bert, tiny")
+    assert result.output == ""  # nothing half-printed

@@ -34,8 +34,8 @@ def test_quick_start_runs(tmp_path, monkeypatch):
     sim = outcome["similarity"]
     assert sim[0][1] > sim[0][3]  # the guitar paraphrase beats the stock market
     assert "min cosine 1.000000: ok" in text  # the compile's numerics gate ran
-    backends = {row.backend for row in outcome["result"].rows}
-    assert backends == {"cpu-eager", "cpu-torchscript-fp32"}
+    engines = {row.engine for row in outcome["result"].rows}
+    assert engines == {"cpu-eager", "cpu-torchscript-fp32"}
     report = outcome["report_path"].read_text()
     assert "cpu-torchscript-fp32" in report and (outcome["report_path"].parent / "latency_vs_throughput.png").exists()
     assert outcome["result_path"].exists() and outcome["result_path"].with_suffix(".csv").exists()
