@@ -30,6 +30,28 @@ class Batch:
 
 # What a tokenizer is made of in a checkpoint: copied as they are into a compiled artifact.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+TRUNCATION_DIRECTIONS = ("right", "left")
+
+
+@dataclass(frozen=True)
+class Token:
+    """One token of a text, as text-embeddings-inference's /tokenize shows it."""
+
+    id: int
+    text: str  # the piece of the input it covers, or the special token itself
+    special: bool
+    start: int | None  # character offsets into the input; None for special tokens
+    stop: int | None
+
+
+def cut(ids: list[int], limit: int, direction: str = "right") -> list[int]:
+    """At most `limit` ids, keeping the first ([CLS]) and the last ([SEP]): the right cut drops the
+    end of the text, the left cut its beginning."""
+    if len(ids) <= limit:
+        return ids
+    if direction == "left":
+        return ids[:1] + ids[len(ids) - limit + 1:]
+    return ids[:limit - 1] + ids[-1:]
 
 
 def has_tokenizer(directory: str | Path) -> bool:
@@ -83,7 +105,7 @@ class Tokenizer:
                 if not truncate:
                     raise ShapeError(f"a text has {len(ids)} tokens, more than the limit {limit}: "
                                      f"{str(text)[:60]!r}...")
-                ids, types = ids[:limit - 1] + ids[-1:], types[:limit - 1] + types[-1:]  # keep [SEP]
+                ids, types = cut(ids, limit), cut(types, limit)  # keeps [SEP]
             rows.append((ids, types))
         length = pad_to or max(len(ids) for ids, _ in rows)
         input_ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
@@ -94,6 +116,21 @@ class Tokenizer:
             attention_mask[i, :len(ids)] = 1
             token_type_ids[i, :len(ids)] = torch.tensor(types)
         return Batch(input_ids, attention_mask, token_type_ids)
+
+    def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        """The ids of each text with its special tokens, neither padded nor cut: for callers that pack
+        and truncate themselves (the server). One text skips the batch call's thread pool."""
+        if len(texts) == 1:
+            return [self._tok.encode(texts[0]).ids]
+        return [encoding.ids for encoding in self._tok.encode_batch(list(texts))]
+
+    def tokens(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[Token]]:
+        """Each text's tokens with their ids and character offsets (the server's /tokenize)."""
+        encodings = self._tok.encode_batch(list(texts), add_special_tokens=add_special_tokens)
+        return [[Token(i, token, True, None, None) if special else Token(i, text[start:stop], False, start, stop)
+                 for i, token, special, (start, stop) in zip(enc.ids, enc.tokens, enc.special_tokens_mask,
+                                                             enc.offsets)]
+                for text, enc in zip(texts, encodings)]
 
 
 def random_batch(config, lengths: torch.Tensor, seq_len: int, generator: torch.Generator) -> Batch:
