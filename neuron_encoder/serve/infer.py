@@ -1,0 +1,118 @@
+"""Ties a request to its result (text-embeddings-inference's infer.rs): tokenise texts or check token
+ids, enforce the length limit (truncate, or 413 naming both lengths), queue the inputs, await their
+vectors, and time each step for the response headers and the metrics.
+
+Tokenization runs on the event loop for small requests (a few tens of microseconds, small lists, no
+torch) and on a small thread pool for large ones, so a 256-passage request does not stall the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import time
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from neuron_encoder.serve import errors
+from neuron_encoder.serve.batcher import Batcher
+from neuron_encoder.serve.metrics import Metrics
+from neuron_encoder.text import Token, Tokenizer, cut
+
+INLINE_CHARACTERS = 4096  # requests with more characters than this are tokenised off the event loop
+
+
+@dataclass
+class Embedded:
+    """A request's vectors (N, H), unnormalised, with its token count and where its time went."""
+
+    vectors: np.ndarray
+    tokens: int
+    tokenization_s: float
+    queue_s: float
+    inference_s: float
+
+    def headers(self, start_ns: int) -> dict[str, str]:
+        """text-embeddings-inference's timing headers, in milliseconds."""
+        total = (time.perf_counter_ns() - start_ns) / 1e6
+        return {"x-total-time": f"{total:.3f}", "x-tokenization-time": f"{self.tokenization_s * 1000:.3f}",
+                "x-queue-time": f"{self.queue_s * 1000:.3f}", "x-inference-time": f"{self.inference_s * 1000:.3f}",
+                "x-compute-tokens": str(self.tokens)}
+
+
+class Inference:
+    """What the routes call: texts or token ids in, vectors out, through the batcher."""
+
+    def __init__(self, batcher: Batcher, metrics: Metrics, tokenizer: Tokenizer | None, vocab_size: int,
+                 auto_truncate: bool) -> None:
+        self.batcher, self.metrics, self.tokenizer = batcher, metrics, tokenizer
+        self.vocab_size, self.auto_truncate = vocab_size, auto_truncate
+        self.max_length = batcher.table.max_length
+        self._pool = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="tokenize")
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
+
+    def _need_tokenizer(self) -> Tokenizer:
+        if self.tokenizer is None:
+            raise errors.TokenizerFailed("this model has no tokenizer (random weights): send token ids to "
+                                         "/v1/embeddings instead of text")
+        return self.tokenizer
+
+    async def _run_tokenizer(self, function, texts: Sequence[str], *args):
+        if sum(len(text) for text in texts) <= INLINE_CHARACTERS:
+            return function(texts, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, function, texts, *args)
+
+    async def embed_texts(self, texts: Sequence[str], truncate: bool | None = None,
+                          direction: str = "right") -> Embedded:
+        tokenizer = self._need_tokenizer()
+        start = time.perf_counter()
+        try:
+            rows = await self._run_tokenizer(tokenizer.token_ids, texts)
+        except Exception as exc:  # the tokenizer's own errors (e.g. a text it cannot take)
+            raise errors.TokenizerFailed(f"the tokenizer failed: {exc}") from None
+        tokenization = time.perf_counter() - start
+        self.metrics.tokenization_duration.observe(tokenization)
+        return await self._embed(rows, truncate, direction, tokenization)
+
+    async def embed_ids(self, rows: Sequence[list[int]], truncate: bool | None = None) -> Embedded:
+        """Token ids as given (no special tokens added), each id checked against the vocabulary."""
+        for number, ids in enumerate(rows):
+            bad = next((i for i in ids if not 0 <= i < self.vocab_size), None)
+            if bad is not None:
+                raise errors.Validation(f"input {number}: token id {bad} is outside the vocabulary "
+                                        f"(0 to {self.vocab_size - 1})")
+        return await self._embed([list(ids) for ids in rows], truncate, "right", 0.0)
+
+    async def _embed(self, rows: list[list[int]], truncate: bool | None, direction: str,
+                     tokenization_s: float) -> Embedded:
+        rows = self._fit(rows, self.auto_truncate if truncate is None else truncate, direction.lower())
+        for ids in rows:
+            self.metrics.input_length.observe(len(ids))
+        pending = self.batcher.submit(rows)
+        try:
+            vectors = await pending.future
+        except asyncio.CancelledError:
+            self.batcher.cancel(pending)
+            raise
+        self.metrics.queue_duration.observe(pending.queue_s)
+        return Embedded(vectors, sum(len(ids) for ids in rows), tokenization_s, pending.queue_s, pending.inference_s)
+
+    def _fit(self, rows: list[list[int]], truncate: bool, direction: str) -> list[list[int]]:
+        """Rows within the largest bucket: cut when truncating, else a 413 naming both lengths."""
+        limit = self.max_length
+        for number, ids in enumerate(rows):
+            if len(ids) > limit:
+                if not truncate:
+                    raise errors.InputTooLong(
+                        f"input {number} has {len(ids)} tokens, more than the largest compiled bucket ({limit}); "
+                        "send truncate=true, start the server with --auto-truncate, or compile a longer bucket")
+                rows[number] = cut(ids, limit, direction)
+        return rows
+
+    async def tokenize(self, texts: Sequence[str], add_special_tokens: bool) -> list[list[Token]]:
+        tokenizer = self._need_tokenizer()
+        return await self._run_tokenizer(tokenizer.tokens, texts, add_special_tokens)

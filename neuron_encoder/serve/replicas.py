@@ -1,0 +1,185 @@
+"""The model room of the server: one threads.ModelThread per replica, which loads (or first compiles,
+through the cache) its own copy of the artifact, warms up every bucket, and then runs every torch
+call the server makes. Nothing here parses JSON or knows about queues.
+
+Replicas: one per NeuronCore on Neuron (each loads one copy with load_compiled(dir, replicas=1) and
+is pinned to its core, see neuron_core), one per GPU on CUDA (the thread's current device), one on
+the CPU with every core (the thread rule, threads.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from neuron_encoder import artifact, hardware
+from neuron_encoder.errors import ConfigError
+from neuron_encoder.model import pool
+from neuron_encoder.runtime import CompiledEncoder, load_compiled
+from neuron_encoder.serve.settings import ServeSettings
+from neuron_encoder.threads import ModelThread, plan_threads
+
+log = logging.getLogger(__name__)
+
+WARMUP_RUNS = 3  # per bucket: TorchScript's profiling executor (and oneDNN's fuser) settle after two
+
+
+@dataclass(frozen=True)
+class ReplicaPlan:
+    """How many replicas, on what, and the CPU threads each may use."""
+
+    backend: str  # cpu | cuda | neuron
+    count: int
+    intra_op_threads: int
+
+    def describe(self) -> str:
+        where = {"neuron": "NeuronCore", "cuda": "GPU"}.get(self.backend)
+        each = f"one per {where}" if where else f"{self.intra_op_threads} CPU thread(s) each"
+        return f"{self.count} replica{'s' if self.count > 1 else ''} on {self.backend} ({each})"
+
+
+def plan_replicas(backend: str, requested: int | None = None) -> ReplicaPlan:
+    """One replica per NeuronCore or GPU, one on the CPU; `requested` overrides (on the CPU several
+    replicas split the cores, threads.plan_threads)."""
+    if backend == "neuron":
+        available = hardware.neuron_core_count()
+    elif backend == "cuda":
+        available = torch.cuda.device_count()
+    else:
+        available = None
+    if available is not None and available < 1:
+        raise ConfigError(f"no {backend} devices visible to this process to serve on")
+    if requested is not None and available is not None and requested > available:
+        raise ConfigError(f"--replicas {requested} is more than the {available} {backend} devices this "
+                          "process sees (one replica per device)")
+    count = requested or available or 1
+    return ReplicaPlan(backend, count, plan_threads(count).threads_per_worker)
+
+
+class ArtifactSource:
+    """The artifact every replica loads: the one given, or `model` compiled once, by whichever replica
+    asks first (on its own thread), through compile_model's cache."""
+
+    def __init__(self, settings: ServeSettings) -> None:
+        self.settings = settings
+        self._path = Path(settings.artifact) if settings.artifact else None
+        self._lock = threading.Lock()
+
+    def backend(self) -> str:
+        """The backend the replicas run on, known before any compile (the auto policy decides it)."""
+        if self._path is not None:
+            return artifact.read_manifest(self._path)["backend"]
+        from neuron_encoder.backends import select_backend
+        return select_backend(self.settings.backend, self.settings.compile_options)[0].name
+
+    def path(self) -> Path:
+        with self._lock:
+            if self._path is None:
+                from neuron_encoder.compiler import compile_model
+                s = self.settings
+                result = compile_model(s.model_spec, batch_sizes=s.batch_sizes, seq_lens=s.seq_lens,
+                                       backend=s.backend, options=s.compile_options,
+                                       artifacts_dir=s.artifacts_dir, progress=log.info)
+                self._path = result.path
+            return self._path
+
+
+@contextlib.contextmanager
+def neuron_core(index: int) -> Iterator[None]:
+    """Load inside this block to put the models on NeuronCore `index` (of the visible cores).
+
+    HOOK (issue 9, core placement): the runtime's default placement puts each torch.jit.load on the
+    least-used core, so one replica's buckets would spread over every core. Until load_compiled takes
+    a core, this uses the documented placement API (torch_neuronx.neuron_cores_context, still
+    torch_neuronx.experimental in the 2.x docs), one load at a time because the context is process-wide.
+    Replace it with load_compiled's placement argument once backends/neuron.py has one.
+    """
+    import torch_neuronx
+    context = getattr(torch_neuronx, "neuron_cores_context", None) or torch_neuronx.experimental.neuron_cores_context
+    with _PLACEMENT_LOCK, context(start_nc=index, nc_count=1):
+        yield
+
+
+_PLACEMENT_LOCK = threading.Lock()
+
+
+@dataclass
+class LoadedReplica:
+    """What a replica thread holds: its model, and what warming it up measured."""
+
+    index: int
+    model: CompiledEncoder
+    warm_ms: dict[tuple[int, int], float]  # the last warm-up call of each bucket
+
+
+def load_replica(source: ArtifactSource, index: int, backend: str) -> LoadedReplica:
+    """Replica `index`'s own copy of the artifact, on its device, every bucket warmed up."""
+    path = source.path()
+    if backend == "neuron":
+        with neuron_core(index):
+            model = load_compiled(path, replicas=1)
+    else:
+        if backend == "cuda":
+            torch.cuda.set_device(index)  # per thread: this replica's GPU for every later call
+        model = load_compiled(path, replicas=1)
+    try:
+        return LoadedReplica(index, model, warm_up(model))
+    except BaseException:
+        model.close()
+        raise
+
+
+def warm_up(model: CompiledEncoder, runs: int = WARMUP_RUNS) -> dict[tuple[int, int], float]:
+    """Run every bucket `runs` times; the last run's milliseconds per bucket."""
+    timings = {}
+    for batch, seq in sorted(model.buckets):
+        ids = torch.full((batch, seq), 1000 % model.config.vocab_size, dtype=torch.long)
+        for _ in range(runs):
+            start = time.perf_counter()
+            run_batch(model, [ids[0].tolist()] * batch, seq)
+        timings[(batch, seq)] = (time.perf_counter() - start) * 1000
+    return timings
+
+
+def run_batch(model: CompiledEncoder, rows: Sequence[list[int]], seq: int) -> np.ndarray:
+    """Pooled, unnormalised vectors (N, H) float32 of token id rows, padded to `seq` (a bucket length)."""
+    n, pad = len(rows), model.config.pad_token_id
+    flat: list[int] = []
+    for ids in rows:
+        flat += ids
+        flat += [pad] * (seq - len(ids))
+    with torch.inference_mode():
+        input_ids = torch.tensor(flat, dtype=torch.long).view(n, seq)
+        lengths = torch.tensor([len(ids) for ids in rows])
+        mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()  # (N, T)
+        hidden = model(input_ids, mask)
+        return pool(hidden, mask[:, :hidden.shape[1]], model.config.pooling, normalize=False).float().numpy()
+
+
+class Replicas:
+    """The replica threads: each starts building at once; ready() waits for all of them."""
+
+    def __init__(self, source: ArtifactSource, plan: ReplicaPlan) -> None:
+        self.plan = plan
+        self.threads = [ModelThread(lambda i=i: load_replica(source, i, plan.backend), name=f"replica-{i}",
+                                    intra_op_threads=plan.intra_op_threads)
+                        for i in range(plan.count)]
+
+    def ready(self, timeout: float | None = None) -> list[LoadedReplica]:
+        """Every replica, built and warm; the first failure's exception, or TimeoutError."""
+        return [thread.ready(timeout) for thread in self.threads]
+
+    def close(self, timeout: float | None = None) -> None:
+        """Free each replica's devices on its own thread, then stop the threads."""
+        for thread in self.threads:
+            thread.submit(lambda replica: replica.model.close())
+        for thread in self.threads:
+            thread.close(timeout)
