@@ -156,3 +156,58 @@ def report(
             typer.echo("live prices unavailable (no boto3 or credentials); using the built-in table", err=True)
     path = write_report([Path(f) for f in files], Path(out_dir), table, instance_override=instance)
     typer.echo(f"report: {path}")
+
+
+@app.command()
+def serve(
+    artifact: Optional[str] = typer.Option(None, help="a compiled artifact directory to serve (default under "
+                                                      "--sagemaker: SM_MODEL_DIR, /opt/ml/model)"),
+    model: Optional[str] = typer.Option(None, help="compile this model on start (through the cache) instead; "
+                                                   "default minilm. " + MODEL_HELP),
+    backend: str = typer.Option("auto", help="with --model: auto | cpu | cuda | neuron"),
+    batch_sizes: str = typer.Option("1,4,16,32", help="with --model: the buckets' batch sizes"),
+    seq_lens: str = typer.Option("32,64,128,256", help="with --model: the buckets' sequence lengths"),
+    target: Optional[str] = typer.Option(None, help="with --model: Neuron target inf2 | trn1 | trn1n | trn2"),
+    auto_cast: str = typer.Option("auto", help="with --model: " + AUTO_CAST_HELP),
+    auto_cast_type: str = typer.Option("bf16", help="with --model: bf16 | fp16 | tf32 | fp8_e4m3"),
+    artifacts_dir: str = typer.Option("artifacts", help="with --model: the compile cache"),
+    host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0 for every interface)"),
+    port: int = typer.Option(8080, help="port to bind"),
+    sagemaker: bool = typer.Option(False, "--sagemaker", help="SageMaker container: bind 0.0.0.0 on "
+                                   "SAGEMAKER_BIND_TO_PORT (8080), artifact from SM_MODEL_DIR (also when "
+                                   "SAGEMAKER_BIND_TO_PORT is set)"),
+    replicas: Optional[int] = typer.Option(None, help="model replicas (default one per NeuronCore or GPU, one on CPU)"),
+    max_batch_tokens: int = typer.Option(16384, help="padded tokens (batch x bucket length) in one batch"),
+    max_batch_requests: Optional[int] = typer.Option(None, help="inputs in one batch (default the largest bucket's)"),
+    max_client_batch_size: int = typer.Option(32, help="inputs in one request; more is 413"),
+    max_concurrent_requests: int = typer.Option(512, help="inputs admitted (waiting or computing); more is 429"),
+    max_batch_delay_ms: float = typer.Option(0.0, help="wait up to this for a fuller batch (0: run at once)"),
+    request_timeout_ms: float = typer.Option(30000.0, help="longest wait for a replica before 503"),
+    auto_truncate: bool = typer.Option(False, "--auto-truncate", help="cut inputs longer than the largest "
+                                       "bucket unless a request says truncate=false (default: 413)"),
+    payload_limit: int = typer.Option(2_000_000, help="largest request body in bytes; more is 413"),
+    api_key: Optional[str] = typer.Option(None, help="require 'Authorization: Bearer KEY' on every route but "
+                                                     "/ping and /health (or NEURON_ENCODER_API_KEY)"),
+    api_key_file: Optional[str] = typer.Option(None, help="read the API key from this file"),
+    graceful_timeout: float = typer.Option(30.0, help="seconds to finish accepted requests after SIGTERM"),
+    json_output: bool = typer.Option(False, "--json-output", help="one JSON log line per request (no bodies)"),
+    cors_allow_origin: List[str] = typer.Option([], help="allow browsers from this origin (repeatable; no CORS "
+                                                         "unless given)"),
+) -> None:
+    """Serve embeddings over HTTP: SageMaker /invocations, OpenAI /v1/embeddings, TEI /embed, /metrics.
+
+    \f
+    Long because: one option per server setting, each named as text-embeddings-inference names it.
+    """
+    from .options import compile_options
+    from .serve.app import serve as run_server
+    from .serve.settings import ServeSettings
+    run_server(ServeSettings(
+        artifact=artifact, model=model, backend=backend, batch_sizes=batch_sizes, seq_lens=seq_lens,
+        compile_options=compile_options(target=target, auto_cast=auto_cast, auto_cast_type=auto_cast_type),
+        artifacts_dir=artifacts_dir, host=host, port=port, sagemaker=sagemaker, replicas=replicas,
+        max_batch_tokens=max_batch_tokens, max_batch_requests=max_batch_requests,
+        max_client_batch_size=max_client_batch_size, max_concurrent_requests=max_concurrent_requests,
+        max_batch_delay_ms=max_batch_delay_ms, request_timeout_ms=request_timeout_ms, auto_truncate=auto_truncate,
+        payload_limit=payload_limit, api_key=api_key, graceful_timeout=graceful_timeout, json_output=json_output,
+        cors_allow_origin=tuple(cors_allow_origin)), api_key_file=api_key_file)
