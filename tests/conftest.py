@@ -67,3 +67,15 @@ def tiny_text_artifact(tmp_path_factory):
     model = ResolvedModel(Encoder(config).eval(), "random:tiny-text", Tokenizer(resolve("minilm")))
     return compile_model(model, batch_sizes="1,4", seq_lens="16,32,64", backend="cpu",
                          out=tmp_path_factory.mktemp("serve") / "tiny-text", progress=lambda message: None).path
+
+
+@pytest.fixture
+def inf2_host(monkeypatch):
+    """An inf2.xlarge as the tests can fake it: one Inferentia2 chip (2 NeuronCores) and the SDK, which is
+    tests/neuron_double.py, a test double of torch_neuronx."""
+    from . import neuron_double
+    monkeypatch.setattr(hardware, "has_neuron_devices", lambda: True)
+    monkeypatch.setattr(hardware, "neuron_device_count", lambda: 1)
+    monkeypatch.delenv("NEURON_RT_VISIBLE_CORES", raising=False)
+    monkeypatch.delenv("NEURON_RT_NUM_CORES", raising=False)
+    return neuron_double.install(monkeypatch, devices=1)

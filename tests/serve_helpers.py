@@ -16,6 +16,9 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 180  # import, load and warm every bucket on a busy 2-core CI host
+# One intra-op thread: test hosts run other work beside the server, and a two-thread OpenMP team on a
+# shared 2-core host waits on descheduled helpers (10x slower tiny batches). Speed only, not behaviour.
+SERVER_ENV = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def free_port() -> int:
@@ -62,7 +65,7 @@ class ServerProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tests.serve_doubles", json.dumps(self.settings),
                  str(self.gate.path) if self.gate else ""],
-                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=log, stderr=subprocess.STDOUT)
+                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **SERVER_ENV}, stdout=log, stderr=subprocess.STDOUT)
         return self
 
     def wait_ready(self) -> ServerProcess:

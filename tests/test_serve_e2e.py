@@ -279,3 +279,80 @@ def test_sigterm_drains_every_accepted_request_and_exits_0(tiny_text_artifact, t
     assert refused.status_code == 503 and refused.json()["error_type"] == "Unhealthy"
     assert [r.status_code for r in results] == [200] * 21 and all(len(r.json()) == 2 for r in results[1:])
     assert server.process.wait(60) == 0, server.output()
+
+
+ROUTES = {"/embed": "EmbedRequest", "/invocations": "InvocationRequest", "/v1/embeddings": "OpenAIEmbeddingRequest",
+          "/tokenize": "TokenizeRequest"}
+FUZZ_EXAMPLES = 2000
+
+
+def from_schema(schema: dict, components: dict):
+    """A hypothesis strategy for the JSON values an OpenAPI schema accepts (the subset our request models
+    use: $ref, anyOf, enum, const, objects, arrays, strings, integers, booleans, null)."""
+    from hypothesis import strategies as st
+    if "$ref" in schema:
+        return st.deferred(lambda: from_schema(components[schema["$ref"].rsplit("/", 1)[1]], components))
+    if "anyOf" in schema or "oneOf" in schema:
+        return st.one_of(*[from_schema(option, components) for option in schema.get("anyOf", schema.get("oneOf"))])
+    if "enum" in schema or "const" in schema:
+        return st.sampled_from(schema.get("enum", [schema.get("const")]))
+    kind = schema.get("type")
+    if kind == "object":
+        properties = {name: from_schema(sub, components) for name, sub in schema.get("properties", {}).items()}
+        required = set(schema.get("required", ()))
+        return st.fixed_dictionaries({name: properties[name] for name in required},
+                                     optional={name: s for name, s in properties.items() if name not in required})
+    if kind == "array":
+        return st.lists(from_schema(schema.get("items", {}), components), max_size=6)
+    if kind == "string":
+        return st.text(max_size=80)
+    if kind == "integer":
+        return st.integers(min_value=schema.get("minimum"), max_value=schema.get("maximum")) | st.integers(0, 30521)
+    if kind == "boolean":
+        return st.booleans()
+    if kind == "null":
+        return st.none()
+    raise AssertionError(f"schema form not covered: {schema}")
+
+
+def _bodies(document: dict):
+    """(route, body bytes, content type): bodies valid against the route's OpenAPI request schema,
+    any JSON at all, or any bytes, under the right or a wrong content type."""
+    from hypothesis import strategies as st
+    components = document["components"]["schemas"]
+    valid = st.one_of(*[from_schema({"$ref": f"#/components/schemas/{name}"}, components).map(
+        lambda body, route=route: (route, body)) for route, name in ROUTES.items()])
+    anything = st.tuples(st.sampled_from(sorted(ROUTES)), st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=40),
+        lambda inner: st.lists(inner, max_size=6) | st.dictionaries(st.text(max_size=12), inner, max_size=5),
+        max_leaves=12))
+    as_json = st.one_of(valid, valid, anything).map(lambda pair: (pair[0], json.dumps(pair[1]).encode()))
+    raw = st.tuples(st.sampled_from(sorted(ROUTES)), st.binary(max_size=200))
+    content_type = st.sampled_from(["application/json"] * 8 + ["application/json; charset=utf-8", "text/plain", ""])
+    return st.tuples(st.one_of(as_json, as_json, as_json, raw), content_type).map(
+        lambda item: (item[0][0], item[0][1], item[1]))
+
+
+def test_thousands_of_generated_bodies_give_no_5xx_and_the_server_stays_healthy(fault_server):
+    from hypothesis import HealthCheck, given, settings
+    with fault_server.client() as client:
+        document = client.get("/openapi.json").json()
+        expected = client.post("/embed", json={"inputs": ["a fixed sentence"]}).json()
+        statuses: dict[int, int] = {}
+
+        @settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=True,
+                  suppress_health_check=list(HealthCheck))
+        @given(_bodies(document))
+        def check(case):
+            route, body, content_type = case
+            response = client.post(route, content=body, headers={"content-type": content_type})
+            statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+            assert response.status_code < 500, (route, body[:200], response.text)
+            if response.status_code != 200:
+                assert set(response.json()) == {"error", "error_type"}, response.text
+
+        check()
+        assert sum(statuses.values()) >= FUZZ_EXAMPLES
+        assert statuses.get(200, 0) > FUZZ_EXAMPLES // 10 and statuses.get(422, 0) > 0, statuses  # both kinds ran
+        assert client.get("/health").status_code == 200
+        assert client.post("/embed", json={"inputs": ["a fixed sentence"]}).json() == expected
