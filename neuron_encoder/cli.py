@@ -102,8 +102,9 @@ def compile_command(
 @app.command()
 def bench(
     model: str = typer.Option("minilm", help=MODEL_HELP),
-    engines: str = typer.Option("auto", help="what to time: auto, families (cpu, cuda, neuron) or engines (cpu-eager, "
-                                             "cpu-torchscript-fp32, cuda-eager-fp16, neuron-1core, ...)"),
+    engines: Optional[str] = typer.Option(None, help="what to time: auto, families (cpu, cuda, neuron) or engines "
+                                                     "(cpu-eager, cpu-torchscript-fp32, cuda-eager-fp16, "
+                                                     "neuron-1core, ...); default auto, none with --endpoint"),
     batch_sizes: str = typer.Option("1,8", help="comma-separated batch sizes"),
     seq_lens: str = typer.Option("128", help="comma-separated sequence lengths"),
     concurrency: str = typer.Option("1,2", help="closed-loop worker counts"),
@@ -116,13 +117,18 @@ def bench(
     auto_cast: str = typer.Option("auto", help="Neuron auto-cast (" + AUTO_CAST_HELP + ")"),
     auto_cast_type: str = typer.Option("bf16", help="Neuron auto-cast type"),
     out_dir: str = typer.Option("bench-results", help="where the JSON and CSV results go"),
+    endpoint: List[str] = typer.Option([], help="also time this embedding endpoint (repeatable): a URL, or a "
+                                                "SageMaker endpoint name with --endpoint-kind sagemaker"),
+    endpoint_kind: str = typer.Option("openai", help="openai (/v1/embeddings) | tei (/embed) | sagemaker "
+                                                     "(/invocations, or invoke_endpoint by name)"),
 ) -> None:
-    """Benchmark eager and compiled engines: latency percentiles, throughput, accuracy, overhead."""
+    """Benchmark eager and compiled engines, and embedding endpoints: latency, throughput, accuracy."""
     from .bench.api import run_bench
     from .bench.report import format_summary_table
     from .options import compile_options
-    result, path = run_bench(model, engines=engines, batch_sizes=batch_sizes, seq_lens=seq_lens,
-                             concurrency=concurrency, rates=rates, duration_s=duration, warmup=warmup,
+    result, path = run_bench(model, engines=engines if engines is not None else ([] if endpoint else "auto"),
+                             endpoints=endpoint, endpoint_kind=endpoint_kind, batch_sizes=batch_sizes,
+                             seq_lens=seq_lens, concurrency=concurrency, rates=rates, duration_s=duration, warmup=warmup,
                              slo_p99_ms=slo_p99_ms, artifacts=artifact, out_dir=out_dir,
                              neuron_options=compile_options(target=target, auto_cast=auto_cast,
                                                             auto_cast_type=auto_cast_type),

@@ -124,6 +124,10 @@ class Tokenizer:
             return [self._tok.encode(texts[0]).ids]
         return [encoding.ids for encoding in self._tok.encode_batch(list(texts))]
 
+    def decode(self, ids: Sequence[int]) -> str:
+        """The text of token ids, special tokens left out (an HTTP benchmark sends a batch's text)."""
+        return self._tok.decode(list(ids), skip_special_tokens=True)
+
     def tokens(self, texts: Sequence[str], add_special_tokens: bool = True) -> list[list[Token]]:
         """Each text's tokens with their ids and character offsets (the server's /tokenize)."""
         encodings = self._tok.encode_batch(list(texts), add_special_tokens=add_special_tokens)

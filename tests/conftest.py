@@ -53,19 +53,25 @@ def minilm_artifact(tmp_path_factory):
                          out=tmp_path_factory.mktemp("serve") / "minilm", progress=lambda message: None).path
 
 
-@pytest.fixture(scope="session")
-def tiny_text_artifact(tmp_path_factory):
-    """A tiny random encoder with all-MiniLM-L6-v2's tokenizer (and its vocabulary size): text in,
+def tiny_text_model():
+    """A tiny random encoder (seeded) with all-MiniLM-L6-v2's tokenizer and vocabulary size: text in,
     vectors out in a millisecond, for the server's load and fault tests."""
     import dataclasses
-    from neuron_encoder.compiler import compile_model
     from neuron_encoder.models import ResolvedModel
     from neuron_encoder.text import Tokenizer
     from neuron_encoder.weights import resolve
     config = dataclasses.replace(preset("tiny"), vocab_size=30522)
-    torch.manual_seed(0)
-    model = ResolvedModel(Encoder(config).eval(), "random:tiny-text", Tokenizer(resolve("minilm")))
-    return compile_model(model, batch_sizes="1,4", seq_lens="16,32,64", backend="cpu",
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        encoder = Encoder(config).eval()
+    return ResolvedModel(encoder, "random:tiny-text", Tokenizer(resolve("minilm")))
+
+
+@pytest.fixture(scope="session")
+def tiny_text_artifact(tmp_path_factory):
+    """tiny_text_model compiled for the CPU, once per session."""
+    from neuron_encoder.compiler import compile_model
+    return compile_model(tiny_text_model(), batch_sizes="1,4", seq_lens="16,32,64", backend="cpu",
                          out=tmp_path_factory.mktemp("serve") / "tiny-text", progress=lambda message: None).path
 
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -109,3 +110,34 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+
+class ThreadServer:
+    """The server under uvicorn on a thread of this process, for tests that only need an endpoint to
+    talk to (it starts in a second, with no new interpreter to import torch into)."""
+
+    def __init__(self, **settings) -> None:
+        import uvicorn
+        from neuron_encoder.serve.app import create_app
+        from neuron_encoder.serve.settings import ServeSettings
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        app = create_app(ServeSettings(port=port, **settings))
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, name="test-server", daemon=True)
+
+    def __enter__(self) -> ThreadServer:
+        self.thread.start()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            try:
+                if httpx.get(f"{self.url}/ping", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline and self.thread.is_alive(), "the server did not start"
+            time.sleep(0.05)
+
+    def __exit__(self, *exc_info) -> None:
+        self.server.should_exit = True
+        self.thread.join(60)

@@ -33,15 +33,19 @@ def make_reference(model: torch.nn.Module, sample: Batch) -> Reference:
 def accuracy(run, reference: Reference) -> float:
     """The lowest cosine similarity between a engine's pooled embeddings and the reference's.
 
-    A engine that returns anything but hidden states of the inputs' (B, T) is a ShapeError.
+    A engine returns hidden states (B, T, H), pooled here, or pooled embeddings (B, H) as endpoints do
+    (cosine ignores their normalisation); anything else is a ShapeError.
     """
-    hidden = run(*reference.inputs)
-    if not isinstance(hidden, torch.Tensor) or hidden.shape[:2] != reference.inputs[0].shape \
-            or hidden.dim() != 3 or hidden.shape[2] != reference.pooled.shape[1]:
-        shape = tuple(hidden.shape) if isinstance(hidden, torch.Tensor) else type(hidden).__name__
+    out = run(*reference.inputs)
+    batch, hidden_size = reference.inputs[0].shape, reference.pooled.shape[1]
+    if isinstance(out, torch.Tensor) and tuple(out.shape) == (batch[0], hidden_size):
+        pooled = out.detach().float().cpu()
+    elif isinstance(out, torch.Tensor) and out.dim() == 3 and out.shape[:2] == batch and out.shape[2] == hidden_size:
+        pooled = pool(out.detach().float().cpu(), reference.inputs[1], reference.pooling, normalize=False)
+    else:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ShapeError(f"engine returned {shape}, expected hidden states "
-                         f"{tuple(reference.inputs[0].shape) + (reference.pooled.shape[1],)}")
-    pooled = pool(hidden.detach().float().cpu(), reference.inputs[1], reference.pooling, normalize=False)
+                         f"{tuple(batch) + (hidden_size,)} or pooled embeddings {(batch[0], hidden_size)}")
     cosine = float(torch.nn.functional.cosine_similarity(pooled, reference.pooled, dim=-1).min())
     if cosine != cosine:  # NaN: the engine computed garbage
         raise NumericsError("engine returned NaN embeddings")

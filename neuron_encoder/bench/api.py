@@ -7,6 +7,7 @@ capacity if asked, and write the versioned result (JSON + CSV) with its environm
 from __future__ import annotations
 
 import logging
+import os
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 from neuron_encoder.backends import CompileOptions
 from neuron_encoder.bench import checks
 from neuron_encoder.bench.accuracy import make_reference
+from neuron_encoder.bench.endpoints import endpoint_engines
 from neuron_encoder.bench.environment import collect_environment
 from neuron_encoder.bench.results import BenchResult, write_result
 from neuron_encoder.bench.sweep import Sweep, run_sweep
@@ -68,6 +70,7 @@ def run_bench(model: str | Path | Encoder | ResolvedModel = "minilm", *, engines
               slo_search: str = "concurrency", artifacts: Sequence[str | Path] = (),
               artifacts_dir: str | Path = DEFAULT_ARTIFACTS_DIR, neuron_options: CompileOptions = CompileOptions(),
               arrival: str = "poisson", open_workers: int | None = None, seed: int = 0,
+              endpoints: Sequence[str] = (), endpoint_kind: str = "openai",
               command: str | None = None, progress: Progress | None = log.info) -> tuple[BenchResult, Path]:
     """Benchmark `model` on `engines` over batch_sizes x seq_lens x concurrency (and open-loop `rates`);
     write <out_dir>/bench-<machine>-<time>.json and .csv; return the result and the JSON path.
@@ -78,6 +81,9 @@ def run_bench(model: str | Path | Encoder | ResolvedModel = "minilm", *, engines
     then duration_s seconds or `calls` calls, whichever ends first. slo_p99_ms: also search each
     engine's best throughput within that p99 (by concurrency, or by open-loop rate).
     neuron_options: how Neuron engines are compiled (auto_cast="auto": AWS's published setting).
+    endpoints: embedding endpoints to time beside the engines (bench/endpoints.py): URLs of `endpoint_kind`
+    (openai, tei, sagemaker), or SageMaker endpoint names with endpoint_kind="sagemaker"; the API key, if
+    one is needed, comes from NEURON_ENCODER_API_KEY.
     command: the exact command line to record (the CLI passes its argv); default a description of
     this call. Bad input raises ConfigError before anything is compiled or run. An engine that fails
     is reported and left out; the result is still written, then BenchmarkFailed names the failures.
@@ -90,16 +96,19 @@ def run_bench(model: str | Path | Encoder | ResolvedModel = "minilm", *, engines
     checks.slo_ms(slo_p99_ms)
     artifacts = [artifacts] if isinstance(artifacts, (str, Path)) else list(artifacts)
     names = [engines] if isinstance(engines, str) else list(engines)
-    kinds = resolve_engines(names, progress=say) if names or not artifacts else []
+    kinds = resolve_engines(names, progress=say) if names or not (artifacts or endpoints) else []
     resolved = model if isinstance(model, ResolvedModel) else load_model(model, seed)
     encoder, model_id, tokenizer = resolved
     command = command or _describe_call(model=model_id, engines=names, sweep=sweep, slo_p99_ms=slo_p99_ms,
-                                        artifacts=[str(a) for a in artifacts])
+                                        artifacts=[str(a) for a in artifacts], endpoints=list(endpoints))
     encoder.config.check_sequence_length(max(sweep.seq_lens))
     say(f"model {model_id}: {encoder.get_num_params():,} parameters; inputs: "
         f"{'its tokenizer on a built-in English corpus' if tokenizer else 'random tokens, log-normal lengths'}")
     planned = plan_engines(resolved, kinds, sweep.batch_sizes, sweep.seq_lens, artifacts=artifacts,
-                           artifacts_dir=artifacts_dir, neuron_options=neuron_options, progress=say)
+                           artifacts_dir=artifacts_dir, neuron_options=neuron_options,
+                           progress=say) if kinds or artifacts else []
+    planned += endpoint_engines(list(endpoints), endpoint_kind, tokenizer, model_id,
+                                os.environ.get("NEURON_ENCODER_API_KEY"))
     sample = make_workload(encoder.config, tokenizer, REFERENCE_ROWS, max(sweep.seq_lens), pool=1,
                            seed=seed + 1).batches[0]
     outcome = run_sweep(planned, sweep, lambda b, s: make_workload(encoder.config, tokenizer, b, s, seed=seed),

@@ -41,13 +41,14 @@ AUTO = ("auto", "all")
 class Engine:
     """One thing to benchmark: a callable plus what a reader needs to know about it.
 
-    run(input_ids, attention_mask, token_type_ids) must return a host tensor (B, T, H) and return
-    only when the work is done; it may be called from several threads.
+    run(input_ids, attention_mask, token_type_ids) must return a host tensor, hidden states (B, T, H) or
+    pooled embeddings (B, H) (endpoints, bench/endpoints.py), and return only when the work is done; it
+    may be called from several threads.
     """
 
     name: str  # e.g. "cpu-eager", "cpu-torchscript-fp32", "cuda-eager-fp16", "neuron-1core"
     precision: str
-    device: str  # cpu | cuda | neuron: where it computes, which decides the thread plan
+    device: str  # cpu | cuda | neuron | http: where it computes, which decides the thread plan
     cores: int  # NeuronCores, GPUs, or CPU threads the engine uses
     run: Callable
     artifact_sha256: str | None = None  # sha256 of the artifact's manifest.json; None for eager models
