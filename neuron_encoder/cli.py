@@ -205,9 +205,14 @@ def serve(
     \f
     Long because: one option per server setting, each named as text-embeddings-inference names it.
     """
+    from .errors import ConfigError
     from .options import compile_options
-    from .serve.app import serve as run_server
-    from .serve.settings import ServeSettings
+    try:
+        from .serve.app import serve as run_server
+        from .serve.settings import ServeSettings
+    except ImportError as exc:
+        raise ConfigError(f"the server needs its extra ({exc.name} is missing): "
+                          "pip install 'neuron-encoder[serve]'") from None
     run_server(ServeSettings(
         artifact=artifact, model=model, backend=backend, batch_sizes=batch_sizes, seq_lens=seq_lens,
         compile_options=compile_options(target=target, auto_cast=auto_cast, auto_cast_type=auto_cast_type),

@@ -123,11 +123,11 @@ class _Connections:
 
 
 def _route(base: str, kind: str) -> str:
-    """The route to POST to: the kind's own, unless the URL names it (or OpenAI's /v1) already."""
-    route = ROUTES[kind]
-    if base.endswith(route):
+    """The route to POST to: the kind's own, unless the URL names a route already (Infinity serves
+    OpenAI's at /embeddings), or ends in OpenAI's /v1."""
+    if base.endswith(("/embeddings", "/embed", "/invocations")):
         return ""
-    return "/embeddings" if kind == "openai" and base.endswith("/v1") else route
+    return "/embeddings" if kind == "openai" and base.endswith("/v1") else ROUTES[kind]
 
 
 def http_engine(url: str, kind: str = "openai", tokenizer: Tokenizer | None = None, *, model: str | None = None,

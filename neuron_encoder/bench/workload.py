@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -155,16 +156,20 @@ def _check_shape(batch_size: int, seq_len: int, pool: int) -> None:
 
 
 def corpus_workload(tokenizer: Tokenizer, batch_size: int, seq_len: int, pool: int = 8,
-                    seed: int = 0) -> Workload:
-    """Sentences from CORPUS, in a seeded random order, tokenised and padded (or cut) to seq_len."""
+                    seed: int = 0, corpus: Sequence[str] = CORPUS) -> Workload:
+    """Texts from `corpus` (the built-in CORPUS, or a user's), in a seeded random order, tokenised and
+    padded (or cut) to seq_len."""
     _check_shape(batch_size, seq_len, pool)
+    if not corpus:
+        raise ConfigError("the corpus has no texts")
     rng = random.Random(seed * 7919 + batch_size * 131 + seq_len)
-    order = list(CORPUS)
+    order = list(corpus)
     rng.shuffle(order)
     texts = [order[i % len(order)] for i in range(pool * batch_size)]
     batches = tuple(tokenizer.encode(texts[i * batch_size:(i + 1) * batch_size], pad_to=seq_len)
                     for i in range(pool))
-    return Workload(batch_size, seq_len, batches, source=f"corpus: {len(CORPUS)} English texts, tokenised")
+    what = "English texts" if corpus is CORPUS else "texts of a corpus file"
+    return Workload(batch_size, seq_len, batches, source=f"corpus: {len(corpus)} {what}, tokenised")
 
 
 def draw_lengths(count: int, seq_len: int, generator: torch.Generator, median_fraction: float = 0.4,

@@ -473,7 +473,7 @@ def serve(settings: ServeSettings, api_key_file: str | None = None, run: Callabl
         request_log.addHandler(handler)
         request_log.setLevel(logging.INFO)
         request_log.propagate = False
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, access_log=not settings.json_output,
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, access_log=False,
                             timeout_graceful_shutdown=5, lifespan="on", log_level="info")
     log.info("serving on http://%s:%d (%s)%s", settings.host, settings.port, service.plan.describe(),
              "; API key required" if settings.api_key else "")
