@@ -58,7 +58,8 @@ def test_a_failed_load_is_fatal_and_said(tiny_text_artifact, monkeypatch):
     with TestClient(app) as client:
         assert stopped.wait(60)
         assert isinstance(service.fatal, ArtifactError)
-        assert client.get("/ping").json() == {"error": "the model is failed", "error_type": "Unhealthy"}
+        assert client.get("/ping").json() == {"error": "the model failed to load (ArtifactError); the server is "
+                                                       "stopping", "error_type": "Unhealthy"}
 
 
 def test_openapi_documents_every_route_and_body(tiny_text_artifact):

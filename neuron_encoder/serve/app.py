@@ -117,8 +117,10 @@ class Service:
     def check_ready(self) -> Inference:
         if self.state == "draining":
             raise errors.Draining("the server is shutting down")
+        if self.state == "failed":
+            raise errors.Unhealthy(f"the model failed to load ({type(self.fatal).__name__}); the server is stopping")
         if self.state != "ready":
-            raise errors.Unhealthy(f"the model is {self.state}" + ("" if self.state == "failed" else "; retry soon"))
+            raise errors.Unhealthy("the model is loading; retry soon")
         return self.inference
 
     def begin_drain(self) -> None:
