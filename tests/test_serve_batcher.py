@@ -12,11 +12,12 @@ import pytest
 
 from neuron_encoder.errors import ConfigError
 from neuron_encoder.serve import errors
-from neuron_encoder.serve.batcher import Batcher, BucketTable, Item, Pending, fit_call_overhead, pack
+from neuron_encoder.serve.batcher import Batcher, BucketTable, Item, Pending, monotone, pack
 from neuron_encoder.serve.metrics import Metrics
 from neuron_encoder.threads import ModelThread
 
 BUCKETS = [(b, s) for b in (1, 4, 8) for s in (16, 32, 64)]
+PER_CALL = {(b, s): b * s + 16.0 for b, s in BUCKETS}  # padded tokens, and each call's fixed cost
 
 
 def queued(table: BucketTable, lengths: list[int]) -> dict[int, deque]:
@@ -42,14 +43,14 @@ def test_bucket_table_keeps_the_token_budget_and_the_request_limit():
 
 
 def test_a_lone_input_runs_alone_in_the_smallest_bucket_that_fits():
-    table = BucketTable.build(BUCKETS, 16384, overhead_tokens=16)
+    table = BucketTable.build(BUCKETS, 16384, costs=PER_CALL)
     plan = pack(queued(table, [20]), table)
     assert (plan.batch, plan.seq, lengths_of(plan)) == (1, 32, [20])
     assert pack(queued(table, []), table) is None
 
 
 def test_similar_lengths_go_together_and_the_least_padded_bucket_wins():
-    table = BucketTable.build(BUCKETS, 16384, overhead_tokens=16)
+    table = BucketTable.build(BUCKETS, 16384, costs=PER_CALL)
     # The oldest is short; four more short ones and four long ones wait. Short ones fill (4, 16) exactly.
     plan = pack(queued(table, [16, 60, 14, 60, 15, 60, 16, 60]), table)
     assert (plan.batch, plan.seq) == (4, 16) and lengths_of(plan) == [16, 14, 15, 16]
@@ -68,21 +69,26 @@ def test_the_oldest_input_is_always_in_the_next_batch():
 
 
 def test_fewer_inputs_than_a_batch_pick_the_batch_size_with_least_filler():
-    table = BucketTable.build(BUCKETS, 16384, overhead_tokens=16)
+    table = BucketTable.build(BUCKETS, 16384, costs=PER_CALL)
     plan = pack(queued(table, [16] * 5), table)
     assert (plan.batch, len(plan.items)) == (4, 4)  # a full (4, 16) beats (8, 16) with 3 filler rows
-    exact = BucketTable.build(BUCKETS, 16384)  # no call overhead: one exact input is as good as four
+    exact = BucketTable.build(BUCKETS, 16384)  # cost batch x seq: one exact input is as good as four
     plan = pack(queued(exact, [16] * 4), exact)
     assert (plan.batch, len(plan.items)) == (4, 4)  # and ties go to more inputs
 
 
-def test_the_call_overhead_is_fitted_from_bucket_timings():
-    # 2 ms per call plus 0.01 ms per padded token: the fixed part is worth 200 tokens.
-    timings = {(b, s): 2.0 + 0.01 * b * s for b in (1, 4, 8) for s in (16, 64)}
-    assert fit_call_overhead(timings) == pytest.approx(200.0)
-    assert fit_call_overhead({(1, 16): 3.0}) == 0.0  # one size: nothing to fit
-    assert fit_call_overhead({(1, 16): 5.0, (8, 64): 1.0}) == 512  # noise: every call costs the same
-    assert fit_call_overhead({(1, 16): 0.1, (8, 64): 10.0}) == 0.0  # never negative
+def test_measured_costs_steer_the_packer_away_from_a_slow_bucket():
+    """On a host where a batch of 8 costs more per row than two batches of 4 (a cache too small), 16
+    waiting inputs go four at a time."""
+    costs = {(b, s): {1: 1.0, 4: 2.0, 8: 6.0}[b] * s for b, s in BUCKETS}
+    table = BucketTable.build(BUCKETS, 16384, costs=costs)
+    assert (pack(queued(table, [16] * 16), table).batch) == 4
+    assert (pack(queued(BucketTable.build(BUCKETS, 16384), [16] * 16), BucketTable.build(BUCKETS, 16384)).batch) == 8
+
+
+def test_costs_never_make_a_larger_bucket_cheaper():
+    noisy = {(1, 16): 5.0, (4, 16): 3.0, (1, 32): 4.0, (4, 32): 9.0}
+    assert monotone(noisy) == {(1, 16): 5.0, (4, 16): 5.0, (1, 32): 5.0, (4, 32): 9.0}
 
 
 def test_max_batch_requests_caps_the_rows():

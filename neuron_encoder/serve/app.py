@@ -32,7 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from neuron_encoder import __version__, artifact
 from neuron_encoder.serve import errors, schemas
-from neuron_encoder.serve.batcher import Batcher, BucketTable, fit_call_overhead
+from neuron_encoder.serve.batcher import Batcher, BucketTable
 from neuron_encoder.serve.infer import Embedded, Inference
 from neuron_encoder.serve.metrics import Metrics
 from neuron_encoder.serve.replicas import ArtifactSource, LoadedReplica, Replicas, plan_replicas, run_batch
@@ -100,8 +100,7 @@ class Service:
 
     def _wire(self, loop: asyncio.AbstractEventLoop, loaded: list[LoadedReplica]) -> None:
         model, s = loaded[0].model, self.settings
-        table = BucketTable.build(model.buckets, s.max_batch_tokens, s.max_batch_requests,
-                                  fit_call_overhead(loaded[0].warm_ms))
+        table = BucketTable.build(model.buckets, s.max_batch_tokens, s.max_batch_requests, loaded[0].warm_ms)
         self.batcher = Batcher(table, self.metrics, lambda replica, rows, seq: self.run(replica.model, rows, seq),
                                max_inputs=s.max_concurrent_requests, delay_ms=s.max_batch_delay_ms,
                                timeout_ms=s.request_timeout_ms)
@@ -168,7 +167,8 @@ def describe(settings: ServeSettings, plan, loaded: list[LoadedReplica], table: 
         "placement": [f"replica {r.index}: " + {"neuron": f"NeuronCore {r.index}", "cuda": f"cuda:{r.index}"}.get(
             plan.backend, f"CPU, {plan.intra_op_threads} thread(s)") for r in loaded],
         "warm_up_ms": {f"b{b}_s{s}": round(ms, 3) for (b, s), ms in sorted(loaded[0].warm_ms.items())},
-        "call_overhead_tokens": round(table.overhead_tokens, 1), "max_input_length": table.max_length, "max_batch_tokens": settings.max_batch_tokens,
+        "bucket_cost_ms": {f"b{b}_s{s}": round(ms, 3) for (b, s), ms in sorted(table.costs.items())},
+        "max_input_length": table.max_length, "max_batch_tokens": settings.max_batch_tokens,
         "max_batch_requests": table.max_rows, "max_client_batch_size": settings.max_client_batch_size,
         "max_concurrent_requests": settings.max_concurrent_requests, "auto_truncate": settings.auto_truncate,
         "max_batch_delay_ms": settings.max_batch_delay_ms, "request_timeout_ms": settings.request_timeout_ms,

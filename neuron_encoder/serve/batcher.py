@@ -8,9 +8,10 @@ The packing rule (text-embeddings-inference's queue.rs, for padded static-shape 
 - a batch holds at most the bucket's batch size, --max-batch-requests inputs, and
   batch x seq <= --max-batch-tokens padded tokens;
 - of the candidate (batch, seq) buckets, the one that wastes the least wins: the most real tokens per
-  token computed, counting each call's fixed cost as `overhead_tokens` more (fitted from the warm-up
-  timings, fit_call_overhead), so four inputs in one call beat one in a call of its own; ties go to
-  more inputs, then to the shorter bucket.
+  unit of what a call of that bucket costs. The server measures each bucket's cost at warm-up, so
+  padding, each call's fixed cost and a host's own quirks (a batch too large for its caches) all count;
+  without timings the cost is batch x seq, and the rule is the least padding. Ties go to more inputs,
+  then to the shorter bucket.
 No delay timer by default: an idle replica runs whatever is waiting at once (continuous batching),
 so a lone request is computed alone; --max-batch-delay-ms trades latency for fuller batches.
 
@@ -52,11 +53,12 @@ class BucketTable:
     seq_lens: tuple[int, ...]  # ascending
     batch_sizes: dict[int, tuple[int, ...]]  # per sequence length, ascending, within --max-batch-tokens
     max_rows: int  # --max-batch-requests, or the largest batch size
-    overhead_tokens: float = 0.0  # a call's fixed cost, in the time of this many padded tokens
+    costs: dict[tuple[int, int], float]  # what one call of each bucket costs (ms at warm-up, or batch x seq)
 
     @classmethod
     def build(cls, buckets: Iterable[tuple[int, int]], max_batch_tokens: int,
-              max_batch_requests: int | None = None, overhead_tokens: float = 0.0) -> BucketTable:
+              max_batch_requests: int | None = None,
+              costs: dict[tuple[int, int], float] | None = None) -> BucketTable:
         buckets = sorted(set(buckets))
         seqs = sorted({seq for _, seq in buckets})
         sizes = {}
@@ -68,7 +70,8 @@ class BucketTable:
                                   f"length {seq} ({every[0]} x {seq} = {every[0] * seq} tokens): raise it")
             sizes[seq] = within
         largest = max(size[-1] for size in sizes.values())
-        return cls(tuple(seqs), sizes, min(max_batch_requests or largest, largest), overhead_tokens)
+        costs = monotone(costs or {(batch, seq): float(batch * seq) for batch, seq in buckets})
+        return cls(tuple(seqs), sizes, min(max_batch_requests or largest, largest), costs)
 
     @property
     def max_length(self) -> int:
@@ -139,7 +142,7 @@ def pack(queues: dict[int, deque[Item]], table: BucketTable) -> Plan | None:
         tokens = list(itertools.accumulate(item.length for item in chosen))
         for batch in sizes:
             rows = min(len(chosen), batch, table.max_rows)
-            score = (tokens[rows - 1] / (batch * seq + table.overhead_tokens), rows, -seq)
+            score = (tokens[rows - 1] / table.costs[(batch, seq)], rows, -seq)
             if best_score is None or score > best_score:
                 best, best_score = Plan(chosen[:rows], batch, seq, capacity), score
             if rows == len(chosen) or rows == table.max_rows:
@@ -147,17 +150,11 @@ def pack(queues: dict[int, deque[Item]], table: BucketTable) -> Plan | None:
     return best
 
 
-def fit_call_overhead(milliseconds: dict[tuple[int, int], float]) -> float:
-    """A call's fixed cost in padded tokens, from per-bucket timings: the least-squares line
-    ms = fixed + per_token x (batch x seq), fixed / per_token, kept within [0, the largest bucket]."""
-    sizes = np.array([batch * seq for batch, seq in milliseconds], dtype=np.float64)
-    times = np.array(list(milliseconds.values()), dtype=np.float64)
-    if len(set(sizes.tolist())) < 2:
-        return 0.0
-    per_token, fixed = np.polyfit(sizes, times, 1)
-    if per_token <= 0:
-        return float(sizes.max())  # timing noise swamped the size: calls cost about the same
-    return float(min(max(fixed / per_token, 0.0), sizes.max()))
+def monotone(costs: dict[tuple[int, int], float]) -> dict[tuple[int, int], float]:
+    """Costs where no bucket is cheaper than one it contains (fewer rows, shorter): timing noise on a
+    busy host must not make a larger bucket look like a bargain."""
+    return {(batch, seq): max(cost for (b, s), cost in costs.items() if b <= batch and s <= seq)
+            for (batch, seq) in costs}
 
 
 def _fill(queues: dict[int, deque[Item]], table: BucketTable, oldest: Item, seq: int, capacity: int) -> list[Item]:
