@@ -1,9 +1,9 @@
 """What a benchmark times: engines, named for what they run.
 
     cpu-eager                   the Encoder in PyTorch eager, fp32: the baseline and the accuracy reference
-    cpu-torchscript-fp32/bf16   compile_model(backend="cpu"): a frozen TorchScript artifact
+    cpu-artifact-fp32/bf16      compile_model(backend="cpu"): oneDNN-prepacked linears, numerics gated
     cuda-eager-fp32/fp16/bf16   the Encoder eager on the GPU in that precision, synchronised
-    cuda-torchscript-fp32/fp16/bf16   compile_model(backend="cuda"): the GPU artifact, numerics gated
+    cuda-artifact-fp32/fp16/bf16  compile_model(backend="cuda"): a TorchScript GPU artifact, numerics gated
     neuron-1core                compile_model(backend="neuron") loaded on one NeuronCore
     neuron-all-cores            the same artifact, one copy per visible NeuronCore, calls round robin
 
@@ -30,9 +30,9 @@ from neuron_encoder.threads import ThreadPlan, cpu_budget, plan_threads
 
 Progress = Callable[[str], None]
 
-KINDS = ("cpu-eager", "cpu-torchscript-fp32", "cpu-torchscript-bf16",
+KINDS = ("cpu-eager", "cpu-artifact-fp32", "cpu-artifact-bf16",
          "cuda-eager-fp32", "cuda-eager-fp16", "cuda-eager-bf16",
-         "cuda-torchscript-fp32", "cuda-torchscript-fp16", "cuda-torchscript-bf16",
+         "cuda-artifact-fp32", "cuda-artifact-fp16", "cuda-artifact-bf16",
          "neuron-1core", "neuron-all-cores")
 AUTO = ("auto", "all")
 
@@ -45,7 +45,7 @@ class Engine:
     only when the work is done; it may be called from several threads.
     """
 
-    name: str  # e.g. "cpu-eager", "cpu-torchscript-fp32", "cuda-eager-fp16", "neuron-1core"
+    name: str  # e.g. "cpu-eager", "cpu-artifact-fp32", "cuda-eager-fp16", "neuron-1core"
     precision: str
     device: str  # cpu | cuda | neuron: where it computes, which decides the thread plan
     cores: int  # NeuronCores, GPUs, or CPU threads the engine uses
@@ -71,11 +71,11 @@ class LazyEngine:
 def family_kinds(family: str) -> tuple[str, ...]:
     """The engines of a backend family on this host (bf16 only where it is native)."""
     if family == "cpu":
-        return ("cpu-eager", "cpu-torchscript-fp32") + (("cpu-torchscript-bf16",) if hardware.cpu_has_fast_bf16()
+        return ("cpu-eager", "cpu-artifact-fp32") + (("cpu-artifact-bf16",) if hardware.cpu_has_fast_bf16()
                                                         else ())
     if family == "cuda":
-        bf16 = ("cuda-eager-bf16", "cuda-torchscript-bf16") if hardware.cuda_bf16_supported() else ()
-        return ("cuda-eager-fp32", "cuda-eager-fp16", "cuda-torchscript-fp16") + bf16
+        bf16 = ("cuda-eager-bf16", "cuda-artifact-bf16") if hardware.cuda_bf16_supported() else ()
+        return ("cuda-eager-fp32", "cuda-eager-fp16", "cuda-artifact-fp16") + bf16
     return ("neuron-1core", "neuron-all-cores")
 
 
@@ -154,9 +154,9 @@ def artifact_engine(directory: str | Path, *, replicas: int | None = None, name:
         default_name = "neuron-1core" if cores == 1 else "neuron-all-cores"
         label = f"{cores} NeuronCore{'s (a copy per core)' if cores > 1 else ''}"
     elif backend == "cuda":
-        cores, default_name, label = 1, f"cuda-torchscript-{precision}", "TorchScript artifact"
+        cores, default_name, label = 1, f"cuda-artifact-{precision}", "TorchScript artifact"
     else:
-        cores, default_name, label = cpu_budget(), f"cpu-torchscript-{precision}", "TorchScript artifact"
+        cores, default_name, label = cpu_budget(), f"cpu-artifact-{precision}", "oneDNN artifact"
     # Hash after loading: a first load on a device records its verification in the manifest.
     return Engine(name or default_name, precision, backend, cores, compiled, artifact.manifest_hash(directory),
                   f"{label}, {Path(directory).name}", close=compiled.close)
@@ -196,7 +196,7 @@ def plan_engines(resolved: ResolvedModel, kinds: Sequence[str], batch_sizes: Seq
             plans.append(eager_engine(resolved.encoder))
         elif rest.startswith("eager-"):
             plans.append(LazyEngine(kind, lambda kind=kind: eager_engine(resolved.encoder, kind)))
-        elif rest.startswith("torchscript-"):
+        elif rest.startswith("artifact-"):
             precision = rest.split("-", 1)[1]
             options = CompileOptions(auto_cast="none" if precision == "fp32" else "matmult",
                                      auto_cast_type="bf16" if precision == "fp32" else precision)
@@ -236,5 +236,5 @@ def _given_artifacts(directories: Sequence[str | Path], weights: str, model_id: 
             if all_cores > 1:
                 add("neuron-all-cores", directory, all_cores)
         else:
-            add(f"{backend}-torchscript-{_precision_label(manifest)}", directory, 1)
+            add(f"{backend}-artifact-{_precision_label(manifest)}", directory, 1)
     return given
