@@ -72,7 +72,11 @@ def quickstart(model: str = typer.Option("minilm", help=MODEL_HELP),
 def compile_command(
     model: str = typer.Option("minilm", help=MODEL_HELP),
     batch_sizes: str = typer.Option("1", help="comma-separated batch sizes, one bucket each"),
-    seq_lens: str = typer.Option("128", help="comma-separated sequence lengths, one bucket each"),
+    seq_lens: str = typer.Option("128", help="comma-separated sequence lengths, one bucket each; auto: the "
+                                             "lengths that fit --lengths-from's texts, or 32,64,128,256,512"),
+    lengths_from: Optional[str] = typer.Option(None, help="with --seq-lens auto: a text file, one text per line, "
+                                                          "whose token lengths choose the buckets"),
+    max_buckets: int = typer.Option(4, help="with --seq-lens auto and --lengths-from: at most this many"),
     backend: str = typer.Option("auto", help="auto | cpu | cuda | neuron"),
     target: Optional[str] = typer.Option(None, help="Neuron target: inf2 | trn1 | trn1n | trn2"),
     auto_cast: str = typer.Option("auto", help=AUTO_CAST_HELP),
@@ -91,10 +95,12 @@ def compile_command(
     options = compile_options(target=target, auto_cast=auto_cast, auto_cast_type=auto_cast_type,
                               optlevel=optlevel, compiler_args=compiler_args)
     result = compile_model(model, batch_sizes=batch_sizes, seq_lens=seq_lens, backend=backend,
-                           options=options, out=out, force=force,
-                           tolerance=Tolerance(max_abs=max_abs, min_cosine=min_cosine), progress=typer.echo)
+                           options=options, out=out, force=force, lengths_from=lengths_from,
+                           max_buckets=max_buckets, tolerance=Tolerance(max_abs=max_abs, min_cosine=min_cosine),
+                           progress=typer.echo)
     typer.echo(json.dumps({"artifact": str(result.path), "cache_hit": result.cache_hit,
                            "backend": result.manifest["backend"], "precision": result.manifest["precision"],
+                           "bucket_choice": result.manifest.get("bucket_choice"),
                            "buckets": [{k: b[k] for k in ("name", "compile_seconds")} | b["numerics"]
                                        for b in result.manifest["buckets"]]}, indent=2))
 
@@ -103,7 +109,7 @@ def compile_command(
 def bench(
     model: str = typer.Option("minilm", help=MODEL_HELP),
     engines: str = typer.Option("auto", help="what to time: auto, families (cpu, cuda, neuron) or engines (cpu-eager, "
-                                             "cpu-torchscript-fp32, cuda-eager-fp16, neuron-1core, ...)"),
+                                             "cpu-artifact-fp32, cuda-eager-fp16, neuron-1core, ...)"),
     batch_sizes: str = typer.Option("1,8", help="comma-separated batch sizes"),
     seq_lens: str = typer.Option("128", help="comma-separated sequence lengths"),
     concurrency: str = typer.Option("1,2", help="closed-loop worker counts"),
