@@ -79,6 +79,9 @@ def compile_command(
     auto_cast_type: str = typer.Option("bf16", help="bf16 | fp16 | tf32 | fp8_e4m3 (with matmult or all)"),
     optlevel: int = typer.Option(2, help="neuronx-cc --optlevel 1, 2 or 3"),
     compiler_args: str = typer.Option("", help="extra neuronx-cc flags, passed through verbatim"),
+    lnc: Optional[int] = typer.Option(None, help="trn2 only: logical NeuronCore config 1 or 2 (neuronx-cc "
+                                                 "--logical-nc-config; default 2); run with the same "
+                                                 "NEURON_LOGICAL_NC_CONFIG"),
     out: Optional[str] = typer.Option(None, help="artifact directory (default: artifacts/<model>-<backend>-...)"),
     force: bool = typer.Option(False, "--force", help="recompile even if a matching artifact exists"),
     max_abs: float = typer.Option(1e-3, help="numerics gate for fp32: max abs error"),
@@ -89,7 +92,7 @@ def compile_command(
     from .numerics import Tolerance
     from .options import compile_options
     options = compile_options(target=target, auto_cast=auto_cast, auto_cast_type=auto_cast_type,
-                              optlevel=optlevel, compiler_args=compiler_args)
+                              optlevel=optlevel, compiler_args=compiler_args, lnc=lnc)
     result = compile_model(model, batch_sizes=batch_sizes, seq_lens=seq_lens, backend=backend,
                            options=options, out=out, force=force,
                            tolerance=Tolerance(max_abs=max_abs, min_cosine=min_cosine), progress=typer.echo)

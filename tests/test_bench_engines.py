@@ -14,7 +14,6 @@ from neuron_encoder.bench.engines import Engine, LazyEngine, eager_engine, plan_
 from neuron_encoder.bench.workload import synthetic_workload
 from neuron_encoder.errors import ArtifactError, BackendUnavailable, ConfigError
 from neuron_encoder.models import load_model
-from tests.neuron_double import install
 
 
 @pytest.fixture
@@ -27,16 +26,11 @@ def cpu_only_host(monkeypatch):
 
 
 @pytest.fixture
-def inf2_host(monkeypatch):
+def inf2_host(monkeypatch, neuron_host):
     """An inf2.xlarge as far as our probes can tell: one Neuron device (2 cores) and the SDK (the double)."""
-    for name in ("NEURON_RT_VISIBLE_CORES", "NEURON_RT_NUM_CORES"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NEURON_PLATFORM_TARGET_OVERRIDE", "inf2")
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))
     monkeypatch.setattr(hardware, "is_cuda_available", lambda: False)
-    monkeypatch.setattr(hardware, "has_neuron_devices", lambda: True)
-    monkeypatch.setattr(hardware, "neuron_device_count", lambda: 1)
-    return install(monkeypatch, devices=1)
+    return neuron_host("inf2.xlarge", devices=1)
 
 
 @pytest.fixture

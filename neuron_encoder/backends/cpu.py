@@ -37,10 +37,10 @@ class CpuBackend(Backend):
         return None
 
     def compile(self, model: torch.nn.Module, example: tuple[torch.Tensor, ...],
-                options: CompileOptions, workdir: Path) -> torch.nn.Module:
+                options: CompileOptions, log_dir: Path) -> torch.nn.Module:
         return trace_and_freeze(model, example, DTYPES[options.precision])
 
-    def load(self, path: Path, precision: str, replicas: int = 1) -> LoadedBucket:
+    def load(self, path: Path, precision: str, replicas: int = 1, start_core: int = 0) -> LoadedBucket:
         return LoadedBucket(torch.jit.load(str(path), map_location="cpu").eval(), ONEDNN_FUSION)
 
     def versions(self) -> dict[str, str | None]:
