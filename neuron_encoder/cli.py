@@ -116,7 +116,9 @@ def bench(
     slo_p99_ms: Optional[float] = typer.Option(None, help="find the highest throughput whose p99 stays under this"),
     artifact: List[str] = typer.Option([], help="benchmark this compiled artifact instead of compiling"),
     target: Optional[str] = typer.Option(None, help="Neuron target when compiling for Neuron"),
-    auto_cast: str = typer.Option("auto", help="Neuron auto-cast (" + AUTO_CAST_HELP + ")"),
+    auto_cast: str = typer.Option("auto", help="Neuron auto-cast; auto: as AWS measured its published numbers "
+                                               "(matmult, bf16, --disable-mixed-precision-accumulation); else "
+                                               "none | matmult | all"),
     auto_cast_type: str = typer.Option("bf16", help="Neuron auto-cast type"),
     out_dir: str = typer.Option("bench-results", help="where the JSON and CSV results go"),
 ) -> None:

@@ -173,6 +173,9 @@ def test_neuron_on_one_core_and_on_all_cores(inf2_host, tiny, tiny_model, tiny_c
     assert one.precision == every.precision == "bf16-matmult"  # as AWS's published numbers
     compilation = inf2_host.double.compilations[-1]
     assert compilation.options["auto_cast"] == "matmult" and compilation.target == "inf2"
+    assert compilation.options["disable_mixed_precision_accumulation"]  # as AWS measured before Neuron 2.27
+    manifest = artifact.read_manifest(next(tmp_path.iterdir()))
+    assert "--disable-mixed-precision-accumulation" in manifest["compiler_args"]
     sample = synthetic_workload(tiny_config, 2, 16).batches[0]
     reference = make_reference(tiny_model, sample)
     for engine in (one, every):

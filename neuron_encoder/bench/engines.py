@@ -4,7 +4,9 @@
     cpu-torchscript-fp32/bf16   compile_model(backend="cpu"): a frozen TorchScript artifact
     cuda-eager-fp32/fp16/bf16   the Encoder eager on the GPU in that precision, synchronised
     cuda-torchscript-fp32/fp16/bf16   compile_model(backend="cuda"): the GPU artifact, numerics gated
-    neuron-1core                compile_model(backend="neuron") loaded on one NeuronCore
+    neuron-1core                compile_model(backend="neuron") loaded on one NeuronCore; with auto-cast
+                                auto, compiled as AWS measured its published numbers (bf16 matmuls,
+                                --disable-mixed-precision-accumulation)
     neuron-all-cores            the same artifact, one copy per visible NeuronCore, calls round robin
 
 Families select several: `cpu` (eager, the fp32 artifact, and the bf16 one where the CPU has bf16
@@ -21,7 +23,8 @@ from pathlib import Path
 import torch
 
 from neuron_encoder import artifact, hardware
-from neuron_encoder.backends import CompileOptions, get_backend, resolve_precision
+from neuron_encoder.backends import CompileOptions, get_backend
+from neuron_encoder.backends.neuron import published_options
 from neuron_encoder.compiler import DEFAULT_ARTIFACTS_DIR, compile_model
 from neuron_encoder.errors import BackendUnavailable, ConfigError
 from neuron_encoder.models import ResolvedModel
@@ -202,7 +205,7 @@ def plan_engines(resolved: ResolvedModel, kinds: Sequence[str], batch_sizes: Seq
                                      auto_cast_type="bf16" if precision == "fp32" else precision)
             plans.append(compiled(family, options, 1, kind))
         elif kind == "neuron-1core" or all_cores > 1:
-            options, _ = resolve_precision("neuron", neuron_options)
+            options = published_options(neuron_options)  # auto: as AWS measured its published numbers
             plans.append(compiled("neuron", options, 1 if kind == "neuron-1core" else all_cores, kind))
         else:
             say(f"skipping neuron-all-cores: this process sees {all_cores} NeuronCore (NEURON_RT_VISIBLE_CORES)")
