@@ -177,7 +177,8 @@ def plan_engines(resolved: ResolvedModel, kinds: Sequence[str], batch_sizes: Seq
     Existing artifacts must hold the same weights as the model, or their accuracy would mean nothing.
     """
     say = progress or (lambda message: None)
-    all_cores = hardware.neuron_core_count()
+    wants_neuron = bool(artifacts) or any(kind.startswith("neuron") for kind in kinds)
+    all_cores = hardware.neuron_core_count() if wants_neuron else 0  # a CPU run never needs the count
     given = _given_artifacts(artifacts, artifact.weights_hash(resolved.encoder), resolved.model_id, all_cores)
 
     def compiled(backend: str, options: CompileOptions, replicas: int, name: str) -> LazyEngine:
