@@ -175,7 +175,7 @@ def load_compiled(directory: str | Path, replicas: int | None = None,
     artifact.verify_checksums(directory, manifest)
     backend = _host_backend(directory, manifest)
     if replicas is None:
-        replicas = hardware.neuron_core_count() - start_core if backend.name == "neuron" else 1
+        replicas = max(1, hardware.neuron_core_count() - start_core) if backend.name == "neuron" else 1
     wanted = {tuple(b) for b in buckets} if buckets else None
     loaded: dict[tuple[int, int], LoadedBucket] = {}
     unverified = []

@@ -217,6 +217,8 @@ def test_each_replica_is_on_its_own_core_whatever_else_is_loaded(build_host, neu
     assert [e.core for e in device.double.executions] == [5]
     with pytest.raises(ConfigError, match="need cores 11-12, but this process sees 12"):
         load_compiled(out, replicas=2, start_core=11)
+    with pytest.raises(ConfigError, match="need cores 12-12, but this process sees 12"):
+        load_compiled(out, start_core=12)
     model.close()
     server_replica.close()
     del other
