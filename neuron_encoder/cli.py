@@ -83,6 +83,9 @@ def compile_command(
     auto_cast_type: str = typer.Option("bf16", help="bf16 | fp16 | tf32 | fp8_e4m3 (with matmult or all)"),
     optlevel: int = typer.Option(2, help="neuronx-cc --optlevel 1, 2 or 3"),
     compiler_args: str = typer.Option("", help="extra neuronx-cc flags, passed through verbatim"),
+    lnc: Optional[int] = typer.Option(None, help="trn2 only: logical NeuronCore config 1 or 2 (neuronx-cc "
+                                                 "--logical-nc-config; default 2); run with the same "
+                                                 "NEURON_LOGICAL_NC_CONFIG"),
     out: Optional[str] = typer.Option(None, help="artifact directory (default: artifacts/<model>-<backend>-...)"),
     force: bool = typer.Option(False, "--force", help="recompile even if a matching artifact exists"),
     max_abs: float = typer.Option(1e-3, help="numerics gate for fp32: max abs error"),
@@ -93,7 +96,7 @@ def compile_command(
     from .numerics import Tolerance
     from .options import compile_options
     options = compile_options(target=target, auto_cast=auto_cast, auto_cast_type=auto_cast_type,
-                              optlevel=optlevel, compiler_args=compiler_args)
+                              optlevel=optlevel, compiler_args=compiler_args, lnc=lnc)
     result = compile_model(model, batch_sizes=batch_sizes, seq_lens=seq_lens, backend=backend,
                            options=options, out=out, force=force, lengths_from=lengths_from,
                            max_buckets=max_buckets, tolerance=Tolerance(max_abs=max_abs, min_cosine=min_cosine),
@@ -119,7 +122,9 @@ def bench(
     slo_p99_ms: Optional[float] = typer.Option(None, help="find the highest throughput whose p99 stays under this"),
     artifact: List[str] = typer.Option([], help="benchmark this compiled artifact instead of compiling"),
     target: Optional[str] = typer.Option(None, help="Neuron target when compiling for Neuron"),
-    auto_cast: str = typer.Option("auto", help="Neuron auto-cast (" + AUTO_CAST_HELP + ")"),
+    auto_cast: str = typer.Option("auto", help="Neuron auto-cast; auto: as AWS measured its published numbers "
+                                               "(matmult, bf16, --disable-mixed-precision-accumulation); else "
+                                               "none | matmult | all"),
     auto_cast_type: str = typer.Option("bf16", help="Neuron auto-cast type"),
     out_dir: str = typer.Option("bench-results", help="where the JSON and CSV results go"),
 ) -> None:

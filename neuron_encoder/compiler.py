@@ -138,7 +138,7 @@ def _build_buckets(plan: _Plan, temp: Path, tolerance: Tolerance, progress: Prog
         progress(f"[{i}/{len(plan.buckets)}] {name}: compiling for {backend.name} ({options.precision})...")
         ref = reference(encoder, encoder.config, batch, seq)
         start = time.perf_counter()
-        compiled = backend.compile(encoder, ref["inputs"], options, temp / "workdirs" / name)
+        compiled = backend.compile(encoder, ref["inputs"], options, temp / artifact.LOGS / name)
         file = Path("buckets") / f"{name}{backend.suffix}"
         backend.save(compiled, temp / file)
         seconds = time.perf_counter() - start

@@ -43,3 +43,30 @@ def random_inputs(config: EncoderConfig, batch: int, seq: int, seed: int = 0, pa
     types = torch.zeros_like(ids)
     types[:, seq // 2:] = 1
     return ids, mask, types
+
+
+NEURON_VARIABLES = ("NEURON_RT_VISIBLE_CORES", "NEURON_RT_NUM_CORES", "NEURON_LOGICAL_NC_CONFIG",
+                    "NEURON_PLATFORM_TARGET_OVERRIDE")
+
+
+@pytest.fixture
+def neuron_host(monkeypatch):
+    """A factory: make this machine look like a Neuron host to our probes (instance type, /dev/neuron*,
+    the driver, no neuron-ls) and install the torch_neuronx TEST DOUBLE (tests/neuron_double.py) for it.
+
+    neuron_host("inf2.xlarge") is one inf2 chip; neuron_host(None, devices=0) a CPU build host with the
+    SDK. Calling it again carries the artifacts to another host: a new process, with a fresh runtime.
+    """
+    from tests.neuron_double import install
+
+    def make(instance: str | None = "inf2.xlarge", devices: int = 1, **kwargs):
+        for name in NEURON_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setattr(hardware, "ec2_instance_type", lambda: instance)
+        monkeypatch.setattr(hardware, "neuron_device_count", lambda: devices)
+        monkeypatch.setattr(hardware, "has_neuron_devices", lambda: devices > 0)
+        monkeypatch.setattr(hardware, "neuron_driver_loaded", lambda: devices > 0)
+        monkeypatch.setattr(hardware, "neuron_ls_core_count", lambda: None)
+        platform = hardware.INSTANCE_FAMILIES.get((instance or "").split(".")[0], "inf2")
+        return install(monkeypatch, devices=devices, platform=platform, **kwargs)
+    return make

@@ -69,7 +69,7 @@ def test_minilm_on_real_text_with_an_slo(tmp_path, minilm):
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"engines": ["cpu", "tpu"]}, ConfigError, "unknown engine 'tpu'"),
     ({"engines": []}, ConfigError, "no engines"),
-    ({"engines": ["neuron"]}, BackendUnavailable, "pip install torch-neuronx"),
+    ({"engines": ["neuron"]}, BackendUnavailable, "pip install neuronx-cc==.* torch-neuronx=="),
     ({"batch_sizes": []}, ConfigError, "no batch sizes"),
     ({"seq_lens": [0]}, ConfigError, "sequence lengths must be positive"),
     ({"concurrency": [-1]}, ConfigError, "concurrency must be positive"),

@@ -14,7 +14,6 @@ from neuron_encoder.bench.engines import Engine, LazyEngine, eager_engine, plan_
 from neuron_encoder.bench.workload import synthetic_workload
 from neuron_encoder.errors import ArtifactError, BackendUnavailable, ConfigError
 from neuron_encoder.models import load_model
-from tests.neuron_double import install
 
 
 @pytest.fixture
@@ -27,16 +26,11 @@ def cpu_only_host(monkeypatch):
 
 
 @pytest.fixture
-def inf2_host(monkeypatch):
+def inf2_host(monkeypatch, neuron_host):
     """An inf2.xlarge as far as our probes can tell: one Neuron device (2 cores) and the SDK (the double)."""
-    for name in ("NEURON_RT_VISIBLE_CORES", "NEURON_RT_NUM_CORES"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NEURON_PLATFORM_TARGET_OVERRIDE", "inf2")
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))
     monkeypatch.setattr(hardware, "is_cuda_available", lambda: False)
-    monkeypatch.setattr(hardware, "has_neuron_devices", lambda: True)
-    monkeypatch.setattr(hardware, "neuron_device_count", lambda: 1)
-    return install(monkeypatch, devices=1)
+    return neuron_host("inf2.xlarge", devices=1)
 
 
 @pytest.fixture
@@ -179,6 +173,9 @@ def test_neuron_on_one_core_and_on_all_cores(inf2_host, tiny, tiny_model, tiny_c
     assert one.precision == every.precision == "bf16-matmult"  # as AWS's published numbers
     compilation = inf2_host.double.compilations[-1]
     assert compilation.options["auto_cast"] == "matmult" and compilation.target == "inf2"
+    assert compilation.options["disable_mixed_precision_accumulation"]  # as AWS measured before Neuron 2.27
+    manifest = artifact.read_manifest(next(tmp_path.iterdir()))
+    assert "--disable-mixed-precision-accumulation" in manifest["compiler_args"]
     sample = synthetic_workload(tiny_config, 2, 16).batches[0]
     reference = make_reference(tiny_model, sample)
     for engine in (one, every):

@@ -89,7 +89,7 @@ class CpuBackend(Backend):
         return None
 
     def compile(self, model: torch.nn.Module, example: tuple[torch.Tensor, ...],
-                options: CompileOptions, workdir: Path) -> CpuProgram:
+                options: CompileOptions, log_dir: Path) -> CpuProgram:
         return CpuProgram(model, options.precision)
 
     def save(self, compiled: CpuProgram, path: Path) -> None:
@@ -102,7 +102,7 @@ class CpuBackend(Backend):
         path.write_text(json.dumps({"weights": WEIGHTS, "precision": compiled.precision,
                                     "config": compiled.model.config.to_dict()}, sort_keys=True))
 
-    def load(self, path: Path, precision: str, replicas: int = 1) -> LoadedBucket:
+    def load(self, path: Path, precision: str, replicas: int = 1, start_core: int = 0) -> LoadedBucket:
         descriptor = json.loads(Path(path).read_text())
         return LoadedBucket(_shared_model(Path(path).parent.parent / descriptor["weights"],
                                           descriptor["config"], descriptor["precision"]))

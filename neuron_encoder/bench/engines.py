@@ -4,7 +4,9 @@
     cpu-artifact-fp32/bf16      compile_model(backend="cpu"): oneDNN-prepacked linears, numerics gated
     cuda-eager-fp32/fp16/bf16   the Encoder eager on the GPU in that precision, synchronised
     cuda-artifact-fp32/fp16/bf16  compile_model(backend="cuda"): a TorchScript GPU artifact, numerics gated
-    neuron-1core                compile_model(backend="neuron") loaded on one NeuronCore
+    neuron-1core                compile_model(backend="neuron") loaded on one NeuronCore; with auto-cast
+                                auto, compiled as AWS measured its published numbers (bf16 matmuls,
+                                --disable-mixed-precision-accumulation)
     neuron-all-cores            the same artifact, one copy per visible NeuronCore, calls round robin
 
 Families select several: `cpu` (eager, the fp32 artifact, and the bf16 one where the CPU has bf16
@@ -21,7 +23,8 @@ from pathlib import Path
 import torch
 
 from neuron_encoder import artifact, hardware
-from neuron_encoder.backends import CompileOptions, get_backend, resolve_precision
+from neuron_encoder.backends import CompileOptions, get_backend
+from neuron_encoder.backends.neuron import published_options
 from neuron_encoder.compiler import DEFAULT_ARTIFACTS_DIR, compile_model
 from neuron_encoder.errors import BackendUnavailable, ConfigError
 from neuron_encoder.models import ResolvedModel
@@ -174,7 +177,8 @@ def plan_engines(resolved: ResolvedModel, kinds: Sequence[str], batch_sizes: Seq
     Existing artifacts must hold the same weights as the model, or their accuracy would mean nothing.
     """
     say = progress or (lambda message: None)
-    all_cores = hardware.neuron_core_count()
+    wants_neuron = bool(artifacts) or any(kind.startswith("neuron") for kind in kinds)
+    all_cores = hardware.neuron_core_count() if wants_neuron else 0  # a CPU run never needs the count
     given = _given_artifacts(artifacts, artifact.weights_hash(resolved.encoder), resolved.model_id, all_cores)
 
     def compiled(backend: str, options: CompileOptions, replicas: int, name: str) -> LazyEngine:
@@ -202,7 +206,7 @@ def plan_engines(resolved: ResolvedModel, kinds: Sequence[str], batch_sizes: Seq
                                      auto_cast_type="bf16" if precision == "fp32" else precision)
             plans.append(compiled(family, options, 1, kind))
         elif kind == "neuron-1core" or all_cores > 1:
-            options, _ = resolve_precision("neuron", neuron_options)
+            options = published_options(neuron_options)  # auto: as AWS measured its published numbers
             plans.append(compiled("neuron", options, 1 if kind == "neuron-1core" else all_cores, kind))
         else:
             say(f"skipping neuron-all-cores: this process sees {all_cores} NeuronCore (NEURON_RT_VISIBLE_CORES)")
