@@ -29,7 +29,7 @@ from .files import read_json_file
 
 MANIFEST = "manifest.json"
 LOGS = "logs"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: CPU buckets are descriptors over one weights file; Neuron keeps logs, not workdirs
 _TEMP_PREFIX = ".partial-"
 
 

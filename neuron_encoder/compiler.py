@@ -94,6 +94,7 @@ def _plan(model, batch_sizes, sequences: tuple, backend: str, options: CompileOp
     encoder.config.check_sequence_length(seqs[-1])
     buckets = [(b, s) for s in seqs for b in batches]
     settings = {
+        "format": artifact.FORMAT_VERSION,  # a new layout never reuses an old directory
         "weights_sha256": artifact.weights_hash(encoder), "config": encoder.config.to_dict(),
         "buckets": buckets, "backend": chosen.name, "options": resolved_options.to_dict(),
         "versions": {"torch": torch.__version__, "neuron-encoder": __version__,
