@@ -178,6 +178,20 @@ class Aws:
             reason = (exc.last_response or {}).get("Error", {}).get("Message") or str(exc)
             raise DeployError(f"{service} {waiter} did not happen: {reason}") from None
 
+    def delete_each(self, service: str, steps: list[tuple[str, dict[str, Any]]], gone: set[str],
+                    label: str) -> list[str]:
+        """Run deleting calls in order, skipping those AWS answers with a `gone` code (already deleted)."""
+        done = []
+        for operation, params in steps:
+            try:
+                self.call(service, operation, params)
+            except AwsCallError as exc:
+                if exc.code not in gone:
+                    raise
+                continue
+            done.append(f"{service} {operation} {label}")
+        return done
+
     def caller_arn(self) -> str:
         """Who is running this (the owner tag); the first call, so bad credentials stop us before anything exists."""
         return self.call("sts", "get_caller_identity", {}, read_only=True)["Arn"]

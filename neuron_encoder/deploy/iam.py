@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
-from .aws import Aws, AwsCallError, Run
+from .aws import Aws, Run
 
 ROLE_PATH = "/neuron-encoder/"
 POLICY_NAME = "neuron-encoder-run"
@@ -64,16 +64,7 @@ def delete_instance_profile(aws: Aws, run_id: str) -> list[str]:
         ("detach_role_policy", {"RoleName": name, "PolicyArn": f"arn:{aws.partition}:iam::aws:policy/{SSM_POLICY}"}),
         ("delete_role", {"RoleName": name}),
     ]
-    done = []
-    for operation, params in steps:
-        try:
-            aws.call("iam", operation, params)
-        except AwsCallError as exc:
-            if exc.code != "NoSuchEntity":
-                raise
-            continue
-        done.append(f"iam {operation} {name}")
-    return done
+    return aws.delete_each("iam", steps, {"NoSuchEntity"}, name)
 
 
 def run_roles(aws: Aws) -> dict[str, str | None]:
