@@ -1,4 +1,4 @@
-"""Launch the benchmark fleet a config describes: `python deploy/deploy.py deploy/configs/bert-base-fleet.json --bucket B`.
+"""Launch the fleet a config describes: `python deploy/deploy.py deploy/configs/bert-base-fleet.json --bucket B`.
 
 A fleet config is a JSON object whose keys are FleetConfig's fields (instance_types, bucket, region,
 max_hours, spot, volume_gb, package, subnets, instance_profile, amis, ami_parameters, bench_configs,

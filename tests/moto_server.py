@@ -86,6 +86,13 @@ def aws_env(moto_endpoint, monkeypatch, tmp_path):
     return env
 
 
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory):
+    """One wheel of this checkout per session: building takes seconds; test_deploy_staging checks it."""
+    from neuron_encoder.deploy.staging import build_wheel, checkout_root
+    return build_wheel(checkout_root(), tmp_path_factory.mktemp("wheels"))
+
+
 def boto(service: str, region: str = REGION):
     """A plain boto3 client, for a test to look at what the code under test created."""
     import boto3
@@ -112,6 +119,16 @@ def make_bucket(name: str = "ne-test-bucket", region: str = REGION) -> str:
     else:
         s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
     return name
+
+
+def queue_invocation_result(moto_endpoint: str, body: str) -> None:
+    """moto's sagemaker-runtime answers from a queue it is given (moto/sagemakerruntime/models.py)."""
+    import urllib.request
+    queued = {"results": [{"Body": body, "ContentType": "application/json", "InvokedProductionVariant": "AllTraffic",
+                           "CustomAttributes": ""}], "region": REGION}
+    request = urllib.request.Request(f"{moto_endpoint}/moto-api/static/sagemaker/endpoint-results",
+                                     data=json.dumps(queued).encode(), method="POST")
+    urllib.request.urlopen(request, timeout=10).close()
 
 
 def policy_document(value) -> dict:

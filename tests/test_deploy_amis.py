@@ -7,7 +7,7 @@ import pytest
 from neuron_encoder.deploy.amis import FAMILIES, family_of, parse_ami_overrides, resolve_ami
 from neuron_encoder.deploy.aws import Aws
 from neuron_encoder.errors import ConfigError, DeployError
-from tests.moto_server import REGION, aws_env, boto, moto_endpoint  # noqa: F401 - fixtures
+from tests.moto_server import REGION, boto
 
 
 @pytest.mark.parametrize("instance_type, family", [("inf2.xlarge", "neuron"), ("trn1.2xlarge", "neuron"),

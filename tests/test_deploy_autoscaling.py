@@ -10,7 +10,7 @@ from neuron_encoder.bench.results import ResultFileError
 from neuron_encoder.deploy import autoscaling
 from neuron_encoder.deploy.aws import Aws
 from neuron_encoder.errors import ConfigError
-from tests.moto_server import FIXTURE_RESULTS, REGION, aws_env, boto, moto_endpoint  # noqa: F401 - fixtures
+from tests.moto_server import FIXTURE_RESULTS, REGION, boto
 
 
 def test_the_target_comes_from_the_slo_search_when_the_file_has_one():

@@ -10,7 +10,7 @@ from botocore.stub import Stubber
 
 from neuron_encoder.deploy.aws import Aws, AwsCallError, Placeholder, Run, parse_expiry, printable
 from neuron_encoder.errors import DeployError
-from tests.moto_server import REGION, aws_env, moto_endpoint  # noqa: F401 - fixtures
+from tests.moto_server import REGION
 
 
 def stubbed(service: str, **kwargs):
@@ -61,8 +61,8 @@ def test_missing_pass_role_names_the_role_and_the_permission(aws_env):
 
 def test_access_denied_names_the_action(aws_env):
     aws, stubber = stubbed("ec2")
-    stubber.add_client_error("run_instances", "UnauthorizedOperation", "You are not authorized to perform this "
-                                                                       "operation. Encoded authorization failure message: x")
+    stubber.add_client_error("run_instances", "UnauthorizedOperation",
+                             "You are not authorized to perform this operation. Encoded authorization failure message")
     with pytest.raises(AwsCallError, match=r"not allowed to call ec2:RunInstances in us-east-1: add it to your IAM"):
         aws.call("ec2", "run_instances", {"ImageId": "ami-1", "MinCount": 1, "MaxCount": 1})
 

@@ -8,7 +8,7 @@ from botocore.stub import Stubber
 from neuron_encoder.deploy import ec2
 from neuron_encoder.deploy.aws import Aws, Run
 from neuron_encoder.errors import DeployError
-from tests.moto_server import REGION, aws_env, moto_endpoint  # noqa: F401 - fixtures
+from tests.moto_server import REGION
 
 RUN = Run("ne-1", "arn:aws:iam::123456789012:user/me", None)
 

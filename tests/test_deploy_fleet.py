@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -12,8 +13,7 @@ from neuron_encoder.deploy import ec2, fleet, staging
 from neuron_encoder.deploy.aws import Aws
 from neuron_encoder.deploy.userdata import USER_DATA_LIMIT
 from neuron_encoder.errors import ConfigError, DeployError
-from tests.moto_server import (REGION, aws_env, boto, make_bucket, moto_endpoint,  # noqa: F401 - fixtures
-                               policy_document, register_test_images)
+from tests.moto_server import REGION, boto, make_bucket, policy_document, register_test_images
 
 TYPES = ("inf2.xlarge", "trn1.2xlarge", "g5.xlarge", "c7i.xlarge")
 SPEC = "neuron-encoder[bench]==0.1.0"
@@ -74,7 +74,9 @@ def test_what_ec2_reports_for_every_instance(account):
     assert tags_of(group)["run-id"] == launched.run.run_id
 
 
-def test_staged_objects_and_the_role_that_reads_them(account):
+def test_staged_objects_and_the_role_that_reads_them(account, built_wheel, monkeypatch):
+    import shutil
+    monkeypatch.setattr(staging, "build_wheel", lambda root, out: Path(shutil.copy(built_wheel, out)))
     launched = fleet.launch_fleet(config(account, package=None, instance_types=("inf2.xlarge", "c7i.xlarge")),
                                   Aws(REGION), echo=quiet)
     run_id = launched.run.run_id

@@ -6,7 +6,7 @@ import json
 
 from neuron_encoder.deploy import iam
 from neuron_encoder.deploy.aws import Aws, Run
-from tests.moto_server import REGION, aws_env, boto, moto_endpoint, policy_document  # noqa: F401 - fixtures
+from tests.moto_server import REGION, boto, policy_document
 
 STAGED = ["neuron-encoder/ne-1/staging/wheel/neuron_encoder-0.1.0-py3-none-any.whl",
           "neuron-encoder/ne-1/staging/scripts/bench.py"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import tarfile
-import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
@@ -16,7 +15,7 @@ from neuron_encoder.compiler import compile_model
 from neuron_encoder.deploy import autoscaling, sagemaker
 from neuron_encoder.deploy.aws import Aws
 from neuron_encoder.errors import ArtifactError, DeployError
-from tests.moto_server import REGION, aws_env, boto, make_bucket, moto_endpoint  # noqa: F401 - fixtures
+from tests.moto_server import REGION, boto, make_bucket, queue_invocation_result
 
 ROLE = "arn:aws:iam::123456789012:role/sagemaker-execution"
 # moto's endpoint configs accept only an old list of instance types, without ml.inf2: tests use one it takes.
@@ -144,12 +143,7 @@ def test_deploy_then_delete(aws_env, tiny_artifact):
 
 
 def test_invoke_sends_the_contract_and_returns_the_vectors(aws_env, moto_endpoint):
-    queued = {"results": [{"Body": "[[0.6, 0.8]]", "ContentType": "application/json", "InvokedProductionVariant":
-                           "AllTraffic", "CustomAttributes": ""}], "region": REGION}
-    request = urllib.request.Request(f"{moto_endpoint}/moto-api/static/sagemaker/endpoint-results",
-                                     data=json.dumps(queued).encode(), method="POST")
-    with urllib.request.urlopen(request, timeout=10):
-        pass
+    queue_invocation_result(moto_endpoint, "[[0.6, 0.8]]")  # moto answers from a queue; the request is ours
     assert sagemaker.invoke(Aws(REGION), "ne-test", ["hello"]) == [[0.6, 0.8]]
 
 

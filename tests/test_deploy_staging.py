@@ -10,13 +10,13 @@ from neuron_encoder.bench.report import write_report
 from neuron_encoder.deploy import staging
 from neuron_encoder.deploy.aws import Aws, Run
 from neuron_encoder.errors import DeployError
-from tests.moto_server import FIXTURE_RESULTS, REGION, aws_env, boto, make_bucket, moto_endpoint  # noqa: F401
+from tests.moto_server import FIXTURE_RESULTS, REGION, boto, make_bucket
 
 RUN_ID = "ne-20260101-000000-abcd"
 
 
-def test_the_wheel_is_this_checkout(tmp_path):
-    wheel = staging.build_wheel(staging.checkout_root(), tmp_path / "wheels")
+def test_the_wheel_is_this_checkout(built_wheel):
+    wheel = built_wheel  # staging.build_wheel(checkout_root(), ...), built once per session
     assert wheel.name == "neuron_encoder-0.1.0-py3-none-any.whl"
     names = zipfile.ZipFile(wheel).namelist()
     assert "neuron_encoder/deploy/userdata.py" in names and "neuron_encoder/cli.py" in names

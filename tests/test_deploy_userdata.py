@@ -14,7 +14,8 @@ from neuron_encoder.errors import DeployError
 
 def script(**changes) -> Script:
     fields = dict(run_id="ne-20260101-000000-abcd", instance_type="inf2.xlarge", family="neuron",
-                  region="us-east-1", bucket="my-bucket", results_prefix="neuron-encoder/ne-20260101-000000-abcd/results",
+                  region="us-east-1", bucket="my-bucket",
+                  results_prefix="neuron-encoder/ne-20260101-000000-abcd/results",
                   max_minutes=120, bench_script_key="neuron-encoder/ne/staging/00-bench.py",
                   bench_config_key="neuron-encoder/ne/staging/configs/02-fleet-neuron.json",
                   wheel_key="neuron-encoder/ne/staging/wheel/neuron_encoder-0.1.0-py3-none-any.whl")

@@ -115,7 +115,8 @@ def vpc_of(aws: Aws, subnets: list[str] | None) -> str:
         found = aws.call("ec2", "describe_subnets", {"SubnetIds": subnets}, read_only=True)["Subnets"]
         vpcs = {s["VpcId"] for s in found}
         if len(vpcs) != 1:
-            raise DeployError(f"--subnet {','.join(subnets)}: subnets must be in one VPC, found {sorted(vpcs) or 'none'}")
+            raise DeployError(f"--subnet {','.join(subnets)}: subnets must be in one VPC, "
+                              f"found {sorted(vpcs) or 'none'}")
         return vpcs.pop()
     vpcs = aws.call("ec2", "describe_vpcs", {"Filters": [{"Name": "is-default", "Values": ["true"]}]},
                     read_only=True)["Vpcs"]
