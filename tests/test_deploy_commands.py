@@ -144,3 +144,57 @@ def test_the_deploy_script_is_a_thin_wrapper(monkeypatch, capsys, account, tmp_p
     assert boto("iam").list_roles()["Roles"] == []
     code, _, err = run_script(monkeypatch, capsys, str(tmp_path / "nope.json"))
     assert code == 2 and "not a readable fleet config" in err
+
+
+def iam_actions(service: str, operation: str, params: dict) -> set[str]:
+    """The IAM actions one API call needs, including tag-on-create and passing a role."""
+    s3 = {"head_bucket": "s3:ListBucket", "list_objects_v2": "s3:ListBucket", "put_object": "s3:PutObject",
+          "get_object": "s3:GetObject"}
+    prefix = {"sagemaker-runtime": "sagemaker"}.get(service, service)
+    actions = {s3[operation] if service == "s3" else
+               f"{prefix}:{''.join(part.capitalize() for part in operation.split('_'))}"}
+    if params.get("Tagging"):
+        actions.add("s3:PutObjectTagging")
+    if params.get("TagSpecifications"):
+        actions.add("ec2:CreateTags")
+    if params.get("Tags"):
+        actions.add({"iam": "iam:TagRole" if operation == "create_role" else "iam:TagInstanceProfile",
+                     "sagemaker": "sagemaker:AddTags"}.get(service, f"{service}:TagResource"))
+    if params.get("IamInstanceProfile") or params.get("ExecutionRoleArn"):
+        actions.add("iam:PassRole")
+    return actions
+
+
+def readme_policy_actions() -> list[str]:
+    import re
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    policy = json.loads(re.search(r"\*\*Permissions\*\*.*?```json\n(.*?)```", readme, re.S).group(1))
+    actions = []
+    for statement in policy["Statement"]:
+        actions += [statement["Action"]] if isinstance(statement["Action"], str) else statement["Action"]
+    return actions
+
+
+def test_the_readme_policy_allows_every_call_the_commands_make(monkeypatch, capsys, account, tmp_path, tiny_model):
+    """Dry runs record every call (read-only ones too); each must be allowed by README.md's minimal policy."""
+    from fnmatch import fnmatch
+    from neuron_encoder.compiler import compile_model
+    from neuron_encoder.deploy import fleet, sagemaker
+    from neuron_encoder.deploy.aws import Aws
+    artifact = tmp_path / "tiny"
+    compile_model(tiny_model, batch_sizes="1", seq_lens="16", backend="cpu", out=artifact, progress=lambda line: None)
+    aws = Aws(REGION, dry_run=True, echo=lambda line: None)
+    config = fleet.load_fleet_config(None, instance_types="inf2.xlarge,c7i.xlarge", bucket=account["bucket"],
+                                     package=SPEC, amis=dict(pair.split("=") for pair in account["ami"].split(",")))
+    fleet.launch_fleet(config, aws, echo=lambda line: None)
+    fleet.status(aws, "ne-x")
+    fleet.cleanup(aws, expired=True, echo=lambda line: None)
+    sagemaker.deploy_endpoint(aws, artifact, "ml.m5.large", account["bucket"], "arn:aws:iam::1:role/sm",
+                              image="i:latest", scaling=sagemaker.Scaling(1, 2, 60.0), echo=lambda line: None)
+    sagemaker.delete_all(aws, "ne-x", echo=lambda line: None)
+    needed = set().union(*(iam_actions(*call) for call in aws.planned)) | {
+        "sagemaker:InvokeEndpoint", "s3:GetObject", "iam:ListRoleTags", "iam:DeleteRole"}  # invoke, collect, cleanup
+    allowed = readme_policy_actions()
+    missing = sorted(a for a in needed if not any(fnmatch(a, pattern) for pattern in allowed))
+    assert missing == [] and len(needed) > 30
+    assert boto("iam").list_roles()["Roles"] == [] and boto("sagemaker").list_models()["Models"] == []

@@ -143,6 +143,7 @@ class Aws:
     def paginate(self, service: str, operation: str, params: dict[str, Any], key: str) -> list[dict]:
         """Every item under `key` across all pages of a read-only listing call."""
         if self.dry_run:
+            self.planned.append((service, operation, params))
             self.echo(f"[dry-run] {service}.{operation} (read-only, sent)\n{printable(params)}")
         pages = lambda: list(self.client(service).get_paginator(operation).paginate(**params))  # noqa: E731
         return [item for page in self._guarded(service, operation, params, pages) for item in page.get(key, [])]
@@ -168,6 +169,8 @@ class Aws:
     def wait(self, service: str, waiter: str, params: dict[str, Any], delay: int, max_attempts: int) -> None:
         """A botocore waiter (never a sleep loop); a failure names what it waited for and why."""
         if self.dry_run:
+            operation = self.client(service).get_waiter(waiter).config.operation  # what the waiter would poll
+            self.planned.append((service, re.sub(r"(?<!^)(?=[A-Z])", "_", operation).lower(), params))
             self.echo(f"[dry-run] would wait: {service} {waiter} {printable(params)}")
             return
         from botocore.exceptions import WaiterError

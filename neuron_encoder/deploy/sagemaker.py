@@ -186,6 +186,8 @@ def create_endpoint(aws: Aws, endpoint: Endpoint, wait: bool = True, echo: Echo 
             raise
         raise DeployError(f"{exc}; created: {', '.join(created)} {endpoint.name}; remove with: neuron-encoder "
                           f"deploy delete {endpoint.name} --region {aws.region}") from None
+    if aws.dry_run:  # nothing was created, so there is nothing to describe
+        return {"EndpointName": endpoint.name, "EndpointStatus": "not created (dry run)"}
     return aws.call("sagemaker", "describe_endpoint", {"EndpointName": endpoint.name}, read_only=True)
 
 
