@@ -71,7 +71,8 @@ def test_bench_status_cleanup_and_the_aws_cli_sees_the_same(monkeypatch, capsys,
                      "neuron-encoder-run")["PolicyDocument"]
     assert [s["Action"] for s in policy["Statement"]] == ["s3:PutObject", "s3:GetObject"]
     staged = aws_cli("s3api", "list-objects-v2", "--bucket", account["bucket"], "--prefix", f"neuron-encoder/{run}/")
-    assert {o["Key"].rsplit("/", 1)[-1] for o in staged["Contents"]} >= {"bench.py", "compile.py"}
+    assert {o["Key"].rsplit("/", 1)[-1] for o in staged["Contents"]} == {"bench.py", "01-fleet-neuron.json",
+                                                                          "02-fleet-cpu.json"}
 
     code, out, _ = run_cli(monkeypatch, capsys, "deploy", "status", run)
     assert code == 0 and out.count("running") == 2

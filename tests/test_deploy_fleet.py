@@ -83,8 +83,8 @@ def test_staged_objects_and_the_role_that_reads_them(account, built_wheel, monke
     prefix = staging.staging_prefix(run_id)
     listed = boto("s3").list_objects_v2(Bucket=account["bucket"], Prefix=prefix)["Contents"]
     keys = sorted(o["Key"][len(prefix) + 1:] for o in listed)
-    assert keys == ["configs/02-fleet-neuron.json", "configs/03-fleet-cpu.json", "scripts/bench.py",
-                    "scripts/compile.py", "wheel/neuron_encoder-0.1.0-py3-none-any.whl"]
+    assert keys == ["configs/01-fleet-neuron.json", "configs/02-fleet-cpu.json", "scripts/bench.py",
+                    "wheel/neuron_encoder-0.1.0-py3-none-any.whl"]  # no compile.py: no compile config
     wheel = boto("s3").get_object(Bucket=account["bucket"], Key=f"{prefix}/wheel/neuron_encoder-0.1.0-py3-none-any.whl")
     assert wheel["Body"].read()[:2] == b"PK"  # a zip
     policy = policy_document(boto("iam").get_role_policy(RoleName=f"neuron-encoder-{run_id}",

@@ -13,7 +13,7 @@ STAGED = ["neuron-encoder/ne-1/staging/wheel/neuron_encoder-0.1.0-py3-none-any.w
 
 
 def test_the_policy_document_names_exact_actions_and_resources():
-    assert iam.instance_policy("aws", "b", "neuron-encoder/ne-1/results", STAGED) == {
+    assert iam.instance_policy("aws", "b", "neuron-encoder/ne-1/results", STAGED + STAGED[:1]) == {
         "Version": "2012-10-17", "Statement": [
             {"Sid": "WriteResults", "Effect": "Allow", "Action": "s3:PutObject",
              "Resource": "arn:aws:s3:::b/neuron-encoder/ne-1/results/*"},

@@ -76,8 +76,12 @@ class Run:
 
 
 def printable(params: dict[str, Any]) -> str:
-    """The parameters as JSON, as sent; a file body shows as its size, not its bytes."""
-    return json.dumps(params, indent=2, default=lambda o: f"<{len(o)} bytes>" if isinstance(o, bytes) else str(o))
+    """The parameters as JSON, as sent; a body shows as its size or its file, not its bytes."""
+    def shown(value: Any) -> str:
+        if isinstance(value, bytes):
+            return f"<{len(value)} bytes>"
+        return f"<file {value.name}>" if hasattr(value, "read") and hasattr(value, "name") else str(value)
+    return json.dumps(params, indent=2, default=shown)
 
 
 def parse_expiry(value: str) -> datetime | None:

@@ -7,6 +7,7 @@ maps DeployError to exit code 9. boto3 is imported only when a command runs.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import List, Optional
 
@@ -20,6 +21,8 @@ REGION_HELP = "AWS region (default: AWS_REGION / your profile's)"
 
 def _aws(region: Optional[str], dry_run: bool = False):
     from .aws import Aws
+    for name in ("boto3", "botocore"):  # cli.main logs INFO; botocore's ("Found credentials in ...") is noise here
+        logging.getLogger(name).setLevel(logging.WARNING)
     return Aws(region=region, dry_run=dry_run, echo=typer.echo)
 
 

@@ -147,7 +147,8 @@ def launch_instance(aws: Aws, launch: Launch, run: Run, subnets: list[tuple[str,
             echo(f"{launch.instance_type}: no capacity in {zone} ({exc.code}); trying the next zone")
             continue
         instance = response["Instances"][0]
-        echo(f"{launch.instance_type}: {instance['InstanceId']} starting in {zone}")
+        echo(f"{launch.instance_type}: would start in {zone} (dry run)" if aws.dry_run else
+             f"{launch.instance_type}: {instance['InstanceId']} starting in {zone}")
         return instance
     raise DeployError(f"no {launch.instance_type} capacity in {', '.join(tried)} right now: retry later, "
                       "try --spot or another region")

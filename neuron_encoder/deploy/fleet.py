@@ -114,13 +114,15 @@ def _resolve_path(path: str, root: Path) -> Path:
 def _stage_inputs(aws: Aws, config: FleetConfig, run: Run, root: Path, workdir: Path) -> dict[str, str]:
     """Upload the wheel (or nothing, for a PyPI spec), the scripts and every config; {local name: key}."""
     prefix, keys = staging.staging_prefix(run.run_id), {}
-    files = {name: _resolve_path(path, root) for name, path in SCRIPTS.items()}
+    files = {"bench": _resolve_path(SCRIPTS["bench"], root)}
     for instance_type in config.instance_types:
         for kind, table, default in (("bench", config.bench_configs, DEFAULT_BENCH[family_of(instance_type)]),
                                      ("compile", config.compile_configs, None)):
             chosen = config.family_file(table, instance_type, default)
             if chosen:
                 files[f"{kind}:{instance_type}"] = _resolve_path(chosen, root)
+    if any(name.startswith("compile:") for name in files):  # only what an instance will read
+        files["compile"] = _resolve_path(SCRIPTS["compile"], root)
     if not config.package:
         files["wheel"] = staging.build_wheel(root, workdir)
     seen: dict[Path, str] = {}
@@ -160,9 +162,9 @@ def launch_fleet(config: FleetConfig, aws: Aws, echo: Echo = print, root: Path |
     run = Run.new(owner, config.max_hours)
     run = replace(run, results=f"s3://{config.bucket}/{staging.results_prefix(run.run_id)}/")
     fleet = FleetRun(run, aws.region or "")
+    images = _images(aws, config)
     echo(f"run {run.run_id}: {', '.join(config.instance_types)} in {aws.region}, "
          f"terminating by {run.expires_at:%Y-%m-%d %H:%M} UTC at the latest")
-    images = _images(aws, config)
     try:
         _create(aws, config, fleet, images, root, echo)
     except DeployError as exc:
@@ -170,6 +172,9 @@ def launch_fleet(config: FleetConfig, aws: Aws, echo: Echo = print, root: Path |
             raise
         raise DeployError(f"{exc}; created so far: {', '.join(fleet.created)}; remove them with: "
                           f"{run.cleanup_hint(fleet.region)}") from None
+    if aws.dry_run:
+        echo(f"dry run: nothing was created; without --dry-run {len(fleet.instances)} instance(s) would start")
+        return fleet
     echo(f"run {run.run_id}: {len(fleet.instances)} instance(s) started; results will appear under {run.results}")
     echo(f"next: neuron-encoder deploy status {run.run_id} --region {fleet.region}; then deploy collect "
          f"{run.run_id} --out-dir results/{run.run_id}; clean up early with: {run.cleanup_hint(fleet.region)}")

@@ -32,7 +32,7 @@ def instance_policy(partition: str, bucket: str, results_prefix: str, staged_key
         {"Sid": "WriteResults", "Effect": "Allow", "Action": "s3:PutObject",
          "Resource": f"arn:{partition}:s3:::{bucket}/{results_prefix.rstrip('/')}/*"},
         {"Sid": "ReadStagedFiles", "Effect": "Allow", "Action": "s3:GetObject",
-         "Resource": sorted(f"arn:{partition}:s3:::{bucket}/{key}" for key in staged_keys)},
+         "Resource": sorted({f"arn:{partition}:s3:::{bucket}/{key}" for key in staged_keys})},
     ]}
 
 

@@ -9,8 +9,8 @@ the manifest's before anything is created.
 
 from __future__ import annotations
 
-import io
 import json
+import os
 import re
 import tarfile
 import tempfile
@@ -120,12 +120,16 @@ def package_model(artifact_dir: Path, out: Path, entry_point: Path | None = None
                           "from a neuron-encoder checkout")
     skip_caches = (lambda info: None if "__pycache__" in Path(info.name).parts or info.name.endswith(".pyc")
                    else info)
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
-        tar.add(artifact_dir, arcname="artifact")
-        tar.add(entry_point, arcname="code/inference.py")
-        tar.add(package_dir, arcname="code/neuron_encoder", filter=skip_caches)
-    artifact.atomic_write_bytes(out, buffer.getvalue())
+    out = Path(out)
+    partial = out.with_name(f".{out.name}.partial")  # renamed into place when complete, as artifacts are
+    try:
+        with tarfile.open(partial, mode="w:gz") as tar:
+            tar.add(artifact_dir, arcname="artifact")
+            tar.add(entry_point, arcname="code/inference.py")
+            tar.add(package_dir, arcname="code/neuron_encoder", filter=skip_caches)
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
     return out
 
 
@@ -178,7 +182,8 @@ def create_endpoint(aws: Aws, endpoint: Endpoint, wait: bool = True, echo: Echo 
         aws.call("sagemaker", "create_endpoint", {"EndpointName": endpoint.name, "EndpointConfigName": endpoint.name,
                                                   "Tags": list(endpoint.tags)})
         created.append("endpoint")
-        echo(f"endpoint {endpoint.name}: creating on {endpoint.instance_type} ({endpoint.image})")
+        echo(f"endpoint {endpoint.name}: {'would be created' if aws.dry_run else 'creating'} on "
+             f"{endpoint.instance_type} ({endpoint.image})")
         if wait:
             wait_in_service(aws, endpoint.name)
     except DeployError as exc:
@@ -252,7 +257,11 @@ def deploy_endpoint(aws: Aws, artifact_dir: Path, instance_type: str, bucket: st
     """Check, package, upload, create and wait, then register scaling; prints each decision."""
     manifest = artifact.read_manifest(artifact_dir)
     image = image or image_uri(aws.region or "")
-    for note in check_compatibility(manifest, image, instance_type):
+    notes = check_compatibility(manifest, image, instance_type)
+    if not (Path(artifact_dir) / "tokenizer").is_dir():
+        notes.append(f"{artifact_dir} has no tokenizer/: the endpoint will answer text requests with a "
+                     "'tokenizer' error (compile from a checkpoint that has one)")
+    for note in notes:
         echo(f"note: {note}")
     target = scaling.target
     if target is None and scaling.from_bench is not None:
@@ -280,7 +289,8 @@ def deploy_endpoint(aws: Aws, artifact_dir: Path, instance_type: str, bucket: st
                               f"delete {name} --region {aws.region}") from None
         echo(f"autoscaling: {scaling.minimum}..{scaling.maximum} instances, target {target:g} invocations per "
              "instance per minute")
-    echo(f"endpoint {name}: {described.get('EndpointStatus')}; try: neuron-encoder deploy invoke {name} 'hello'")
+    echo(f"endpoint {name}: {described.get('EndpointStatus')}" +
+         ("" if aws.dry_run else f"; try: neuron-encoder deploy invoke {name} 'hello'"))
     return described
 
 

@@ -87,10 +87,11 @@ def check_bucket(aws: Aws, bucket: str) -> None:
 
 
 def upload(aws: Aws, bucket: str, key: str, path: Path, tags: list[dict[str, str]]) -> str:
-    """put_object with the run's tags; returns the key."""
+    """put_object with the run's tags, streaming the file (a model.tar.gz can be gigabytes); returns the key."""
     from urllib.parse import urlencode
-    aws.call("s3", "put_object", {"Bucket": bucket, "Key": key, "Body": path.read_bytes(),
-                                  "Tagging": urlencode({t["Key"]: t["Value"] for t in tags})})
+    with path.open("rb") as body:
+        aws.call("s3", "put_object", {"Bucket": bucket, "Key": key, "Body": body,
+                                      "Tagging": urlencode({t["Key"]: t["Value"] for t in tags})})
     return key
 
 
