@@ -9,12 +9,11 @@ the same as `neuron-encoder deploy bench --config CONFIG`.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from neuron_encoder.deploy.aws import Aws
 from neuron_encoder.deploy.fleet import launch_fleet, load_fleet_config
-from neuron_encoder.errors import NeuronEncoderError
+from neuron_encoder.errors import run_main
 
 
 def run(config_path: Path, bucket: str | None = None, region: str | None = None, dry_run: bool = False) -> str:
@@ -30,11 +29,7 @@ def main() -> None:
     parser.add_argument("--region", help="AWS region (overrides the config's and AWS_REGION)")
     parser.add_argument("--dry-run", action="store_true", help="print every call; create nothing")
     args = parser.parse_args()
-    try:
-        print(f"run: {run(args.config, args.bucket, args.region, args.dry_run)}")
-    except NeuronEncoderError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(error.exit_code)
+    run_main(lambda: print(f"run: {run(args.config, args.bucket, args.region, args.dry_run)}"))
 
 
 if __name__ == "__main__":

@@ -93,6 +93,19 @@ def built_wheel(tmp_path_factory):
     return build_wheel(checkout_root(), tmp_path_factory.mktemp("wheels"))
 
 
+@pytest.fixture(scope="session")
+def tiny_artifact(tmp_path_factory, tiny_config):
+    """A CPU artifact of the tiny random encoder (no tokenizer): what the SageMaker tests package."""
+    import torch
+    from neuron_encoder import Encoder
+    from neuron_encoder.compiler import compile_model
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("artifacts") / "tiny-cpu"
+    compile_model(Encoder(tiny_config).eval(), batch_sizes="1", seq_lens="16", backend="cpu", out=out,
+                  progress=lambda line: None)
+    return out
+
+
 def boto(service: str, region: str = REGION):
     """A plain boto3 client, for a test to look at what the code under test created."""
     import boto3

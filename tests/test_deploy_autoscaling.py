@@ -35,8 +35,8 @@ def test_bad_bench_input_is_a_clear_error(tmp_path):
         autoscaling.target_from_bench(FIXTURE_RESULTS / "inf2-xlarge-neuron.json", safety=1.5)
     with pytest.raises(ResultFileError, match="no such result file"):
         autoscaling.target_from_bench(tmp_path / "missing.json")
-    with pytest.raises(ResultFileError, match="no error-free row for backend cuda-fp16"):
-        autoscaling.target_from_bench(FIXTURE_RESULTS / "inf2-xlarge-neuron.json", backend="cuda-fp16")
+    with pytest.raises(ResultFileError, match="no error-free row for engine cuda-fp16"):
+        autoscaling.target_from_bench(FIXTURE_RESULTS / "inf2-xlarge-neuron.json", engine="cuda-fp16")
 
 
 def test_the_requests():

@@ -113,9 +113,9 @@ def test_dry_run_creates_nothing(account):
 
 def test_cleanup_leaves_nothing_tagged_running(account):
     aws = Aws(REGION)
-    launched = fleet.launch_fleet(config(account), aws, echo=quiet)
+    launched = fleet.launch_fleet(config(account, instance_types=TYPES[1::2]), aws, echo=quiet)
     done = fleet.cleanup(aws, launched.run.run_id, echo=quiet)
-    assert sum(line.startswith("terminated i-") for line in done) == len(TYPES)
+    assert sum(line.startswith("terminated i-") for line in done) == 2
     assert ec2.instances_of(aws, launched.run.run_id) == []
     assert ec2.security_groups_of(aws, launched.run.run_id) == []
     assert boto("iam").list_roles(PathPrefix="/neuron-encoder/")["Roles"] == []

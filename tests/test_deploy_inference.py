@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -14,12 +13,11 @@ import textwrap
 import pytest
 import torch
 
-from neuron_encoder import Encoder, artifact, load_compiled
+from neuron_encoder import load_compiled
 from neuron_encoder.compiler import compile_model
 from neuron_encoder.deploy.sagemaker import package_model
 from neuron_encoder.deploy.staging import checkout_root
 from neuron_encoder.embeddings import embed_texts
-from neuron_encoder.text import Tokenizer
 
 ENTRY_POINT = checkout_root() / "deploy" / "sagemaker" / "inference.py"
 TEXTS = ["A man plays a guitar.", "Someone strums a guitar.", "The tax law changed in May."]
@@ -34,26 +32,11 @@ def load_handlers():
     return module
 
 
-def add_tokenizer(directory, checkpoint) -> None:
-    """What compile is about to do on main: the checkpoint's tokenizer in <artifact>/tokenizer/, in the manifest.
-
-    Until then the test adds it and records its checksums, so load_compiled still verifies every file.
-    """
-    (directory / "tokenizer").mkdir()
-    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
-        if (checkpoint / name).exists():
-            shutil.copyfile(checkpoint / name, directory / "tokenizer" / name)
-    manifest = artifact.read_manifest(directory)
-    manifest["files"] = artifact.file_checksums(directory)
-    artifact.write_json_atomic(directory / artifact.MANIFEST, manifest)
-
-
 @pytest.fixture(scope="module")
 def minilm_artifact(tmp_path_factory):
     out = tmp_path_factory.mktemp("artifacts") / "minilm-cpu"
     compile_model("minilm", batch_sizes="1", seq_lens="32", backend="cpu", out=out, progress=lambda line: None)
-    if not (out / "tokenizer").exists():
-        add_tokenizer(out, Encoder.from_pretrained("minilm").checkpoint_dir)
+    assert (out / "tokenizer").is_dir()  # compile keeps the checkpoint's tokenizer in the artifact
     return out
 
 
@@ -85,7 +68,7 @@ def test_vectors_equal_embed_texts_on_the_same_texts(served, minilm_artifact):
     handlers, model = served
     vectors, status = call(handlers, model, {"inputs": TEXTS})
     assert status is None  # success leaves the 200 alone
-    expected = embed_texts(load_compiled(minilm_artifact), TEXTS, Tokenizer(minilm_artifact / "tokenizer"))
+    expected = embed_texts(load_compiled(minilm_artifact), TEXTS)  # with the artifact's own tokenizer
     assert len(vectors) == len(TEXTS) and len(vectors[0]) == 384
     assert torch.allclose(torch.tensor(vectors), torch.nn.functional.normalize(expected, dim=-1), atol=1e-6)
 
@@ -132,11 +115,9 @@ def test_bad_requests_are_json_errors_with_a_status(served, body, content_type, 
     assert got[0] == status and set(error) == {"error", "error_type"} and fragment in error["error"]
 
 
-def test_a_model_without_tokenizer_says_so(tmp_path, tiny_model):
-    out = tmp_path / "tiny"
-    compile_model(tiny_model, batch_sizes="1", seq_lens="16", backend="cpu", out=out, progress=lambda line: None)
+def test_a_model_without_tokenizer_says_so(tiny_artifact):
     handlers = load_handlers()
-    error, status = call(handlers, handlers.model_fn(str(out)), {"inputs": "hello"})
+    error, status = call(handlers, handlers.model_fn(str(tiny_artifact)), {"inputs": "hello"})
     assert status == (422, "tokenizer") and "no tokenizer" in error["error"]
 
 

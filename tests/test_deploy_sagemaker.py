@@ -4,14 +4,12 @@ config, endpoint, scalable target and policy that deploy creates and delete remo
 from __future__ import annotations
 
 import io
-import json
 import tarfile
 
 import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
-from neuron_encoder.compiler import compile_model
 from neuron_encoder.deploy import autoscaling, sagemaker
 from neuron_encoder.deploy.aws import Aws
 from neuron_encoder.errors import ArtifactError, DeployError
@@ -26,17 +24,6 @@ CPU_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.13
 def neuron_manifest(**versions) -> dict:
     return {"backend": "neuron", "target": "inf2", "versions": {
         "torch": "2.9.1", "torch-neuronx": "2.9.0.2.15.32035", "neuronx-cc": "2.26.6360.0", **versions}}
-
-
-@pytest.fixture(scope="module")
-def tiny_artifact(tmp_path_factory, tiny_config):
-    import torch
-    from neuron_encoder import Encoder
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("artifacts") / "tiny-cpu"
-    compile_model(Encoder(tiny_config).eval(), batch_sizes="1", seq_lens="16", backend="cpu", out=out,
-                  progress=lambda line: None)
-    return out
 
 
 def test_image_uri_per_region():

@@ -57,7 +57,7 @@ def test_collect_then_report_prices_the_rows(aws_env, tmp_path):
     assert (tmp_path / "out" / "logs" / "inf2.xlarge-i-0abc" / "run.log").read_text().startswith("neuron-encoder:")
 
     lines = write_report(sorted((tmp_path / "out").glob("*.json")), tmp_path / "report").read_text().splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("| backend | instance"))
+    start = next(i for i, line in enumerate(lines) if line.startswith("| engine | instance"))
     table = lines[start:lines.index("", start)]  # the results table, up to its blank line
     cost_column = table[0].split(" | ").index("USD / 1M inf")
     rows = [line.split(" | ") for line in table[2:]]

@@ -53,17 +53,14 @@ class Model:
 
 
 def model_fn(model_dir: str) -> Model:
-    """Load model_dir/artifact (or model_dir itself, when it is an artifact) and its tokenizer."""
+    """Load model_dir/artifact (or model_dir itself, when it is an artifact) with its own tokenizer."""
     from neuron_encoder import load_compiled
-    from neuron_encoder.text import Tokenizer
 
     directory = Path(model_dir) / "artifact"
     if not directory.is_dir():
         directory = Path(model_dir)
     loaded = load_compiled(directory)
-    tokenizer = getattr(loaded, "tokenizer", None)
-    if tokenizer is None and (directory / "tokenizer").is_dir():
-        tokenizer = Tokenizer(directory / "tokenizer")
+    tokenizer = loaded.tokenizer  # the artifact's tokenizer/, None for random weights
     encoder = copy.copy(loaded)  # shares the loaded buckets; pools without normalising
     encoder.config = dataclasses.replace(loaded.config, normalize=False)
     strict = truncating = None
@@ -72,7 +69,7 @@ def model_fn(model_dir: str) -> Model:
         strict.max_length = loaded.config.max_position_embeddings
         truncating.max_length = loaded.max_seq_len
     log.info("loaded %s (%s, buckets %s), tokenizer %s", directory, loaded.manifest.get("backend"),
-             sorted(loaded.runners), "yes" if tokenizer is not None else "none")
+             [bucket["name"] for bucket in loaded.manifest["buckets"]], "yes" if tokenizer is not None else "none")
     return Model(encoder, strict, truncating)
 
 

@@ -42,29 +42,29 @@ class Target:
 
 
 def target_from_bench(path: str | Path, safety: float = SAFETY, texts_per_request: int = 1,
-                      backend: str | None = None) -> Target:
+                      engine: str | None = None) -> Target:
     """The sustainable throughput of one instance (inferences/s) x 60 / texts per request x safety.
 
     Sustainable: the best throughput within the run's p99 SLO when the file has an SLO search, else
-    the best average throughput of a row without errors; `backend` picks one backend's numbers.
+    the best average throughput of a row without errors; `engine` picks one engine's numbers.
     """
     if not 0 < safety <= 1:
         raise ConfigError(f"safety factor must be within (0, 1], got {safety}")
     if texts_per_request < 1:
         raise ConfigError(f"texts per request must be >= 1, got {texts_per_request}")
     result = read_result(path)
-    slo = [e for e in result.slo if backend in (None, e["backend"])]
-    rows = [r for r in result.rows if backend in (None, r.backend) and r.errors == 0 and r.throughput_avg > 0]
+    slo = [e for e in result.slo if engine in (None, e["engine"])]
+    rows = [r for r in result.rows if engine in (None, r.engine) and r.errors == 0 and r.throughput_avg > 0]
     if slo:
         best = max(slo, key=lambda e: e["best_throughput"])
         throughput = best["best_throughput"]
-        source = f"{best['backend']} best throughput within p99 {best['slo_p99_ms']:g} ms"
+        source = f"{best['engine']} best throughput within p99 {best['slo_p99_ms']:g} ms"
     elif rows:
         row = max(rows, key=lambda r: r.throughput_avg)
         throughput = row.throughput_avg
-        source = f"{row.backend} batch {row.batch_size} concurrency {row.concurrency} average throughput"
+        source = f"{row.engine} batch {row.batch_size} concurrency {row.concurrency} average throughput"
     else:
-        raise ResultFileError(f"{path}: no error-free row{' for backend ' + backend if backend else ''} to size "
+        raise ResultFileError(f"{path}: no error-free row{' for engine ' + engine if engine else ''} to size "
                              "the scaling target from")
     value = round(throughput * 60 / texts_per_request * safety, 1)
     arithmetic = (f"{source} {throughput:g} inferences/s x 60 s / {texts_per_request} text(s) per request x "

@@ -7,7 +7,6 @@ override it. Every step builds its call as data through Aws, so --dry-run shows 
 
 from __future__ import annotations
 
-import json
 import tempfile
 from datetime import datetime, timezone
 from dataclasses import dataclass, field, fields, replace
@@ -15,8 +14,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError, DeployError
+from ..files import read_json_file
 from . import ec2, iam, staging
-from .amis import FAMILIES, family_of, parse_ami_overrides, resolve_ami
+from .amis import FAMILIES, family_of, resolve_ami
 from .aws import Aws, Run, parse_expiry
 from .userdata import Script, render
 
@@ -72,10 +72,7 @@ def load_fleet_config(path: str | Path | None = None, **overrides: Any) -> Fleet
     """A fleet config file (or none) with command-line values on top; None values do not override."""
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path}: not a readable fleet config ({exc})") from None
+        data = read_json_file(Path(path), "fleet config", ConfigError)
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: a fleet config is a JSON object")
     names = {f.name for f in fields(FleetConfig)}

@@ -15,12 +15,12 @@ import re
 import tarfile
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from .. import artifact
 from ..errors import DeployError
+from ..files import utc_stamp
 from . import autoscaling, staging
 from .autoscaling import VARIANT
 from .aws import Aws, AwsCallError, Run
@@ -234,11 +234,10 @@ def delete_endpoint(aws: Aws, name: str) -> list[str]:
     return aws.delete_each("sagemaker", steps, {"ValidationException"}, name)  # SageMaker's "no such name"
 
 
-def default_name(manifest: dict[str, Any], now: datetime | None = None) -> str:
+def default_name(manifest: dict[str, Any]) -> str:
     """neuron-encoder-<model>-<time>: SageMaker names are 63 characters of letters, digits and hyphens."""
     model = re.sub(r"[^A-Za-z0-9]+", "-", Path(str(manifest.get("model", {}).get("id", "model"))).name).strip("-")
-    stamp = f"{now or datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
-    return f"neuron-encoder-{model[:30] or 'model'}-{stamp}"
+    return f"neuron-encoder-{model[:30] or 'model'}-{utc_stamp()}"
 
 
 @dataclass(frozen=True)

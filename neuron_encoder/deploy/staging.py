@@ -15,9 +15,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..artifact import atomic_write_bytes
 from ..bench.results import ResultFileError, read_result
 from ..errors import DeployError
+from ..files import atomic_write_bytes
 from .aws import Aws, AwsCallError
 
 ROOT_PREFIX = "neuron-encoder"
@@ -48,7 +48,8 @@ def build_wheel(checkout: Path, out_dir: Path) -> Path:
     """`pip wheel --no-deps` of the checkout into out_dir; the instances resolve dependencies themselves.
 
     Built from a copy of pyproject.toml, README.md and the package, so a stale build/ folder in the
-    checkout (setuptools reuses it) cannot slip deleted modules into the wheel.
+    checkout (setuptools reuses it) cannot slip deleted modules into the wheel. This environment's
+    setuptools builds it when it can (seconds, offline); else pip's isolated build fetches one.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="neuron-encoder-src-") as tmp:
@@ -57,9 +58,12 @@ def build_wheel(checkout: Path, out_dir: Path) -> Path:
             shutil.copy2(checkout / name, source / name)
         shutil.copytree(checkout / "neuron_encoder", source / "neuron_encoder",
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(out_dir),
-                   str(source)]
-        completed = subprocess.run(command, capture_output=True, text=True, check=False)
+        command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir", str(out_dir)]
+        for isolation in (["--no-build-isolation"], []):
+            completed = subprocess.run([*command, *isolation, str(source)], capture_output=True, text=True,
+                                       check=False)
+            if completed.returncode == 0:
+                break
     wheels = sorted(out_dir.glob("neuron_encoder-*.whl"))
     if completed.returncode != 0 or not wheels:
         detail = (completed.stderr or completed.stdout).strip().splitlines()[-1:] or ["no wheel written"]
