@@ -12,11 +12,14 @@ from typing import List, Optional
 
 import typer
 
+from .deploy.commands import deploy_app
 from .errors import run_main
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Compile and benchmark a BERT-style encoder on AWS Inferentia2/Trainium, "
                        "with CPU and CUDA fallbacks.")
+
+app.add_typer(deploy_app, name="deploy")
 
 MODEL_HELP = ("checkpoint directory, Hugging Face hub id, 'minilm' (all-MiniLM-L6-v2, shipped), "
               "or random:PRESET (e.g. random:bert-base, random weights for speed work)")

@@ -15,6 +15,8 @@ def cpu_without_native_bf16(monkeypatch):
     flags = hardware.cpu_flags() - {"avx512_bf16", "amx_bf16"}
     monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
 
+pytest_plugins = ["tests.moto_server"]  # the deploy tests' moto server and AWS environment fixtures
+
 
 @pytest.fixture(scope="session")
 def tiny_config() -> EncoderConfig:
