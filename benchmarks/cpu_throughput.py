@@ -16,11 +16,11 @@ import torch
 
 from neuron_encoder import hardware, load_compiled
 from neuron_encoder.backends import CompileOptions
-from neuron_encoder.bench.corpus import (bucket_padding, corpus_texts, corpus_throughput, length_sorted_batches,
-                                         sentence_transformers_throughput)
+from neuron_encoder.bench.corpus import (bucket_padding, corpus_texts, length_sorted_batches, model_pass,
+                                         padding_efficiency, race, sentence_transformers_pass)
 from neuron_encoder.compiler import compile_model
-from neuron_encoder.files import read_text_file
 from neuron_encoder.errors import InputFileError
+from neuron_encoder.files import read_text_file
 from neuron_encoder.models import load_model
 
 
@@ -45,31 +45,35 @@ def main() -> None:
     if "bf16" not in precisions:
         print("bf16 artifact skipped: this CPU has no native bf16 (emulated bf16 is several times slower)")
 
-    results = {}
-    reference = sentence_transformers_throughput(resolved.encoder.checkpoint_dir, texts, args.batch)
+    reference = sentence_transformers_pass(resolved.encoder.checkpoint_dir, texts, args.batch)
     if reference is None:
         raise SystemExit("sentence-transformers is not installed: pip install sentence-transformers")
-    results["sentence-transformers (batch 32)"] = reference
     batches = length_sorted_batches(resolved.tokenizer, texts, args.batch)
-    results["ours eager fp32"] = corpus_throughput(resolved.encoder, batches)
+    passes = {"sentence-transformers (batch 32)": reference, "ours eager fp32": model_pass(resolved.encoder, batches)}
+    efficiency = {"ours eager fp32": padding_efficiency(batches)}
+    loaded = []
     for precision in precisions:
         options = CompileOptions(auto_cast="none" if precision == "fp32" else "matmult", auto_cast_type="bf16")
         path = compile_model(resolved, batch_sizes=[8, args.batch], seq_lens="auto", lengths_from=work / "texts.txt",
                              max_buckets=args.max_buckets, backend="cpu", options=options,
                              artifacts_dir=work, progress=lambda message: None).path
-        with load_compiled(path) as model:
-            buckets = model.seq_lens
-            results[f"ours artifact {precision} (seq buckets {','.join(map(str, buckets))})"] = corpus_throughput(
-                model, length_sorted_batches(model.tokenizer, texts, args.batch), bucket_padding(model))
+        model = load_compiled(path)
+        loaded.append(model)
+        name = f"ours artifact {precision} (seq buckets {','.join(map(str, model.seq_lens))})"
+        artifact_batches = length_sorted_batches(model.tokenizer, texts, args.batch)
+        passes[name] = model_pass(model, artifact_batches)
+        efficiency[name] = padding_efficiency(artifact_batches, bucket_padding(model))
+    speed = race(passes, len(texts))  # interleaved, best pass of each
+    for model in loaded:
+        model.close()
 
-    base = reference.sentences_per_s
+    base = speed["sentence-transformers (batch 32)"]
     print(f"{'candidate':<58} {'sentences/s':>12} {'ratio':>7} {'padding eff.':>13}")
-    for name, result in results.items():
-        efficiency = "-" if result.padding_efficiency != result.padding_efficiency else f"{result.padding_efficiency:.0%}"
-        print(f"{name:<58} {result.sentences_per_s:>12.1f} {result.sentences_per_s / base:>7.2f} {efficiency:>13}")
-    best = max((n for n in results if n.startswith("ours artifact")), key=lambda n: results[n].sentences_per_s)
-    print(f"auto artifact ({auto.auto_cast_type if auto.auto_cast != 'none' else 'fp32'}): see its row; "
-          f"fastest artifact {best}: {results[best].sentences_per_s / base:.2f}x sentence-transformers (target >= 2)")
+    for name, value in speed.items():
+        print(f"{name:<58} {value:>12.1f} {value / base:>7.2f} {efficiency.get(name, float('nan')):>13.0%}")
+    best = max((n for n in speed if n.startswith("ours artifact")), key=speed.get)
+    print(f"the auto policy picks {auto.auto_cast_type if auto.auto_cast != 'none' else 'fp32'} here; fastest "
+          f"artifact {best}: {speed[best] / base:.2f}x sentence-transformers (target >= 2)")
 
 
 if __name__ == "__main__":

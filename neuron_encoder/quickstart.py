@@ -74,25 +74,26 @@ def run_quickstart(model: str = "minilm", run_dir: str | Path | None = None, dur
 def corpus_summary(artifact_dir: Path, encoder, echo: Callable[[str], None], sentences: int = 512,
                    batch_size: int = 32) -> dict:
     """Sentences/s of the artifact on the built-in corpus (length-aware batches, so each goes to the
-    smallest bucket that fits), against sentence-transformers' encode on the same sentences."""
-    from .bench.corpus import (bucket_padding, corpus_texts, corpus_throughput, length_sorted_batches,
-                               sentence_transformers_throughput)
+    smallest bucket that fits), raced against sentence-transformers' encode on the same sentences."""
+    from .bench.corpus import (bucket_padding, corpus_texts, length_sorted_batches, model_pass, padding_efficiency,
+                               race, sentence_transformers_pass)
     from .runtime import load_compiled
     texts = corpus_texts(sentences)
     with load_compiled(artifact_dir) as model:
-        ours = corpus_throughput(model, length_sorted_batches(model.tokenizer, texts, batch_size),
-                                 bucket_padding(model))
+        batches = length_sorted_batches(model.tokenizer, texts, batch_size)
+        passes = {"artifact": model_pass(model, batches)}
+        theirs = sentence_transformers_pass(encoder.checkpoint_dir, texts, batch_size)
+        if theirs is not None:
+            passes["sentence-transformers"] = theirs
+        speed = race(passes, len(texts))
+        efficiency = padding_efficiency(batches, bucket_padding(model))
         precision = model.manifest["precision"]
-    theirs = sentence_transformers_throughput(encoder.checkpoint_dir, texts, batch_size)
     echo(f"\non {len(texts)} sentences of the built-in corpus, batches of {batch_size} sorted by length: "
-         f"this artifact ({precision}) {ours.sentences_per_s:.1f} sentences/s, padding efficiency "
-         f"{ours.padding_efficiency:.0%}")
-    summary = {"sentences": len(texts), "artifact_sentences_per_s": ours.sentences_per_s,
-               "padding_efficiency": ours.padding_efficiency, "sentence_transformers_sentences_per_s": None}
+         f"this artifact ({precision}) {speed['artifact']:.1f} sentences/s, padding efficiency {efficiency:.0%}")
     if theirs is None:
         echo("  (sentence-transformers is not installed: pip install sentence-transformers to compare)")
     else:
-        summary["sentence_transformers_sentences_per_s"] = theirs.sentences_per_s
-        echo(f"  sentence-transformers encode (batch {batch_size}) {theirs.sentences_per_s:.1f} sentences/s: "
-             f"this artifact is {ours.sentences_per_s / theirs.sentences_per_s:.2f}x")
-    return summary
+        echo(f"  sentence-transformers encode (batch {batch_size}) {speed['sentence-transformers']:.1f} "
+             f"sentences/s: this artifact is {speed['artifact'] / speed['sentence-transformers']:.2f}x")
+    return {"sentences": len(texts), "artifact_sentences_per_s": speed["artifact"], "padding_efficiency": efficiency,
+            "sentence_transformers_sentences_per_s": speed.get("sentence-transformers")}

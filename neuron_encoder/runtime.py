@@ -1,7 +1,8 @@
 """Load a compiled artifact and run it on any batch and sequence length its buckets cover.
 
 Requests go to the smallest bucket that fits; inputs are padded to the bucket and the padding is
-stripped from the outputs; a batch larger than the largest bucket is split into chunks.
+stripped from the outputs; a batch larger than the largest bucket is split into chunks. Backends
+without fixed shapes (the CPU) run each chunk at its own shape instead of padding it.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ class CompiledEncoder:
     context manager, or call close(), to give them back before the process ends.
     """
 
-    def __init__(self, directory: Path, manifest: dict, buckets: dict[tuple[int, int], LoadedBucket]) -> None:
+    def __init__(self, directory: Path, manifest: dict, buckets: dict[tuple[int, int], LoadedBucket],
+                 fixed_shapes: bool = True) -> None:
         self.directory = directory
+        self.fixed_shapes = fixed_shapes  # False (the CPU): inputs run at their own shape, unpadded
         self.manifest = manifest
         self.config = EncoderConfig.from_dict(manifest["model"]["config"])
         self.buckets = buckets
@@ -94,6 +97,8 @@ class CompiledEncoder:
             return torch.cat(outputs)
 
     def _run(self, ids, mask, types, bucket_batch: int, bucket_seq: int) -> torch.Tensor:
+        if not self.fixed_shapes:  # padding to the bucket would only add work
+            return self.buckets[(bucket_batch, bucket_seq)](ids, mask, types)
         rows, T = ids.shape
         padded = _pad(ids, mask, types, bucket_batch, bucket_seq, self.config.pad_token_id)
         hidden = self.buckets[(bucket_batch, bucket_seq)](*padded)
@@ -196,7 +201,7 @@ def load_compiled(directory: str | Path, replicas: int | None = None,
         for bucket in loaded.values():  # a failed load gives back the cores it took
             bucket.close()
         raise
-    return CompiledEncoder(directory, manifest, loaded)
+    return CompiledEncoder(directory, manifest, loaded, fixed_shapes=backend.fixed_shapes)
 
 
 def _host_backend(directory: Path, manifest: dict) -> Backend:

@@ -322,3 +322,18 @@ def test_lengths_from_needs_auto_and_a_tokenizer(tiny_model, tmp_path):
     with pytest.raises(ConfigError, match="has none \\(random weights\\)"):
         compile_model(tiny_model, seq_lens="auto", lengths_from=texts, backend="cpu", out=tmp_path / "a")
     assert not (tmp_path / "a").exists()
+
+
+def test_the_cpu_runs_inputs_at_their_own_shape_and_splits_only_big_batches(compiled, tiny_model, tiny_config):
+    """Fixed shapes are Neuron's (and TorchScript's) constraint: on the CPU padding would only add work."""
+    model = load_compiled(compiled.path)
+    seen = []
+    for bucket in model.buckets.values():
+        inner = bucket.module
+        bucket.module = lambda *inputs, inner=inner: (seen.append(tuple(inputs[0].shape)), inner(*inputs))[1]
+    ids, mask, types = sample_inputs(tiny_config, 9, 13, seed=4)
+    got = model(ids, mask, types)
+    assert not model.fixed_shapes and seen == [(4, 13), (4, 13), (1, 13)]  # split by the largest batch, unpadded
+    with torch.no_grad():
+        assert compare_outputs(got, tiny_model(ids, mask, types), mask)["max_abs"] < 1e-4
+    model.close()

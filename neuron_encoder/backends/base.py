@@ -127,6 +127,7 @@ class Backend:
 
     name: str
     suffix = ".pt"  # file name ending of a saved bucket
+    fixed_shapes = True  # compiled code runs only its bucket's shape: the runtime pads inputs to it
 
     def unavailable_reason(self, options: CompileOptions) -> str | None:
         """Why this backend cannot compile here with these options, or None."""

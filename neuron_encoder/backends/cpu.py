@@ -78,6 +78,7 @@ _LOCK = threading.Lock()
 class CpuBackend(Backend):
     name = "cpu"
     suffix = ".json"  # a bucket is a small descriptor; the weights live once in WEIGHTS
+    fixed_shapes = False  # the packed model runs any shape: padding to a bucket would only add work
 
     def unavailable_reason(self, options: CompileOptions) -> str | None:
         if options.precision not in DTYPES:
