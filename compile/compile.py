@@ -1,8 +1,8 @@
 """Compile every model a config file lists: `python compile/compile.py compile/configs/minilm-inf2.json`.
 
 A config is a JSON object {"jobs": [{...}, ...]} whose job keys are the options of
-`neuron-encoder compile` (model, batch_sizes, seq_lens, backend, target, auto_cast, auto_cast_type,
-optlevel, compiler_args, max_abs, min_cosine, out, force) and a free-text note. No logic lives here:
+`neuron-encoder compile` (model, batch_sizes, seq_lens, lengths_from, max_buckets, backend, target,
+auto_cast, auto_cast_type, optlevel, compiler_args, max_abs, min_cosine, out, force) and a free-text note. No logic lives here:
 each job is one compile_model call.
 """
 
@@ -15,7 +15,8 @@ from neuron_encoder.compiler import compile_model
 from neuron_encoder.errors import run_main
 from neuron_encoder.options import COMPILE_OPTION_KEYS, TOLERANCE_KEYS, load_config, split_job
 
-JOB_KEYS = {"model", "batch_sizes", "seq_lens", "backend", "out", "force", *COMPILE_OPTION_KEYS, *TOLERANCE_KEYS}
+JOB_KEYS = {"model", "batch_sizes", "seq_lens", "lengths_from", "max_buckets", "backend", "out", "force",
+            *COMPILE_OPTION_KEYS, *TOLERANCE_KEYS}
 
 
 def run(config_path: Path, backend_override: str | None = None, force: bool = False) -> list[Path]:
@@ -28,6 +29,7 @@ def run(config_path: Path, backend_override: str | None = None, force: bool = Fa
                                seq_lens=rest.get("seq_lens", "128"),
                                backend=backend_override or rest.get("backend", "auto"), options=options,
                                tolerance=tolerance, out=rest.get("out"), force=force or rest.get("force", False),
+                               lengths_from=rest.get("lengths_from"), max_buckets=rest.get("max_buckets", 4),
                                progress=lambda line: print(line, flush=True))
         written.append(result.path)
     return written

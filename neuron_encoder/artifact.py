@@ -4,7 +4,8 @@
     DIR/buckets/b8_s128.pt      one compiled model per (batch, sequence) bucket
     DIR/reference.pt            sample inputs and fp32 eager outputs, to verify on another host
     DIR/tokenizer/              the checkpoint's tokenizer files, so the artifact serves text alone
-    DIR/workdirs/b8_s128/       compiler logs (Neuron), kept for debugging
+    DIR/logs/b8_s128/           the compiler's log and command (Neuron), kept for debugging; its work
+                                files (graph, a copy of the weights, the NEFF) never enter the artifact
 
 A directory is built under a temporary name beside its final one and renamed into place only once
 the manifest is written, so an interrupted compile (even kill -9) never leaves a directory that loads.
@@ -27,7 +28,8 @@ from .errors import ArtifactError
 from .files import read_json_file
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+LOGS = "logs"
+FORMAT_VERSION = 2  # 2: CPU buckets are descriptors over one weights file; Neuron keeps logs, not workdirs
 _TEMP_PREFIX = ".partial-"
 
 

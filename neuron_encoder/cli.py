@@ -12,11 +12,14 @@ from typing import List, Optional
 
 import typer
 
+from .deploy.commands import deploy_app
 from .errors import run_main
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Compile and benchmark a BERT-style encoder on AWS Inferentia2/Trainium, "
                        "with CPU and CUDA fallbacks.")
+
+app.add_typer(deploy_app, name="deploy")
 
 MODEL_HELP = ("checkpoint directory, Hugging Face hub id, 'minilm' (all-MiniLM-L6-v2, shipped), "
               "or random:PRESET (e.g. random:bert-base, random weights for speed work)")
@@ -72,13 +75,20 @@ def quickstart(model: str = typer.Option("minilm", help=MODEL_HELP),
 def compile_command(
     model: str = typer.Option("minilm", help=MODEL_HELP),
     batch_sizes: str = typer.Option("1", help="comma-separated batch sizes, one bucket each"),
-    seq_lens: str = typer.Option("128", help="comma-separated sequence lengths, one bucket each"),
+    seq_lens: str = typer.Option("128", help="comma-separated sequence lengths, one bucket each; auto: the "
+                                             "lengths that fit --lengths-from's texts, or 32,64,128,256,512"),
+    lengths_from: Optional[str] = typer.Option(None, help="with --seq-lens auto: a text file, one text per line, "
+                                                          "whose token lengths choose the buckets"),
+    max_buckets: int = typer.Option(4, help="with --seq-lens auto and --lengths-from: at most this many"),
     backend: str = typer.Option("auto", help="auto | cpu | cuda | neuron"),
     target: Optional[str] = typer.Option(None, help="Neuron target: inf2 | trn1 | trn1n | trn2"),
     auto_cast: str = typer.Option("auto", help=AUTO_CAST_HELP),
     auto_cast_type: str = typer.Option("bf16", help="bf16 | fp16 | tf32 | fp8_e4m3 (with matmult or all)"),
     optlevel: int = typer.Option(2, help="neuronx-cc --optlevel 1, 2 or 3"),
     compiler_args: str = typer.Option("", help="extra neuronx-cc flags, passed through verbatim"),
+    lnc: Optional[int] = typer.Option(None, help="trn2 only: logical NeuronCore config 1 or 2 (neuronx-cc "
+                                                 "--logical-nc-config; default 2); run with the same "
+                                                 "NEURON_LOGICAL_NC_CONFIG"),
     out: Optional[str] = typer.Option(None, help="artifact directory (default: artifacts/<model>-<backend>-...)"),
     force: bool = typer.Option(False, "--force", help="recompile even if a matching artifact exists"),
     max_abs: float = typer.Option(1e-3, help="numerics gate for fp32: max abs error"),
@@ -89,12 +99,14 @@ def compile_command(
     from .numerics import Tolerance
     from .options import compile_options
     options = compile_options(target=target, auto_cast=auto_cast, auto_cast_type=auto_cast_type,
-                              optlevel=optlevel, compiler_args=compiler_args)
+                              optlevel=optlevel, compiler_args=compiler_args, lnc=lnc)
     result = compile_model(model, batch_sizes=batch_sizes, seq_lens=seq_lens, backend=backend,
-                           options=options, out=out, force=force,
-                           tolerance=Tolerance(max_abs=max_abs, min_cosine=min_cosine), progress=typer.echo)
+                           options=options, out=out, force=force, lengths_from=lengths_from,
+                           max_buckets=max_buckets, tolerance=Tolerance(max_abs=max_abs, min_cosine=min_cosine),
+                           progress=typer.echo)
     typer.echo(json.dumps({"artifact": str(result.path), "cache_hit": result.cache_hit,
                            "backend": result.manifest["backend"], "precision": result.manifest["precision"],
+                           "bucket_choice": result.manifest.get("bucket_choice"),
                            "buckets": [{k: b[k] for k in ("name", "compile_seconds")} | b["numerics"]
                                        for b in result.manifest["buckets"]]}, indent=2))
 
@@ -103,7 +115,7 @@ def compile_command(
 def bench(
     model: str = typer.Option("minilm", help=MODEL_HELP),
     engines: Optional[str] = typer.Option(None, help="what to time: auto, families (cpu, cuda, neuron) or engines "
-                                                     "(cpu-eager, cpu-torchscript-fp32, cuda-eager-fp16, "
+                                                     "(cpu-eager, cpu-artifact-fp32, cuda-eager-fp16, "
                                                      "neuron-1core, ...); default auto, none with --endpoint"),
     batch_sizes: str = typer.Option("1,8", help="comma-separated batch sizes"),
     seq_lens: str = typer.Option("128", help="comma-separated sequence lengths"),
@@ -114,7 +126,9 @@ def bench(
     slo_p99_ms: Optional[float] = typer.Option(None, help="find the highest throughput whose p99 stays under this"),
     artifact: List[str] = typer.Option([], help="benchmark this compiled artifact instead of compiling"),
     target: Optional[str] = typer.Option(None, help="Neuron target when compiling for Neuron"),
-    auto_cast: str = typer.Option("auto", help="Neuron auto-cast (" + AUTO_CAST_HELP + ")"),
+    auto_cast: str = typer.Option("auto", help="Neuron auto-cast; auto: as AWS measured its published numbers "
+                                               "(matmult, bf16, --disable-mixed-precision-accumulation); else "
+                                               "none | matmult | all"),
     auto_cast_type: str = typer.Option("bf16", help="Neuron auto-cast type"),
     out_dir: str = typer.Option("bench-results", help="where the JSON and CSV results go"),
     endpoint: List[str] = typer.Option([], help="also time this embedding endpoint (repeatable): a URL, or a "

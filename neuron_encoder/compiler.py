@@ -14,6 +14,7 @@ import torch
 
 from . import __version__, artifact, hardware
 from .backends import Backend, CompileOptions, select_backend
+from .buckets import DEFAULT_MAX_BUCKETS, plan_seq_lens
 from .errors import NumericsError
 from .files import safe_name, utc_now, write_json_atomic
 from .model import Encoder
@@ -46,6 +47,7 @@ class _Plan:
     auto_precision: bool  # the precision came from the auto policy: the gate may send it back to fp32
     buckets: list[tuple[int, int]]
     settings: dict[str, Any]
+    bucket_choice: dict | None  # how --seq-lens auto chose the lengths, from which texts
 
     @property
     def key(self) -> str:
@@ -56,15 +58,17 @@ def compile_model(model: str | Path | Encoder | ResolvedModel = "minilm", *,
                   batch_sizes: str | Sequence[int] = (1,), seq_lens: str | Sequence[int] = (128,),
                   backend: str = "auto", options: CompileOptions = CompileOptions(),
                   out: str | Path | None = None, artifacts_dir: str | Path = DEFAULT_ARTIFACTS_DIR,
-                  force: bool = False, tolerance: Tolerance = Tolerance(),
-                  progress: Progress = log.info) -> CompileResult:
+                  force: bool = False, tolerance: Tolerance = Tolerance(), lengths_from: str | Path | None = None,
+                  max_buckets: int = DEFAULT_MAX_BUCKETS, progress: Progress = log.info) -> CompileResult:
     """Compile `model` for every (batch, seq) bucket into an artifact directory and gate its numerics.
 
+    seq_lens="auto" picks the sequence buckets (buckets.plan_seq_lens): the max_buckets lengths that
+    waste the least padding on the texts of `lengths_from`, or the default grid without it.
     out defaults to artifacts_dir/<model>-<backend>-<precision>-<key>. A repeat call with the same
     inputs (weights, config, buckets, backend, options, versions) reuses the artifact unless `force`.
     With auto_cast="auto", a reduced precision that fails the gate falls back to fp32, and says so.
     """
-    plan = _plan(model, batch_sizes, seq_lens, backend, options)
+    plan = _plan(model, batch_sizes, (seq_lens, lengths_from, max_buckets), backend, options)
     progress(f"backend {plan.reason}")
     try:
         return _compile(plan, out, artifacts_dir, force, tolerance, progress)
@@ -72,27 +76,32 @@ def compile_model(model: str | Path | Encoder | ResolvedModel = "minilm", *,
         if not plan.auto_precision or plan.options.precision == "fp32":
             raise
         progress(f"auto: {plan.options.precision} fails the numerics gate ({error}); compiling fp32 instead")
-        fp32 = _plan(plan.resolved, batch_sizes, seq_lens, plan.backend.name, options.replace(auto_cast="none"))
+        fp32 = _plan(plan.resolved, batch_sizes, (seq_lens, lengths_from, max_buckets), plan.backend.name,
+                     options.replace(auto_cast="none"))
         fp32 = dataclasses.replace(fp32, reason=f"{plan.reason}; fp32 after {plan.options.precision} "
                                                 "failed the numerics gate")
         return _compile(fp32, out, artifacts_dir, force, tolerance, progress)
 
 
-def _plan(model, batch_sizes, seq_lens, backend: str, options: CompileOptions) -> _Plan:
+def _plan(model, batch_sizes, sequences: tuple, backend: str, options: CompileOptions) -> _Plan:
     chosen, resolved_options, reason = select_backend(backend, options)
     resolved = model if isinstance(model, ResolvedModel) else load_model(model)
     encoder = resolved.encoder
     batches = parse_sizes(batch_sizes, "batch sizes")
-    seqs = parse_sizes(seq_lens, "sequence lengths")
+    seq_lens, lengths_from, max_buckets = sequences
+    seqs, choice = plan_seq_lens(seq_lens, encoder.config.max_position_embeddings, resolved.tokenizer,
+                                 lengths_from, max_buckets)
     encoder.config.check_sequence_length(seqs[-1])
     buckets = [(b, s) for s in seqs for b in batches]
     settings = {
+        "format": artifact.FORMAT_VERSION,  # a new layout never reuses an old directory
         "weights_sha256": artifact.weights_hash(encoder), "config": encoder.config.to_dict(),
         "buckets": buckets, "backend": chosen.name, "options": resolved_options.to_dict(),
         "versions": {"torch": torch.__version__, "neuron-encoder": __version__,
                      "python": platform.python_version(), **chosen.versions()},
     }
-    return _Plan(resolved, chosen, resolved_options, reason, options.auto_cast == "auto", buckets, settings)
+    return _Plan(resolved, chosen, resolved_options, reason, options.auto_cast == "auto", buckets, settings,
+                 choice.to_dict() if choice else None)
 
 
 def default_out_dir(plan: _Plan, artifacts_dir: str | Path) -> Path:
@@ -130,7 +139,7 @@ def _build_buckets(plan: _Plan, temp: Path, tolerance: Tolerance, progress: Prog
         progress(f"[{i}/{len(plan.buckets)}] {name}: compiling for {backend.name} ({options.precision})...")
         ref = reference(encoder, encoder.config, batch, seq)
         start = time.perf_counter()
-        compiled = backend.compile(encoder, ref["inputs"], options, temp / "workdirs" / name)
+        compiled = backend.compile(encoder, ref["inputs"], options, temp / artifact.LOGS / name)
         file = Path("buckets") / f"{name}{backend.suffix}"
         backend.save(compiled, temp / file)
         seconds = time.perf_counter() - start
@@ -162,7 +171,7 @@ def _manifest(plan: _Plan, records: list, tolerance: Tolerance, temp: Path) -> d
         "precision": options.precision, "options": plan.settings["options"],
         "compiler_args": backend.compiler_args(options), "versions": plan.settings["versions"],
         "tolerance": {"max_abs": tolerance.max_abs, "min_cosine": tolerance.min_cosine},
-        "buckets": records, "host": hardware.describe(),
+        "buckets": records, "bucket_choice": plan.bucket_choice, "host": hardware.describe(),
         "files": artifact.file_checksums(temp),
     }
 

@@ -79,3 +79,13 @@ class BenchmarkFailed(NeuronEncoderError):
     """A benchmark target failed: no call succeeded, or its outputs are not hidden states."""
 
     exit_code = 10
+
+
+class DeployError(NeuronEncoderError):
+    """An AWS deployment step that cannot go on (credentials, region, quota, capacity, permissions).
+
+    The message is one line saying what to do; when something was already created it ends with
+    the `neuron-encoder deploy cleanup RUN` command that removes it.
+    """
+
+    exit_code = 9

@@ -11,33 +11,47 @@ import glob
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import logging
 import os
 import re
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
 
+# The documented pair (aws-neuron-sdk setup/pytorch/manual.rst, Neuron 2.32): the Neuron 2.32 compiler with
+# torch-neuronx from Neuron 2.31, the last release that ships it (PyTorch/XLA ends with PyTorch 2.9).
+TORCH_NEURONX_PIN = "torch-neuronx==2.9.0.2.15.32035"
+NEURONX_CC_PIN = "neuronx-cc==2.27.5334.0"
+NEURON_PIP_REPOSITORY = "https://pip.repos.neuron.amazonaws.com"
+NEURON_VENV = "/opt/aws_neuronx_venv_pytorch_2_9"  # Neuron 2.31's "Deep Learning AMI Neuron PyTorch 2.9"
 NEURON_INSTALL_HINT = (
     "torch-neuronx is published only on AWS's Neuron pip repository (the PyPI package of that name "
-    "is a placeholder). On an inf2/trn1/trn2 instance use the Neuron Deep Learning AMI's venv, e.g. "
-    "`source /opt/aws_neuronx_venv_pytorch_2_9/bin/activate`, or follow the Neuron setup guide: "
-    "pip install torch-neuronx neuronx-cc --extra-index-url=https://pip.repos.neuron.amazonaws.com"
+    "is a placeholder). On an inf2/trn1/trn2 instance use the venv of a Neuron 2.31 (or earlier) "
+    f"\"Deep Learning AMI Neuron PyTorch 2.9\": `source {NEURON_VENV}/bin/activate` (Neuron 2.32 DLAMIs "
+    "no longer ship torch-neuronx), or in a Python 3.10-3.12 venv: "
+    f"python -m pip install {NEURONX_CC_PIN} {TORCH_NEURONX_PIN} --extra-index-url={NEURON_PIP_REPOSITORY}"
 )
 
 
 @functools.lru_cache(maxsize=None)
 def neuron_device_count() -> int:
-    """Neuron devices (chips) visible as /dev/neuron* files."""
+    """Neuron devices (chips) this process can open: /dev/neuron* files (the documented check)."""
     return len(glob.glob("/dev/neuron[0-9]*"))
 
 
-@functools.lru_cache(maxsize=None)
 def has_neuron_devices() -> bool:
-    """Device files, or a `neuron` driver line in /proc/devices (optimum-neuron's check)."""
-    if neuron_device_count():
-        return True
+    """Device files to run on. A driver without them (a container started without --device) is not enough."""
+    return neuron_device_count() > 0
+
+
+@functools.lru_cache(maxsize=None)
+def neuron_driver_loaded() -> bool:
+    """A `neuron` line in /proc/devices: the driver is loaded on this host (optimum-neuron's check)."""
     try:
         return any(line.split()[-1:] == ["neuron"] for line in Path("/proc/devices").read_text().splitlines())
     except OSError:
@@ -45,18 +59,36 @@ def has_neuron_devices() -> bool:
 
 
 def neuron_sdk_problem() -> str | None:
-    """None when torch_neuronx imports; otherwise why not (not cached: tests install a double)."""
+    """None when torch_neuronx imports and has trace(); otherwise why not (not cached: tests install a double).
+
+    TorchNeuron, the native PyTorch backend of PyTorch 2.10+, uses the same import name without the
+    ahead-of-time trace() this package compiles with (frameworks/torch/pytorch-native-overview.rst).
+    """
     if importlib.util.find_spec("torch_neuronx") is None:
         return "torch_neuronx is not installed"
     try:
-        importlib.import_module("torch_neuronx")
+        module = importlib.import_module("torch_neuronx")
     except ImportError as exc:  # the PyPI placeholder raises ImportError on import
         return f"torch_neuronx is installed but does not import ({exc}); it is probably PyPI's placeholder"
+    if not callable(getattr(module, "trace", None)):
+        return (f"torch_neuronx {getattr(module, '__version__', '?')} has no trace(): it is TorchNeuron (native "
+                f"PyTorch 2.10+), not the PyTorch/XLA torch-neuronx this package compiles with ({TORCH_NEURONX_PIN})")
     return None
 
 
 def is_neuron_sdk_available() -> bool:
     return neuron_sdk_problem() is None
+
+
+def neuron_versions() -> dict[str, str | None]:
+    """torch-neuronx and neuronx-cc versions, None where absent: a change calls for a recompile.
+
+    torch_neuronx.__version__ is the documented check (setup/pytorch/manual.rst); the installed
+    distribution's metadata is the fallback. neuronx-cc documents no module attribute: metadata only.
+    """
+    version = getattr(sys.modules["torch_neuronx"], "__version__", None) if neuron_sdk_problem() is None else None
+    return {"torch-neuronx": version or package_version("torch-neuronx"),
+            "neuronx-cc": package_version("neuronx-cc")}
 
 
 def is_cuda_available() -> bool:
@@ -81,26 +113,111 @@ def cuda_devices() -> dict | None:
         return None
 
 
-CORES_PER_DEVICE = 2  # inf2 and trn1 chips have 2 NeuronCores each
+# Physical NeuronCores per device: inf2 and trn1 chips have two NeuronCore-v2 (about-neuron/arch/
+# neuron-hardware/inferentia2.rst, trainium.rst); a trn2 chip has eight NeuronCore-v3, which the runtime
+# shows as 8 // LNC logical cores (about-neuron/arch/neuron-features/logical-neuroncore-config.rst).
+PHYSICAL_CORES_PER_DEVICE = {"inf2": 2, "trn1": 2, "trn1n": 2, "trn2": 8}
+# EC2 instance family -> neuronx-cc --target (trn2u/trn2n: trn2 UltraServer and network variants).
+INSTANCE_FAMILIES = {"inf2": "inf2", "trn1": "trn1", "trn1n": "trn1n", "trn2": "trn2", "trn2u": "trn2",
+                     "trn2n": "trn2"}
+DEFAULT_LNC = 2  # trn2's default logical NeuronCore config (LNC applies only to trn2 and later)
+NO_DEVICES_IN_CONTAINER = (
+    "the Neuron driver is loaded but no /dev/neuron* device is visible: a container started without its "
+    "devices; start it with --device=/dev/neuron0 (one per device, contiguous), or use the Neuron device "
+    "plugin on Kubernetes")
+
+
+def neuron_family() -> str | None:
+    """This host's Neuron target (inf2, trn1, trn1n, trn2), from the EC2 instance type; None if unknown."""
+    return INSTANCE_FAMILIES.get((ec2_instance_type() or "").split(".")[0])
+
+
+def logical_nc_config() -> int:
+    """The LNC the runtime will use on trn2: NEURON_LOGICAL_NC_CONFIG, default 2 (1 or 2 only)."""
+    text = os.environ.get("NEURON_LOGICAL_NC_CONFIG", "").strip()
+    if not text:
+        return DEFAULT_LNC
+    if text not in ("1", "2"):
+        raise ConfigError(f"NEURON_LOGICAL_NC_CONFIG={text!r}: the logical NeuronCore config is 1 or 2")
+    return int(text)
+
+
+def cores_per_device(family: str) -> int:
+    """Logical NeuronCores per device of `family`, as the runtime counts them."""
+    physical = PHYSICAL_CORES_PER_DEVICE[family]
+    return physical // logical_nc_config() if family == "trn2" else physical
 
 
 def neuron_core_count() -> int:
-    """NeuronCores this process may use: NEURON_RT_VISIBLE_CORES, else NEURON_RT_NUM_CORES, else every
-    core of the chips present. The one count the runtime, the benchmark and the records use."""
+    """NeuronCores this process may use, counted by the runtime's documented rules (neuron-runtime/guides/
+    configuration-guide.rst, nrt-developer-guide.rst): NEURON_RT_VISIBLE_CORES (a contiguous range) wins;
+    else NEURON_RT_NUM_CORES, where 0 means all; else every core of the devices present.
+
+    The cores present are what `neuron-ls -j` reports (its documented nc_count per device, which knows
+    trn2's LNC), else devices x the per-family table. Not the runtime's own count
+    (torch.classes.neuron.Runtime().get_visible_nc_count(), an AWS sample): starting the runtime
+    reserves every visible core for this process, which a probe must not do to a CPU benchmark that
+    shares the host with a server. 0 when no Neuron device is visible; run_problem() says why.
+    """
     visible = os.environ.get("NEURON_RT_VISIBLE_CORES", "").strip()
-    if visible:
-        return len(parse_core_list(visible))
-    number = os.environ.get("NEURON_RT_NUM_CORES", "").strip()
-    if number:
-        try:
-            return int(number)
-        except ValueError:
-            raise ConfigError(f"NEURON_RT_NUM_CORES={number!r} is not a number of NeuronCores") from None
-    return CORES_PER_DEVICE * neuron_device_count()
+    cores = parse_core_list(visible) if visible else None
+    wanted = _requested_cores()
+    devices = neuron_device_count()
+    if not devices:
+        return 0
+    total = _cores_present(devices)
+    if cores is not None and cores[-1] >= total:
+        raise ConfigError(f"NEURON_RT_VISIBLE_CORES={visible!r} names core {cores[-1]}, but this host has "
+                          f"NeuronCores 0-{total - 1}")
+    if wanted > total:
+        raise ConfigError(f"NEURON_RT_NUM_CORES={wanted}, but this host has {total} NeuronCores")
+    return len(cores) if cores is not None else wanted or total
+
+
+def _requested_cores() -> int:
+    """NEURON_RT_NUM_CORES as a number; 0 (the runtime's default) means all."""
+    number = os.environ.get("NEURON_RT_NUM_CORES", "").strip() or "0"
+    try:
+        wanted = int(number)
+    except ValueError:
+        raise ConfigError(f"NEURON_RT_NUM_CORES={number!r} is not a number of NeuronCores") from None
+    if wanted < 0:
+        raise ConfigError(f"NEURON_RT_NUM_CORES={number!r}: a number of NeuronCores is 0 (all) or more")
+    return wanted
+
+
+def _cores_present(devices: int) -> int:
+    counted = neuron_ls_core_count()
+    if counted:
+        return counted
+    family = neuron_family()
+    if family is None:
+        raise ConfigError(f"cannot count the NeuronCores of {devices} Neuron device(s): no neuron-ls "
+                          "(aws-neuronx-tools) and the instance family is unknown; set NEURON_RT_NUM_CORES "
+                          "or NEURON_RT_VISIBLE_CORES")
+    return devices * cores_per_device(family)
+
+
+@functools.lru_cache(maxsize=None)
+def neuron_ls_core_count() -> int | None:
+    """The sum of `neuron-ls -j`'s nc_count over devices (tools/neuron-sys-tools/neuron-ls.rst); None
+    without neuron-ls or a usable answer. A separate process: it starts no runtime in this one."""
+    executable = shutil.which("neuron-ls")
+    if executable is None:
+        return None
+    try:
+        done = subprocess.run([executable, "-j"], capture_output=True, text=True, timeout=30, check=True)
+        return sum(int(device["nc_count"]) for device in json.loads(done.stdout)) or None
+    except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError):
+        return None
 
 
 def parse_core_list(text: str) -> list[int]:
-    """'0-1' -> [0, 1]; '3' -> [3]; '0,2-3' -> [0, 2, 3] (NEURON_RT_VISIBLE_CORES syntax)."""
+    """'0-1' -> [0, 1]; '3' -> [3]; '3-5,6' -> [3, 4, 5, 6] (NEURON_RT_VISIBLE_CORES syntax).
+
+    The runtime takes a list, a range or both, but the result must be contiguous and in increasing
+    order: '3,5,6' is refused (nrt-developer-guide.rst), so it is refused here too, before any load.
+    """
     cores: list[int] = []
     for part in text.split(","):
         first, _, last = part.strip().partition("-")
@@ -108,6 +225,9 @@ def parse_core_list(text: str) -> list[int]:
             cores.extend(range(int(first), int(last or first) + 1))
         except ValueError:
             raise ConfigError(f"NEURON_RT_VISIBLE_CORES={text!r} is not a core list like '0-1' or '3'") from None
+    if not cores or cores != list(range(cores[0], cores[0] + len(cores))):
+        raise ConfigError(f"NEURON_RT_VISIBLE_CORES={text!r} is not contiguous: the Neuron runtime needs one "
+                          f"increasing range, e.g. '{cores[0] if cores else 0}-{max(cores, default=0)}'")
     return cores
 
 
@@ -152,6 +272,15 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+@functools.lru_cache(maxsize=None)
+def onednn_packs(precision: str) -> bool:
+    """Whether torch's oneDNN can prepack linears in `precision` here (bf16 needs AVX512 or AVX-NE-CONVERT)."""
+    import torch
+    if not torch.backends.mkldnn.is_available():
+        return False
+    return precision == "fp32" or (precision == "bf16" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def cpu_has_fast_bf16() -> bool:
     """bf16 matmuls are fast only with AVX512-BF16 or AMX; elsewhere they are emulated and slow."""
     return bool(_bf16_flags())
@@ -161,7 +290,7 @@ def describe() -> dict:
     """What the probes found, for logs, manifests and benchmark records."""
     return {
         "neuron_devices": neuron_device_count(),
-        "neuron_driver": has_neuron_devices(),
+        "neuron_driver": neuron_driver_loaded(),
         "neuron_sdk": neuron_sdk_problem() or "available",
         "cuda": is_cuda_available(),
         "cpu": cpu_model(),
@@ -188,7 +317,9 @@ def auto_backend() -> tuple[str, str]:
         return "neuron", "auto: Neuron devices and torch-neuronx are present"
     if is_cuda_available():
         return "cuda", "auto: no usable Neuron setup; a CUDA GPU is present"
-    neuron = "no Neuron devices" if not has_neuron_devices() else sdk_problem
+    neuron = sdk_problem if has_neuron_devices() else (
+        "no Neuron devices" + (" (a driver but no /dev/neuron*: a container without its devices)"
+                               if neuron_driver_loaded() else ""))
     return "cpu", f"auto: CPU ({neuron}; no CUDA GPU)"
 
 

@@ -13,7 +13,7 @@ from .files import read_json_file
 from .numerics import Tolerance
 
 # The compile options a config job or a bench run may name, as keyword arguments of compile_options.
-COMPILE_OPTION_KEYS = ("target", "auto_cast", "auto_cast_type", "optlevel", "compiler_args")
+COMPILE_OPTION_KEYS = ("target", "auto_cast", "auto_cast_type", "optlevel", "compiler_args", "lnc")
 TOLERANCE_KEYS = ("max_abs", "min_cosine")
 
 
@@ -30,15 +30,24 @@ def parse_sizes(text: str | Sequence[int], what: str) -> list[int]:
 
 
 def compile_options(target: str | None = None, auto_cast: str = "auto", auto_cast_type: str = "bf16",
-                    optlevel: int | str = 2, compiler_args: str | Sequence[str] = "") -> CompileOptions:
-    """CompileOptions from CLI strings or config values; compiler_args is one shell-quoted string or a list."""
-    try:
-        level = int(optlevel)
-    except (TypeError, ValueError):
-        raise ConfigError(f"optlevel {optlevel!r} must be 1, 2 or 3") from None
+                    optlevel: int | str = 2, compiler_args: str | Sequence[str] = "",
+                    lnc: int | str | None = None) -> CompileOptions:
+    """CompileOptions from CLI strings or config values; compiler_args is one shell-quoted string or a list;
+    lnc is trn2's logical NeuronCore config (1 or 2), refused for other targets when compiling."""
+    level = _integer(optlevel, "optlevel", "1, 2 or 3")
     extra = shlex.split(compiler_args) if isinstance(compiler_args, str) else [str(a) for a in compiler_args]
     return CompileOptions(target=target or None, auto_cast=auto_cast, auto_cast_type=auto_cast_type,
-                          optlevel=level, extra_args=tuple(extra))
+                          optlevel=level, extra_args=tuple(extra),
+                          lnc=None if lnc in (None, "") else _integer(lnc, "lnc", "1 or 2"))
+
+
+def _integer(value: int | str, name: str, allowed: str) -> int:
+    if isinstance(value, bool):
+        raise ConfigError(f"{name} {value!r} must be {allowed}")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} {value!r} must be {allowed}") from None
 
 
 def split_job(job: Mapping[str, Any]) -> tuple[CompileOptions, Tolerance, dict[str, Any]]:

@@ -12,6 +12,7 @@ from .files import utc_stamp
 from .models import load_model
 from .params import breakdown, format_table
 
+SEQ_BUCKETS = "32,64,128,256"  # the default grid up to 256: the built-in corpus's longest text has ~190 tokens
 SAMPLE_SENTENCES = [
     "A man is playing a guitar.",
     "Someone is strumming a guitar on stage.",
@@ -28,7 +29,7 @@ def best_engines() -> tuple[list[str], str]:
 
 
 def run_quickstart(model: str = "minilm", run_dir: str | Path | None = None, duration_s: float = 2.0,
-                   batch_sizes: str = "1,8", seq_len: int = 128, bench: bool = True,
+                   batch_sizes: str = "1,8", seq_len: int = 128, bench: bool = True, corpus_sentences: int = 512,
                    echo: Callable[[str], None] = print) -> dict:
     """Parameters and sample similarities, then (bench=True) compile + numerics + benchmark + report.
 
@@ -51,14 +52,48 @@ def run_quickstart(model: str = "minilm", run_dir: str | Path | None = None, dur
 
     from .bench.api import run_bench
     from .bench.report import format_summary_table, write_report
+    from .compiler import compile_model
     run_dir = Path(run_dir or Path("runs") / f"quickstart-{utc_stamp()}")
     engines, why = best_engines()
-    echo(f"\nbenchmarking {', '.join(engines)} ({why}); every compile checks its numerics first")
+    echo(f"\ncompiling for the best backend here ({why}), sequence buckets {SEQ_BUCKETS}")
+    auto = compile_model(resolved, batch_sizes=batch_sizes, seq_lens=SEQ_BUCKETS, progress=echo)
+    echo(f"\nbenchmarking {', '.join(engines)} with that artifact; every compile checks its numerics first")
     result, result_path = run_bench(resolved, engines=engines, batch_sizes=batch_sizes, seq_lens=[seq_len],
                                     concurrency=(1, 2), duration_s=duration_s, out_dir=run_dir,
-                                    command=f"neuron-encoder quickstart --model {model}", progress=echo)
+                                    artifacts=[auto.path], command=f"neuron-encoder quickstart --model {model}",
+                                    progress=echo)
     report_path = write_report([result_path], run_dir / "report")
     echo("\n" + format_summary_table(result.rows))
+    outcome.update(result=result, result_path=result_path, report_path=report_path, artifact=auto.path)
+    if tokenizer is not None:
+        outcome["corpus"] = corpus_summary(auto.path, encoder, echo, corpus_sentences)
     echo(f"\nreport: {report_path}\nresults: {result_path} (and .csv)")
-    outcome.update(result=result, result_path=result_path, report_path=report_path)
     return outcome
+
+
+def corpus_summary(artifact_dir: Path, encoder, echo: Callable[[str], None], sentences: int = 512,
+                   batch_size: int = 32) -> dict:
+    """Sentences/s of the artifact on the built-in corpus (length-aware batches, so each goes to the
+    smallest bucket that fits), raced against sentence-transformers' encode on the same sentences."""
+    from .bench.corpus import (bucket_padding, corpus_texts, length_sorted_batches, model_pass, padding_efficiency,
+                               race, sentence_transformers_pass)
+    from .runtime import load_compiled
+    texts = corpus_texts(sentences)
+    with load_compiled(artifact_dir) as model:
+        batches = length_sorted_batches(model.tokenizer, texts, batch_size)
+        passes = {"artifact": model_pass(model, batches)}
+        theirs = sentence_transformers_pass(encoder.checkpoint_dir, texts, batch_size)
+        if theirs is not None:
+            passes["sentence-transformers"] = theirs
+        speed = race(passes, len(texts))
+        efficiency = padding_efficiency(batches, bucket_padding(model))
+        precision = model.manifest["precision"]
+    echo(f"\non {len(texts)} sentences of the built-in corpus, batches of {batch_size} sorted by length: "
+         f"this artifact ({precision}) {speed['artifact']:.1f} sentences/s, padding efficiency {efficiency:.0%}")
+    if theirs is None:
+        echo("  (sentence-transformers is not installed: pip install sentence-transformers to compare)")
+    else:
+        echo(f"  sentence-transformers encode (batch {batch_size}) {speed['sentence-transformers']:.1f} "
+             f"sentences/s: this artifact is {speed['artifact'] / speed['sentence-transformers']:.2f}x")
+    return {"sentences": len(texts), "artifact_sentences_per_s": speed["artifact"], "padding_efficiency": efficiency,
+            "sentence_transformers_sentences_per_s": speed.get("sentence-transformers")}

@@ -1,7 +1,8 @@
 """Load a compiled artifact and run it on any batch and sequence length its buckets cover.
 
 Requests go to the smallest bucket that fits; inputs are padded to the bucket and the padding is
-stripped from the outputs; a batch larger than the largest bucket is split into chunks.
+stripped from the outputs; a batch larger than the largest bucket is split into chunks. Backends
+without fixed shapes (the CPU) run each chunk at its own shape instead of padding it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from typing import Sequence
 import torch
 
 from . import artifact, hardware
-from .backends import LoadedBucket, get_backend
+from .artifact import bucket_name
+from .backends import Backend, LoadedBucket, get_backend
 from .config import EncoderConfig
 from .errors import ArtifactError, ShapeError
 from .files import write_json_atomic
@@ -31,8 +33,10 @@ class CompiledEncoder:
     context manager, or call close(), to give them back before the process ends.
     """
 
-    def __init__(self, directory: Path, manifest: dict, buckets: dict[tuple[int, int], LoadedBucket]) -> None:
+    def __init__(self, directory: Path, manifest: dict, buckets: dict[tuple[int, int], LoadedBucket],
+                 fixed_shapes: bool = True) -> None:
         self.directory = directory
+        self.fixed_shapes = fixed_shapes  # False (the CPU): inputs run at their own shape, unpadded
         self.manifest = manifest
         self.config = EncoderConfig.from_dict(manifest["model"]["config"])
         self.buckets = buckets
@@ -46,6 +50,12 @@ class CompiledEncoder:
     @property
     def max_seq_len(self) -> int:
         return self.seq_lens[-1]
+
+    @property
+    def placement(self) -> dict[str, tuple[int, ...]]:
+        """The NeuronCores (relative to the visible ones) each bucket's copies hold, e.g. {"b8_s128": (0, 1)};
+        runtime information, never written to the manifest. Empty tuples off Neuron."""
+        return {bucket_name(batch, seq): bucket.cores for (batch, seq), bucket in sorted(self.buckets.items())}
 
     def route(self, batch: int, seq: int) -> tuple[tuple[int, int, int], ...]:
         """((rows, bucket_batch, bucket_seq), ...): the chunks a (batch, seq) request runs as.
@@ -87,6 +97,8 @@ class CompiledEncoder:
             return torch.cat(outputs)
 
     def _run(self, ids, mask, types, bucket_batch: int, bucket_seq: int) -> torch.Tensor:
+        if not self.fixed_shapes:  # padding to the bucket would only add work
+            return self.buckets[(bucket_batch, bucket_seq)](ids, mask, types)
         rows, T = ids.shape
         padded = _pad(ids, mask, types, bucket_batch, bucket_seq, self.config.pad_token_id)
         hidden = self.buckets[(bucket_batch, bucket_seq)](*padded)
@@ -151,43 +163,61 @@ def _pad(ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor, batch: int,
 
 
 def load_compiled(directory: str | Path, replicas: int | None = None,
-                  buckets: Sequence[tuple[int, int]] | None = None) -> CompiledEncoder:
-    """Load an artifact after checking every file's sha256 against its manifest.
+                  buckets: Sequence[tuple[int, int]] | None = None, start_core: int = 0) -> CompiledEncoder:
+    """Load an artifact after checking every file's sha256 against its manifest, and that this host
+    can run it (a Neuron artifact for another NeuronCore generation or compiler major version is
+    refused, naming both; smaller differences are logged as warnings).
 
-    `replicas` defaults to the visible NeuronCores for Neuron artifacts (NEURON_RT_VISIBLE_CORES
-    honoured) and 1 elsewhere. A cross-compiled artifact is verified here, on its first load on a
-    device, against the reference outputs stored beside it, and the manifest records the result.
+    Neuron: one copy of each bucket on each of the visible NeuronCores start_core .. start_core +
+    replicas - 1 (`replicas` defaults to all of them from start_core; NEURON_RT_VISIBLE_CORES honoured);
+    a server with one replica thread per core loads with replicas=1, start_core=i, and
+    CompiledEncoder.placement says which cores it holds. Elsewhere both are ignored. A cross-compiled
+    artifact is verified here, on its first load on a device, against the reference outputs stored
+    beside it, and the manifest records the result.
     """
     directory = Path(directory)
     manifest = artifact.read_manifest(directory)
     artifact.verify_checksums(directory, manifest)
+    backend = _host_backend(directory, manifest)
+    if replicas is None:
+        replicas = max(1, hardware.neuron_core_count() - start_core) if backend.name == "neuron" else 1
+    wanted = {tuple(b) for b in buckets} if buckets else None
+    loaded: dict[tuple[int, int], LoadedBucket] = {}
+    unverified = []
+    try:
+        for record in manifest["buckets"]:
+            key = (record["batch"], record["seq"])
+            if wanted and key not in wanted:
+                continue
+            loaded[key] = backend.load(directory / record["file"], manifest["precision"], replicas=replicas,
+                                       start_core=start_core)
+            if not record["numerics"].get("verified"):
+                unverified.append(record)
+        if not loaded:
+            raise ArtifactError(f"none of the buckets {sorted(wanted or [])} is in {directory}")
+        if unverified:
+            _verify_on_first_load(directory, manifest, loaded, unverified)
+    except BaseException:
+        for bucket in loaded.values():  # a failed load gives back the cores it took
+            bucket.close()
+        raise
+    return CompiledEncoder(directory, manifest, loaded, fixed_shapes=backend.fixed_shapes)
+
+
+def _host_backend(directory: Path, manifest: dict) -> Backend:
+    """The artifact's backend, once this host is known to run it; warnings are logged, not raised."""
     backend = get_backend(manifest["backend"])
     problem = backend.run_problem()
     if problem:
         raise ArtifactError(f"{directory} was compiled for {manifest['backend']}"
                             f"{'/' + manifest['target'] if manifest.get('target') else ''}, "
                             f"which this host cannot run: {problem}")
-    if replicas is None:
-        replicas = hardware.neuron_core_count() if backend.name == "neuron" else 1
-    wanted = {tuple(b) for b in buckets} if buckets else None
-    loaded, unverified = {}, []
-    for record in manifest["buckets"]:
-        key = (record["batch"], record["seq"])
-        if wanted and key not in wanted:
-            continue
-        loaded[key] = backend.load(directory / record["file"], manifest["precision"], replicas=replicas)
-        if not record["numerics"].get("verified"):
-            unverified.append(record)
-    if not loaded:
-        raise ArtifactError(f"none of the buckets {sorted(wanted or [])} is in {directory}")
-    model = CompiledEncoder(directory, manifest, loaded)
-    if unverified:
-        try:
-            _verify_on_first_load(directory, manifest, loaded, unverified)
-        except BaseException:
-            model.close()
-            raise
-    return model
+    try:
+        for note in backend.check_artifact(manifest):
+            log.warning("%s: %s", directory, note)
+    except ArtifactError as error:
+        raise ArtifactError(f"{directory}: {error}") from None
+    return backend
 
 
 def _verify_on_first_load(directory: Path, manifest: dict, loaded: dict, records: list[dict]) -> None:

@@ -78,6 +78,10 @@ class Tokenizer:
         self.max_length = max_length
         self.pad_id = self._tok.token_to_id("[PAD]") or 0
 
+    def lengths(self, texts: Sequence[str]) -> list[int]:
+        """Token counts of texts, special tokens included, before any truncation."""
+        return [len(encoding.ids) for encoding in self._tok.encode_batch(list(texts))]
+
     def save(self, directory: str | Path) -> None:
         """Copy the files this tokenizer was read from into `directory` (an artifact's tokenizer/)."""
         directory = Path(directory)

@@ -23,7 +23,11 @@ fi
 stamp="$VENV/.neuron-encoder-$(sha256sum pyproject.toml | cut -c1-16)-$EXTRAS"
 if [ ! -f "$stamp" ]; then
     echo "setup: installing neuron-encoder[$EXTRAS] (editable) into $VENV" >&2
-    pip_install -e ".[$EXTRAS]"
+    # The torch that is there is a constraint: pip fails rather than replace it (a Neuron venv pins it).
+    constraints="$(mktemp)"
+    trap 'rm -f "$constraints"' EXIT
+    echo "torch==$torch_before" > "$constraints"
+    pip_install --constraint "$constraints" -e ".[$EXTRAS]"
     touch "$stamp"
 fi
 torch_after="$("$PY" -W ignore -c 'import torch; print(torch.__version__)')"

@@ -15,6 +15,8 @@ def cpu_without_native_bf16(monkeypatch):
     flags = hardware.cpu_flags() - {"avx512_bf16", "amx_bf16"}
     monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
 
+pytest_plugins = ["tests.moto_server"]  # the deploy tests' moto server and AWS environment fixtures
+
 
 @pytest.fixture(scope="session")
 def tiny_config() -> EncoderConfig:
@@ -75,13 +77,36 @@ def tiny_text_artifact(tmp_path_factory):
                          out=tmp_path_factory.mktemp("serve") / "tiny-text", progress=lambda message: None).path
 
 
+NEURON_VARIABLES = ("NEURON_RT_VISIBLE_CORES", "NEURON_RT_NUM_CORES", "NEURON_LOGICAL_NC_CONFIG",
+                    "NEURON_PLATFORM_TARGET_OVERRIDE")
+
+
 @pytest.fixture
-def inf2_host(monkeypatch):
-    """An inf2.xlarge as the tests can fake it: one Inferentia2 chip (2 NeuronCores) and the SDK, which is
-    tests/neuron_double.py, a test double of torch_neuronx."""
-    from . import neuron_double
-    monkeypatch.setattr(hardware, "has_neuron_devices", lambda: True)
-    monkeypatch.setattr(hardware, "neuron_device_count", lambda: 1)
-    monkeypatch.delenv("NEURON_RT_VISIBLE_CORES", raising=False)
-    monkeypatch.delenv("NEURON_RT_NUM_CORES", raising=False)
-    return neuron_double.install(monkeypatch, devices=1)
+def neuron_host(monkeypatch):
+    """A factory: make this machine look like a Neuron host to our probes (instance type, /dev/neuron*,
+    the driver, no neuron-ls) and install the torch_neuronx TEST DOUBLE (tests/neuron_double.py) for it.
+
+    neuron_host("inf2.xlarge") is one inf2 chip; neuron_host(None, devices=0) a CPU build host with the
+    SDK. Calling it again carries the artifacts to another host: a new process, with a fresh runtime.
+    """
+    from tests.neuron_double import install
+
+    def make(instance: str | None = "inf2.xlarge", devices: int = 1, **kwargs):
+        for name in NEURON_VARIABLES:
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setattr(hardware, "ec2_instance_type", lambda: instance)
+        monkeypatch.setattr(hardware, "neuron_device_count", lambda: devices)
+        monkeypatch.setattr(hardware, "has_neuron_devices", lambda: devices > 0)
+        monkeypatch.setattr(hardware, "neuron_driver_loaded", lambda: devices > 0)
+        monkeypatch.setattr(hardware, "neuron_ls_core_count", lambda: None)
+        platform = hardware.INSTANCE_FAMILIES.get((instance or "").split(".")[0], "inf2")
+        return install(monkeypatch, devices=devices, platform=platform, **kwargs)
+    return make
+
+
+@pytest.fixture
+def inf2_host(monkeypatch, neuron_host):
+    """An inf2.xlarge as far as our probes can tell: one Neuron device (2 cores) and the SDK (the double)."""
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))
+    monkeypatch.setattr(hardware, "is_cuda_available", lambda: False)
+    return neuron_host("inf2.xlarge", devices=1)

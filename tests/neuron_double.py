@@ -1,10 +1,11 @@
 """TEST DOUBLE of AWS's ``torch_neuronx`` (and of ``neuronxcc``, the module of the neuronx-cc compiler).
 
 This is not the Neuron SDK. No machine we develop on has Neuron hardware or the SDK, so tests put this
-module into ``sys.modules["torch_neuronx"]`` with :func:`install`. It follows ../shared/NEURON.md and
-AWS's API reference (aws-neuron/aws-neuron-sdk, frameworks/torch/torch-neuronx/api-reference-guide/
-inference/): the same signatures, the same compiler flags, the same save/load path, so a test written
-against the double should pass unchanged against the real SDK on an inf2/trn1 host.
+module into ``sys.modules["torch_neuronx"]`` with :func:`install`. It follows the SDK's documentation
+(aws-neuron/aws-neuron-sdk: frameworks/torch/torch-neuronx/api-reference-guide/inference/, the
+neuron-runtime configuration guide, compiler/neuronx-cc/api-reference-guide/index.rst), each behaviour
+with its source beside it, not our code: the same signatures, compiler flags, save/load path and runtime
+rules. Where the docs are silent the double says so and picks the strict reading.
 
 How it stands in for the SDK:
 
@@ -12,16 +13,24 @@ How it stands in for the SDK:
   into a uint8 buffer (our "NEFF") and executed by a custom op, ``neuron_double::forward``, the way the
   real module calls ``neuron::forward_v2`` on an embedded NEFF. That op enforces what the hardware does:
   fixed input shapes and dtypes, dynamic batching on dim 0 only, no execution without NeuronCores.
+- ``compiler_workdir`` gets what the real trace leaves there (torch_neuronx/xla_impl/trace.py): model/graph.hlo,
+  model/weights/*.npy (a copy of every weight), model/metadata.json, graph.neff and command.txt. The
+  compiler's log goes to ``--logfile``, by default log-neuron-cc.txt in the process's working directory.
 - ``--auto-cast matmult|all`` with ``--auto-cast-type bf16|fp16|tf32|fp8_e4m3`` rounds the operands of the
   chosen operations to that type, so a numerics gate sees reduced-precision error.
-- Compiler flags are parsed like neuronx-cc's CLI (current reference guide); an unknown flag or value fails
-  as ``RuntimeError("neuronx-cc failed with 2")``, the wrapper message of torch_neuronx's ``hlo_compile``.
-- ``devices`` is the number of Neuron devices (chips). inf2/trn1 devices have 2 NeuronCores each;
-  NEURON_RT_VISIBLE_CORES / NEURON_RT_NUM_CORES narrow what the process sees.
+- Compiler flags are parsed like neuronx-cc's CLI; an unknown flag or value fails as
+  ``RuntimeError("neuronx-cc failed with 2")``, the wrapper message of torch_neuronx's ``hlo_compile``.
+- The runtime starts once per process, at the first load, placement or core count, and reads
+  NEURON_RT_VISIBLE_CORES / NEURON_RT_NUM_CORES / NEURON_LOGICAL_NC_CONFIG then, never again.
+  ``devices`` is the number of Neuron devices (chips): 2 NeuronCores each on inf2/trn1, 8 // LNC on trn2.
+- ``torch.jit.load`` (patched while the double is installed, as importing torch_neuronx registers the
+  Neuron classes) places a model on a NeuronCore at load: the least used visible core, or the cores of an
+  enclosing ``neuron_cores_context``; a collected model frees its core. A NEFF for another NeuronCore
+  generation (trn2 on inf2 or the reverse), or for another LNC than the runtime's, does not load.
+- ``torch.classes.neuron.Runtime().get_visible_nc_count()`` answers as the runtime (an AWS sample uses it).
 
-Not emulated: /dev/neuron* and the "neuron" line of /proc/devices (patch the hardware probes separately),
-neuron-ls, compile time and host memory, and the NEFF/HLO files a real compile leaves in compiler_workdir
-(the double writes only command.txt and log-neuron-cc.txt there).
+Not emulated: /dev/neuron*, /proc/devices, DMI and neuron-ls (patch our hardware probes separately),
+compile time and host memory, lazily loaded models freeing their cores.
 
 Messages quoted from the real SDK are marked "real:"; the others are plausible stand-ins, marked
 "stand-in:". Everything the double records for assertions lives on ``torch_neuronx.double``
@@ -36,7 +45,7 @@ import contextlib
 import dataclasses
 import importlib.machinery
 import io
-import itertools
+import json
 import os
 import random
 import shlex
@@ -46,27 +55,35 @@ import tempfile
 import threading
 import types
 import warnings
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils import _pytree as pytree
 
-TORCH_NEURONX_VERSION = "2.9.0.2.15.32035"  # NEURON.md: latest pinned pair (Neuron 2.31)
+# The pair aws-neuron-sdk setup/pytorch/manual.rst installs for Neuron 2.32: torch-neuronx from Neuron
+# 2.31 (the last release that ships it) with Neuron 2.32's compiler (release-notes/components/compiler.rst).
+TORCH_NEURONX_VERSION = "2.9.0.2.15.32035"
 NEURONX_CC_VERSION = "2.27.5334.0"
 TARGETS = ("inf2", "trn1", "trn1n", "trn2")
-CORES_PER_DEVICE = {"inf2": 2, "trn1": 2, "trn1n": 2, "trn2": 4}  # trn2: logical cores at the default LNC=2
+# NeuronCore-v2 on inf2/trn1 (2 per chip); NeuronCore-v3 on trn2 (8 physical per chip, shown as 8 // LNC):
+# about-neuron/arch/neuron-hardware/*.rst, about-neuron/arch/neuron-features/logical-neuroncore-config.rst.
+GENERATION = {"inf2": 2, "trn1": 2, "trn1n": 2, "trn2": 3}
+PHYSICAL_CORES = {"inf2": 2, "trn1": 2, "trn1n": 2, "trn2": 8}
 OP_NAME = "neuron_double::forward"
 # Ops neuronx-cc cannot lower: data-dependent output shapes (NEURON.md: nonzero, sort are unsupported).
 UNSUPPORTED_OPS = frozenset({
     "aten::nonzero", "aten::sort", "aten::argsort", "aten::unique", "aten::_unique2",
     "aten::unique_consecutive", "aten::masked_select", "aten::fft_fft",
 })
-# Flags kept in a buffer of the traced module, so they survive torch.jit.save/load like the real settings.
-# Core placement is not saved (a loaded model goes to the next free core); DoubleState.placements holds it.
-DYNAMIC, LAZY, ASYNC = range(3)
+# A buffer of the traced module, so these survive torch.jit.save/load like the real settings: the runtime
+# flags, and the target and LNC the NEFF was compiled for. Placement is not saved: it happens at load.
+DYNAMIC, LAZY, ASYNC, TARGET, LNC = range(5)
+_JIT_LOAD = torch.jit.load  # the real one: the double's own graph loads must not be placed
 
 # real: torch_neuronx 2.x tracing without cpu_backend on a host with no Neuron device
 # (aws-neuron/aws-neuron-sdk issues #902, #910).
@@ -82,6 +99,8 @@ NO_COMPILER_ERROR = ("neuronx-cc is not installed.\nneuronx-cc can be installed 
 NO_RUNTIME_ERROR = "The PyTorch Neuron Runtime could not be initialized. Neuron Driver issues are logged."
 # real: DataParallel without a usable runtime (aws-neuron/aws-neuron-samples issue #44).
 NO_CORES_ERROR = "Neuron runtime cannot be initialized; cannot determine the number of available NeuronCores"
+# real log line (deploy/troubleshooting.rst); the exception around it is a stand-in.
+NOT_CONTIGUOUS_ERROR = "NRT:nrt_allocate_neuron_cores               Neuron cores are not contiguous"
 
 
 @dataclasses.dataclass
@@ -109,14 +128,23 @@ class Compilation:
 
 @dataclasses.dataclass
 class Execution:
-    """One run of a compiled graph on a (pretend) NeuronCore."""
+    """One run of a compiled graph on a (pretend) NeuronCore, by its index among the visible cores."""
 
     core: int
     shapes: list[tuple[int, ...]]
 
 
+@dataclasses.dataclass
+class Placement:
+    """Where a loaded model lives: nc_count cores from start_nc, used round robin."""
+
+    start_nc: int
+    nc_count: int
+    runs: int = 0
+
+
 class DoubleState:
-    """The double's knobs and its record of calls; lives at ``torch_neuronx.double``."""
+    """The double's knobs, its runtime and its record of calls; lives at ``torch_neuronx.double``."""
 
     def __init__(self, devices: int, platform: str) -> None:
         if platform not in TARGETS:
@@ -127,18 +155,18 @@ class DoubleState:
         self.calls: list[Call] = []
         self.compilations: list[Compilation] = []
         self.executions: list[Execution] = []
-        self.placements: dict[int, list[int]] = {}  # flags buffer address -> [start_nc, nc_count, runs]
-        self._next_core = itertools.count()
-        self._lock = threading.Lock()
+        self.placements: dict[int, Placement] = {}  # flags buffer address -> where that model is loaded
+        self.runtime: dict[str, int] | None = None  # set when the runtime starts: {"visible": n, "lnc": l}
+        self.context: tuple[int, int] | None = None  # (start_nc, nc_count) of neuron_cores_context
+        self._lock = threading.RLock()
         self._local = threading.local()
 
-    @property
-    def total_cores(self) -> int:
-        return self.devices * CORES_PER_DEVICE[self.platform]
-
     def record(self, name: str, *args: Any, **kwargs: Any) -> None:
+        """Keep a call; compiled models only by weak reference, so the record does not hold their cores."""
+        def weak(value: Any) -> Any:
+            return weakref.ref(value) if isinstance(value, torch.jit.ScriptModule) else value
         with self._lock:
-            self.calls.append(Call(name, args, kwargs))
+            self.calls.append(Call(name, tuple(map(weak, args)), {k: weak(v) for k, v in kwargs.items()}))
 
     def calls_to(self, name: str) -> list[Call]:
         return [call for call in self.calls if call.name == name]
@@ -148,43 +176,92 @@ class DoubleState:
         graph = getattr(module, "inlined_graph", None)
         return graph is not None and OP_NAME in str(graph)
 
-    def visible_cores(self) -> int:
-        """NeuronCores this process may use, as the runtime reads NEURON_RT_* at start-up."""
-        total = self.total_cores
-        if total == 0:  # no device: the runtime does not start, whatever the variables say
-            return 0
-        spec = os.environ.get("NEURON_RT_VISIBLE_CORES", "").strip()
-        if spec:  # assumption: VISIBLE_CORES wins when both variables are set
-            cores = _parse_core_list(spec)
-            if max(cores) >= total:
-                # stand-in, worded like the runtime log line in training-troubleshooting.rst
-                raise RuntimeError(f"NeuronCore(s) not available - Requested:{spec} Available:{total}")
-            return len(cores)
-        count = os.environ.get("NEURON_RT_NUM_CORES", "").strip()
-        if count and int(count) != 0:  # 0 means "all"
-            if int(count) > total:
-                raise RuntimeError(f"NeuronCore(s) not available - Requested:{count} Available:{total}")
-            return int(count)
-        return total
-
-    def place(self, flags: torch.Tensor, start_nc: int, nc_count: int) -> None:
+    def start_runtime(self) -> dict[str, int]:
+        """Start the runtime once: it reads the NEURON_RT_* variables now and never again
+        (nrt-developer-guide.rst: the runtime is configured by the environment before nrt_init)."""
         with self._lock:
-            self.placements[flags.data_ptr()] = [start_nc, nc_count, 0]
+            if self.runtime is None:
+                self.runtime = self._configure()
+            return self.runtime
 
-    def next_core(self) -> int:
-        """Round-robin placement of a newly loaded model, as the runtime does by default."""
-        return next(self._next_core) % max(1, self.visible_cores())
+    def _configure(self) -> dict[str, int]:
+        if self.devices == 0:  # no device: the runtime does not start, whatever the variables say
+            raise RuntimeError(NO_RUNTIME_ERROR)
+        lnc = int(os.environ.get("NEURON_LOGICAL_NC_CONFIG", "2")) if self.platform == "trn2" else 1
+        total = self.devices * PHYSICAL_CORES[self.platform] // lnc
+        spec = os.environ.get("NEURON_RT_VISIBLE_CORES", "").strip()
+        count = os.environ.get("NEURON_RT_NUM_CORES", "").strip() or "0"
+        if spec:  # VISIBLE_CORES wins when both are set (configuration-guide.rst, note 5)
+            cores = _parse_core_list(spec)
+            if cores != list(range(cores[0], cores[0] + len(cores))):
+                raise RuntimeError(f"stand-in: {NOT_CONTIGUOUS_ERROR} ({spec})")
+            requested, visible = spec, len(cores) if cores[-1] < total else -1
+        else:  # 0, the default, means all (configuration-guide.rst)
+            requested, visible = count, (int(count) or total) if int(count) <= total else -1
+        if visible < 0 or self.busy:  # stand-in, worded like the log line in training-troubleshooting.rst
+            raise RuntimeError(f"NeuronCore(s) not available - Requested:{requested} "
+                               f"Available:{0 if self.busy else total}")
+        return {"visible": visible, "lnc": lnc}
+
+    def visible_cores(self) -> int:
+        """NeuronCores this process may use; starts the runtime."""
+        return self.start_runtime()["visible"]
+
+    def least_used_core(self) -> int:
+        """The default placement: the visible core with the fewest loaded models, lowest index first
+        (api-torch-neuronx-core-placement.rst: start_nc=-1 "loads to the optimal NeuronCore (least used)")."""
+        load = [0] * self.visible_cores()
+        for placement in self.placements.values():
+            for core in range(placement.start_nc, placement.start_nc + placement.nc_count):
+                load[core] += 1
+        return load.index(min(load))
+
+    def load(self, flags: torch.Tensor, start_nc: int = -1, nc_count: int = -1) -> None:
+        """Load a model (by its flags buffer) onto NeuronCores, replacing where it was."""
+        with self._lock:
+            runtime = self.start_runtime()
+            _check_loadable(flags, self.platform, runtime["lnc"])
+            self.placements.pop(flags.data_ptr(), None)  # set_neuron_cores unloads it first
+            start = self.least_used_core() if start_nc == -1 else start_nc
+            count = 1 if nc_count == -1 else nc_count
+            if count < 1 or start < 0 or start + count > runtime["visible"]:  # the doc names ValueError
+                raise ValueError(f"stand-in: invalid NeuronCore placement start_nc={start_nc} nc_count={nc_count} "
+                                 f"for {runtime['visible']} visible NeuronCores")
+            self.placements[flags.data_ptr()] = Placement(start, count)
+
+    def load_module(self, module: torch.nn.Module, start_nc: int = -1, nc_count: int = -1) -> None:
+        """Load every Neuron graph of ``module``; it frees its cores when it is collected."""
+        for flags in _flags_of(module, "load"):
+            self.load(flags, start_nc, nc_count)
+            weakref.finalize(module, self.unload, flags.data_ptr())
+
+    def unload(self, address: int) -> None:
+        with self._lock:
+            self.placements.pop(address, None)
+
+
+def _check_loadable(flags: torch.Tensor, platform: str, lnc: int) -> None:
+    """A NEFF loads only on its NeuronCore generation (optimum-neuron's export guide: trn2 models do not
+    run on inf2, and vice versa), and on trn2 only with the runtime's LNC (logical-neuroncore-config.rst).
+    The real errors are not documented: stand-ins."""
+    target = TARGETS[int(flags[TARGET])]
+    if GENERATION[target] != GENERATION[platform]:
+        raise RuntimeError(f"stand-in: NEFF compiled for {target} (NeuronCore-v{GENERATION[target]}) cannot load "
+                           f"on {platform} (NeuronCore-v{GENERATION[platform]})")
+    if target == "trn2" and int(flags[LNC]) != lnc:
+        raise RuntimeError(f"stand-in: NEFF compiled for LNC={int(flags[LNC])}, runtime uses LNC={lnc}")
 
 
 def _parse_core_list(spec: str) -> list[int]:
-    """'0-1' -> [0, 1]; '3' -> [3]; '0,2' -> [0, 2]; '0-1,4' -> [0, 1, 4]."""
-    cores: set[int] = set()
+    """'0-1' -> [0, 1]; '3' -> [3]; '3-5,6' -> [3, 4, 5, 6]; '0,2' -> [0, 2], in the order given
+    (nrt-developer-guide.rst: a list, a range or both; the runtime then requires one contiguous range)."""
+    cores: list[int] = []
     for part in spec.split(","):
         first, _, last = part.strip().partition("-")
         if not first.isdigit() or (last and not last.isdigit()):
             raise ValueError(f"NEURON_RT_VISIBLE_CORES: cannot parse {spec!r}")
-        cores.update(range(int(first), int(last or first) + 1))
-    return sorted(cores)
+        cores.extend(range(int(first), int(last or first) + 1))
+    return cores
 
 
 def _state() -> DoubleState:
@@ -220,7 +297,8 @@ def _compiler_parser() -> _CompilerParser:
     parser.add_argument("--native-int64", choices=["default", "enabled", "disabled"], default="default")
     parser.add_argument("--implicit-integer-downcast", default="default")
     parser.add_argument("--distribution-strategy", choices=["llm-training", "NEMO"])
-    parser.add_argument("--logical-nc-config", "-lnc", choices=["1", "2"])
+    # The CLI guide spells it --logical-nc-config or -lnc; error code EARG001's example passes --lnc.
+    parser.add_argument("--logical-nc-config", "-lnc", "--lnc", choices=["1", "2"])
     parser.add_argument("--optlevel", "-O", choices=["1", "2", "3"], default="2")
     for flag in ("--enable-mixed-precision-accumulation", "--disable-mixed-precision-accumulation",
                  "--enable-saturate-infinity", "--enable-fast-context-switch",
@@ -334,7 +412,7 @@ _DTYPES = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.in
 def _load_graph(graph_id: int, neff: torch.Tensor) -> torch.jit.ScriptModule:
     with _GRAPHS_LOCK:
         if graph_id not in _GRAPHS:
-            _GRAPHS[graph_id] = torch.jit.load(io.BytesIO(neff.numpy().tobytes()))
+            _GRAPHS[graph_id] = _JIT_LOAD(io.BytesIO(neff.numpy().tobytes()))
         return _GRAPHS[graph_id]
 
 
@@ -351,19 +429,15 @@ def _execute(inputs: list[torch.Tensor], neff: torch.Tensor, flags: torch.Tensor
     graph = _load_graph(graph_id, neff)
     if getattr(state._local, "tracing", False):
         return [t.clone() for t in _run_graph(graph, inputs)]
-    if state.total_cores == 0:
-        raise RuntimeError(NO_RUNTIME_ERROR)
-    if state.busy:  # real, from the runtime's log line "NRT:nrt_allocate_neuron_cores NeuronCore(s) not available ..."
-        raise RuntimeError("NeuronCore(s) not available - Requested:1 Available:0")
     dynamic = bool(flags[DYNAMIC])
     _check_inputs(inputs, specs, dynamic)
-    with state._lock:  # first run of a loaded model: it lands on the next free core
-        if flags.data_ptr() not in state.placements:
-            state.placements[flags.data_ptr()] = [state.next_core(), 1, 0]
+    with state._lock:
+        if flags.data_ptr() not in state.placements:  # lazy_load: loaded by its first run
+            state.load(flags)
         placement = state.placements[flags.data_ptr()]
-        start, count, runs = placement
-        placement[2] += 1
-        state.executions.append(Execution(start + runs % count, [tuple(t.shape) for t in inputs]))
+        state.executions.append(Execution(placement.start_nc + placement.runs % placement.nc_count,
+                                          [tuple(t.shape) for t in inputs]))
+        placement.runs += 1
     if not dynamic:
         return [t.clone() for t in _run_graph(graph, inputs)]  # outputs never alias inputs
     # Dynamic batching: split and pad dim 0 into chunks of the compiled batch (api-torch-neuronx-trace.rst).
@@ -415,10 +489,11 @@ _register_op()
 class _NeuronGraph(torch.nn.Module):
     """What trace returns before tracing: a NEFF blob, runtime flags and a packer for the outputs."""
 
-    def __init__(self, neff: torch.Tensor, meta: list[int], out_spec: pytree.TreeSpec) -> None:
+    def __init__(self, neff: torch.Tensor, meta: list[int], out_spec: pytree.TreeSpec, target: str,
+                 lnc: int) -> None:
         super().__init__()
         self.register_buffer("neff", neff)
-        self.register_buffer("neuron_flags", torch.zeros(3, dtype=torch.int64))
+        self.register_buffer("neuron_flags", torch.tensor([0, 0, 0, TARGETS.index(target), lnc]))
         self.meta = meta
         self.out_spec = out_spec
 
@@ -443,6 +518,89 @@ def _flags_of(module: torch.nn.Module, api: str) -> list[torch.Tensor]:
     if not flags:  # stand-in
         raise ValueError(f"torch_neuronx.{api} expects a model returned by torch_neuronx.trace")
     return flags
+
+
+def _compile(func: Callable, inputs: tuple[torch.Tensor, ...], options: dict[str, Any], parse_error: str | None,
+             target: str, workdir: Path, user_args: list[str], state: DoubleState) -> tuple[torch.jit.ScriptModule, int]:
+    """What trace's _trace and hlo_compile do: write the HLO and weights, run neuronx-cc (here: flag checks
+    and torch.jit.trace), write the NEFF; a failure leaves the log and raises neuronx-cc's wrapper error."""
+    command = ["neuronx-cc", "compile", "model", "--framework", "XLA", "--target", target,
+               "--output", "graph.neff", *user_args]
+    log = _log_path(user_args)
+    module = func if isinstance(func, torch.nn.Module) else _Function(func)
+    _write_model_dir(workdir / "model", module, command)
+    if parse_error is not None:
+        _write_compiler_log(log, command, f"neuronx-cc: error: {parse_error}", "FAIL")
+        raise RuntimeError("neuronx-cc failed with 2")  # real wrapper message; 2 = argparse usage error
+    lnc = options["logical_nc_config"]
+    if lnc == "2" and target != "trn2":  # EARG001: LNC 2 is trn2's; "on trn1, only lnc=1 is supported"
+        _write_compiler_log(log, command, "ERROR [NCC_EARG001] Logical NeuronCore config 2 is not supported "
+                                          f"by target {target}", "FAIL")
+        raise RuntimeError("neuronx-cc failed with 1")  # stand-in status: the docs give none
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        cast = (_AutoCastMode(options["auto_cast"], options["auto_cast_type"])
+                if options["auto_cast"] != "none" else contextlib.nullcontext())
+        with cast:
+            graph = torch.jit.trace(module, inputs, check_trace=False, strict=False)
+        unsupported = sorted({node.kind() for node in graph.inlined_graph.nodes()} & UNSUPPORTED_OPS)
+        if unsupported:  # stand-in for the compiler's NCC_* diagnostics
+            _write_compiler_log(log, command, f"ERROR [NCC_EVRF029] Operation {unsupported[0]} is not supported",
+                                "FAIL")
+            raise RuntimeError("neuronx-cc failed with 70")
+        outputs = graph(*inputs)
+    leaves, out_spec = pytree.tree_flatten(outputs)
+    if not all(isinstance(leaf, torch.Tensor) for leaf in leaves):
+        raise TypeError("stand-in: traced outputs must be tensors or tuples/lists/dicts of tensors")
+    graph_id = random.getrandbits(62)
+    meta = [graph_id, len(inputs)]
+    for tensor in inputs:
+        meta += [_DTYPES.index(tensor.dtype), tensor.dim(), *tensor.shape]
+    buffer = io.BytesIO()
+    torch.jit.save(graph, buffer)
+    (workdir / "graph.neff").write_bytes(buffer.getvalue())
+    neff = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
+    wrapper = _NeuronGraph(neff, meta, out_spec, target, int(lnc or 2) if target == "trn2" else 0)
+    state._local.tracing = True
+    try:
+        traced = torch.jit.trace(wrapper, inputs, check_trace=False, strict=False)
+    finally:
+        state._local.tracing = False
+    _write_compiler_log(log, command, "", "PASS")
+    return traced, graph_id
+
+
+def _write_model_dir(model_dir: Path, module: torch.nn.Module, command: list[str]) -> None:
+    """compiler_workdir as torch_neuronx's _trace leaves it: model/graph.hlo, model/weights/<name>.npy (a
+    copy of every weight), model/metadata.json, and command.txt (the command's basenames) beside it."""
+    (model_dir / "weights").mkdir(parents=True, exist_ok=True)
+    weights = {}
+    for name, tensor in module.state_dict().items():
+        array = tensor.detach().cpu()
+        array = array.view(torch.int16).numpy().view("|V2") if array.dtype == torch.bfloat16 else array.numpy()
+        np.save(model_dir / "weights" / f"{name}.npy", array)
+        weights[name] = f"weights/{name}.npy"
+    (model_dir / "graph.hlo").write_text(f"TEST DOUBLE: not an HloModuleProto\n{type(module).__name__}\n")
+    (model_dir / "metadata.json").write_text(json.dumps({"model_files": "graph.hlo", "version": "1.0",
+                                                         "weights": weights}, indent=4))
+    (model_dir.parent / "command.txt").write_text(" ".join(os.path.basename(str(part)) for part in command))
+
+
+def _log_path(user_args: list[str]) -> Path:
+    """--logfile (CLI guide; default log-neuron-cc.txt), relative to the process's working directory: the
+    real hlo_compile runs neuronx-cc without a cwd of its own."""
+    return Path(_raw_option(user_args, "--logfile") or "log-neuron-cc.txt")
+
+
+def _raw_option(user_args: list[str], flag: str) -> str | None:
+    """The last value of `flag` in the arguments, parsed or not ("--flag value" or "--flag=value")."""
+    value = None
+    for i, arg in enumerate(user_args):
+        if arg == flag and i + 1 < len(user_args):
+            value = user_args[i + 1]
+        elif arg.startswith(f"{flag}="):
+            value = arg.split("=", 1)[1]
+    return value
 
 
 # ----------------------------------------------------------------------------- the public API
@@ -475,54 +633,25 @@ def _build_module(state: DoubleState, with_compiler: bool) -> types.ModuleType:
             raise TypeError("stand-in: example_inputs must be a tensor or a tuple of tensors")
         try:
             options, parse_error = parse_compiler_args(compiler_args), None
-        except CompilerArgsError as error:
-            options, parse_error = {"target": None}, str(error)
+        except CompilerArgsError as error:  # torch_neuronx still finds --target among the flags
+            options, parse_error = {"target": _raw_option(_arg_list(compiler_args), "--target")}, str(error)
         if not cpu_backend and state.devices == 0:
             raise RuntimeError(NO_DEVICE_ERROR)  # tracing runs on an XLA device
         target = _platform_target(options, state)
         if not with_compiler:
             raise RuntimeError(NO_COMPILER_ERROR)
-        user_args = _arg_list(compiler_args)
-        command = ["neuronx-cc", "compile", "model", "--framework", "XLA", "--target", target,
-                   "--output", "graph.neff", *user_args]
-        if parse_error is not None:
-            _write_compiler_log(compiler_workdir, command, f"neuronx-cc: error: {parse_error}", "FAIL")
-            raise RuntimeError("neuronx-cc failed with 2")  # real wrapper message; 2 = argparse usage error
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            module_to_trace = func if isinstance(func, torch.nn.Module) else _Function(func)
-            cast = (_AutoCastMode(options["auto_cast"], options["auto_cast_type"])
-                    if options["auto_cast"] != "none" else contextlib.nullcontext())
-            with cast:
-                graph = torch.jit.trace(module_to_trace, tuple(inputs), check_trace=False, strict=False)
-            unsupported = sorted({node.kind() for node in graph.inlined_graph.nodes()} & UNSUPPORTED_OPS)
-            if unsupported:  # stand-in for the compiler's NCC_* diagnostics
-                _write_compiler_log(compiler_workdir, command,
-                                    f"ERROR [NCC_EVRF029] Operation {unsupported[0]} is not supported", "FAIL")
-                raise RuntimeError("neuronx-cc failed with 70")
-            outputs = graph(*inputs)
-        leaves, out_spec = pytree.tree_flatten(outputs)
-        if not all(isinstance(leaf, torch.Tensor) for leaf in leaves):
-            raise TypeError("stand-in: traced outputs must be tensors or tuples/lists/dicts of tensors")
-        graph_id = random.getrandbits(62)
-        meta = [graph_id, len(inputs)]
-        for tensor in inputs:
-            meta += [_DTYPES.index(tensor.dtype), tensor.dim(), *tensor.shape]
-        buffer = io.BytesIO()
-        torch.jit.save(graph, buffer)
-        neff = torch.frombuffer(bytearray(buffer.getvalue()), dtype=torch.uint8)
-        wrapper = _NeuronGraph(neff, meta, out_spec)
-        state._local.tracing = True
-        try:
-            traced = torch.jit.trace(wrapper, tuple(inputs), check_trace=False, strict=False)
-        finally:
-            state._local.tracing = False
-        _write_compiler_log(compiler_workdir, command, "", "PASS")
+        # The real trace uses a temporary directory when given none (torch_neuronx/xla_impl/trace.py).
+        with contextlib.ExitStack() as stack:
+            workdir = Path(compiler_workdir or stack.enter_context(tempfile.TemporaryDirectory()))
+            traced, graph_id = _compile(func, tuple(inputs), options, parse_error, target, workdir,
+                                        _arg_list(compiler_args), state)
         state.compilations.append(Compilation(
-            compiler_args=user_args, options=options, target=target,
+            compiler_args=_arg_list(compiler_args), options=options, target=target,
             input_shapes=[tuple(t.shape) for t in inputs], input_dtypes=[t.dtype for t in inputs],
             compiler_workdir=None if compiler_workdir is None else str(compiler_workdir),
             cpu_backend=cpu_backend, graph_id=graph_id))
+        if not cpu_backend:  # traced on the device: the model is initialised there (api-torch-neuronx-trace.rst)
+            state.load_module(traced)
         return traced
 
     def dynamic_batch(neuron_script):
@@ -543,18 +672,11 @@ def _build_module(state: DoubleState, with_compiler: bool) -> types.ModuleType:
             flags[ASYNC] = int(enable_async_load)
 
     def set_neuron_cores(trace, start_nc=-1, nc_count=-1):
-        """Pin the model to cores start_nc .. start_nc + nc_count - 1 (round robin inside the range)."""
+        """Move a loaded model to cores start_nc .. start_nc + nc_count - 1 (round robin inside the range);
+        it is unloaded from where it was first (api-torch-neuronx-core-placement.rst)."""
         state.record("set_neuron_cores", trace, start_nc=start_nc, nc_count=nc_count)
-        visible = state.visible_cores()
-        if visible == 0:
-            raise RuntimeError(NO_RUNTIME_ERROR)
-        start = state.next_core() if start_nc == -1 else start_nc
-        count = 1 if nc_count == -1 else nc_count
-        if count < 1 or start < 0 or start + count > visible:  # stand-in wording; the doc names ValueError
-            raise ValueError(f"Invalid NeuronCore placement start_nc={start_nc} nc_count={nc_count} "
-                             f"for {visible} visible NeuronCores")
         for flags in _flags_of(trace, "set_neuron_cores"):
-            state.place(flags, start, count)
+            state.load(flags, start_nc, nc_count)
 
     def set_multicore(trace):
         state.record("set_multicore", trace)
@@ -562,19 +684,14 @@ def _build_module(state: DoubleState, with_compiler: bool) -> types.ModuleType:
 
     @contextlib.contextmanager
     def neuron_cores_context(start_nc=-1, nc_count=-1):
-        """Place models loaded by torch.jit.load inside the context (the double wraps torch.jit.load)."""
+        """Place the models torch.jit.load loads inside the context. Not thread-safe, as documented: the
+        placement is one process-wide setting, not per thread."""
         state.record("neuron_cores_context", start_nc=start_nc, nc_count=nc_count)
-        load = torch.jit.load
-
-        def placed_load(*args, **kwargs):
-            model = load(*args, **kwargs)
-            set_neuron_cores(model, start_nc, nc_count)
-            return model
-        torch.jit.load = placed_load
+        outer, state.context = state.context, (start_nc, nc_count)
         try:
             yield
         finally:
-            torch.jit.load = load
+            state.context = outer
 
     def multicore_context():
         return neuron_cores_context(0, state.visible_cores())
@@ -625,9 +742,10 @@ def _build_module(state: DoubleState, with_compiler: bool) -> types.ModuleType:
             state.record("DataParallel", model, device_ids=device_ids, dim=dim,
                          set_dynamic_batching=set_dynamic_batching)
             _flags_of(model, "DataParallel")
-            visible = state.visible_cores()
-            if visible == 0:
-                raise RuntimeError(NO_CORES_ERROR)
+            try:
+                visible = state.visible_cores()
+            except RuntimeError as exc:
+                raise RuntimeError(NO_CORES_ERROR) from exc
             ids = list(range(visible)) if device_ids is None else [
                 int(str(d).removeprefix("nc:")) for d in device_ids]
             if not ids or any(not 0 <= i < visible for i in ids):
@@ -642,10 +760,10 @@ def _build_module(state: DoubleState, with_compiler: bool) -> types.ModuleType:
             self.replicas = []
             for core in ids:  # one loaded copy per core, like the runtime
                 buffer.seek(0)
-                replica = torch.jit.load(buffer)
+                replica = torch.jit.load(buffer)  # loads, then moves: why lazy_load helps DataParallel
                 for flags in _flags_of(replica, "DataParallel"):
                     flags[DYNAMIC] = int(self.dynamic_batching)
-                    state.place(flags, core, 1)
+                    state.load(flags, core, 1)
                 self.replicas.append(replica)
 
         def disable_dynamic_batching(self):
@@ -676,6 +794,31 @@ def _build_module(state: DoubleState, with_compiler: bool) -> types.ModuleType:
     return module
 
 
+def _placing_load(state: DoubleState) -> Callable[..., Any]:
+    """torch.jit.load as it behaves once torch_neuronx is imported: a Neuron model is loaded onto a
+    NeuronCore at load time (the least used one, or the enclosing neuron_cores_context's), unless it
+    was saved with lazy_load (api-torch-neuronx-async-lazy-load.rst)."""
+    def load(*args: Any, **kwargs: Any) -> Any:
+        model = _JIT_LOAD(*args, **kwargs)
+        if state.is_double_trace(model) and not all(int(f[LAZY]) for f in _flags_of(model, "load")):
+            start_nc, nc_count = state.context or (-1, -1)
+            state.load_module(model, start_nc, nc_count)
+        return model
+    return load
+
+
+def _runtime_classes(state: DoubleState) -> types.SimpleNamespace:
+    """``torch.classes.neuron``: the Runtime class an AWS sample counts visible cores with
+    (src/examples/pytorch/libtorch_demo/bert_neuronx/detect_instance.py)."""
+    class Runtime:
+        def get_visible_nc_count(self) -> int:
+            try:
+                return state.visible_cores()
+            except RuntimeError as exc:
+                raise RuntimeError(NO_RUNTIME_ERROR) from exc
+    return types.SimpleNamespace(Runtime=Runtime)
+
+
 def _experimental(module: types.ModuleType) -> types.ModuleType:
     """``torch_neuronx.experimental``: the placement API's old home, still working with a warning
     since Neuron 2.25 (release-notes/2.25.0/nx-pytorch.rst)."""
@@ -691,18 +834,12 @@ def _experimental(module: types.ModuleType) -> types.ModuleType:
     return experimental
 
 
-def _write_compiler_log(workdir: str | os.PathLike | None, command: list[str], message: str, status: str) -> None:
-    """compiler_workdir/log-neuron-cc.txt and command.txt, as the real compile leaves them."""
-    if workdir is None:
-        return
-    path = Path(workdir)
-    path.mkdir(parents=True, exist_ok=True)
-    line = " ".join(shlex.quote(part) for part in command)
-    (path / "command.txt").write_text(line)
+def _write_compiler_log(path: Path, command: list[str], message: str, status: str) -> None:
+    """neuronx-cc's log file, at --logfile."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["# TEST DOUBLE (tests/neuron_double.py): not real neuronx-cc output",
-             f"NeuronX Compiler version {NEURONX_CC_VERSION}", line]
-    (path / "log-neuron-cc.txt").write_text("\n".join([*lines, *[message] * bool(message),
-                                                       f"Compiler status {status}", ""]))
+             f"NeuronX Compiler version {NEURONX_CC_VERSION}", " ".join(shlex.quote(part) for part in command)]
+    path.write_text("\n".join([*lines, *[message] * bool(message), f"Compiler status {status}", ""]))
 
 
 # ----------------------------------------------------------------------------- installation
@@ -730,7 +867,7 @@ def install(monkeypatch, *, devices: int = 0, platform: str = "inf2", neuronx_cc
     """Put the double into ``sys.modules['torch_neuronx']`` for one test; monkeypatch undoes it.
 
     devices: Neuron devices on the pretend host (0 = a CPU-only build host; 1 = inf2.xlarge's 2 cores).
-    platform: instance family the host reports when --target is not given.
+    platform: the host's instance family: the target when --target is not given, and what it can run.
     neuronx_cc: also install the compiler's module ``neuronxcc`` (its import name; the distribution is
         ``neuronx-cc``) and its metadata. False makes trace fail as it does without the compiler.
     Returns the fake module; its ``double`` attribute records calls and holds the knobs.
@@ -739,6 +876,8 @@ def install(monkeypatch, *, devices: int = 0, platform: str = "inf2", neuronx_cc
     module = _build_module(state, with_compiler=neuronx_cc)
     monkeypatch.setitem(sys.modules, "torch_neuronx", module)
     monkeypatch.setitem(sys.modules, "torch_neuronx.experimental", module.experimental)
+    monkeypatch.setattr(torch.jit, "load", _placing_load(state))
+    monkeypatch.setattr(torch.classes, "neuron", _runtime_classes(state), raising=False)
     if neuronx_cc:
         compiler = types.ModuleType("neuronxcc", "TEST DOUBLE of neuronx-cc's module (tests/neuron_double.py)")
         compiler.__spec__ = importlib.machinery.ModuleSpec("neuronxcc", None, origin=__file__)

@@ -32,7 +32,7 @@ def test_tiny_cpu_run_end_to_end(tmp_path):
     again = read_result(path)
     assert again.to_dict() == result.to_dict()
     assert [(r.engine, r.batch_size, r.seq_len) for r in again.rows] == [
-        (engine, b, s) for engine in ("cpu-eager", "cpu-torchscript-fp32") for s in (16, 32) for b in (1, 2)]
+        (engine, b, s) for engine in ("cpu-eager", "cpu-artifact-fp32") for s in (16, 32) for b in (1, 2)]
     for row in again.rows:
         assert row.calls == 16 and row.errors == 0 and row.model == "random:tiny"
         assert 0 < row.padding_efficiency < 1  # log-normal lengths, not full rows
@@ -44,11 +44,11 @@ def test_tiny_cpu_run_end_to_end(tmp_path):
     env = again.environment
     assert env["command"] == "neuron-encoder bench (test)" and env["instance_type"] is None
     assert env["artifact_manifest_sha256"] == compiled.artifact_sha256
-    assert any(m.startswith("[8/8] cpu-torchscript-fp32 b2 s32 c1") for m in messages)
+    assert any(m.startswith("[8/8] cpu-artifact-fp32 b2 s32 c1") for m in messages)
 
     report = write_report([path], tmp_path / "report")
     text = report.read_text()
-    assert "cpu-torchscript-fp32" in text and "cpu-eager" in text
+    assert "cpu-artifact-fp32" in text and "cpu-eager" in text
     assert (tmp_path / "report" / "latency_vs_throughput.png").stat().st_size > 0
     assert "cpu-eager" in format_summary_table(again.rows)
 
@@ -69,7 +69,7 @@ def test_minilm_on_real_text_with_an_slo(tmp_path, minilm):
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"engines": ["cpu", "tpu"]}, ConfigError, "unknown engine 'tpu'"),
     ({"engines": []}, ConfigError, "no engines"),
-    ({"engines": ["neuron"]}, BackendUnavailable, "pip install torch-neuronx"),
+    ({"engines": ["neuron"]}, BackendUnavailable, "pip install neuronx-cc==.* torch-neuronx=="),
     ({"batch_sizes": []}, ConfigError, "no batch sizes"),
     ({"seq_lens": [0]}, ConfigError, "sequence lengths must be positive"),
     ({"concurrency": [-1]}, ConfigError, "concurrency must be positive"),
@@ -101,11 +101,11 @@ def test_a_failing_engine_is_reported_the_others_are_kept(tmp_path, monkeypatch)
         return engines.Engine(**{**engine.__dict__, "run": lambda ids, *rest: ids.float()})  # (B, T): no hidden
     monkeypatch.setattr(engines, "eager_engine", broken)
     with pytest.raises(BenchmarkFailed, match="1 engine.* failed .*cpu-eager: ShapeError"):
-        run_bench("random:tiny", engines=["cpu-eager", "cpu-torchscript-fp32"], batch_sizes=[1], seq_lens=[16],
+        run_bench("random:tiny", engines=["cpu-eager", "cpu-artifact-fp32"], batch_sizes=[1], seq_lens=[16],
                   concurrency=[1], calls=3, warmup=0, out_dir=tmp_path / "results",
                   artifacts_dir=tmp_path / "artifacts", progress=None)
     (path,) = (tmp_path / "results").glob("*.json")
     result = read_result(path)
-    assert [r.engine for r in result.rows] == ["cpu-torchscript-fp32"]
+    assert [r.engine for r in result.rows] == ["cpu-artifact-fp32"]
     assert result.failures[0]["engine"] == "cpu-eager"
     assert "## Engines that failed (no rows)" in write_report([path], tmp_path / "report").read_text()

@@ -14,7 +14,6 @@ from neuron_encoder.bench.engines import Engine, LazyEngine, eager_engine, plan_
 from neuron_encoder.bench.workload import synthetic_workload
 from neuron_encoder.errors import ArtifactError, BackendUnavailable, ConfigError
 from neuron_encoder.models import load_model
-from tests.neuron_double import install
 
 
 @pytest.fixture
@@ -27,43 +26,30 @@ def cpu_only_host(monkeypatch):
 
 
 @pytest.fixture
-def inf2_host(monkeypatch):
-    """An inf2.xlarge as far as our probes can tell: one Neuron device (2 cores) and the SDK (the double)."""
-    for name in ("NEURON_RT_VISIBLE_CORES", "NEURON_RT_NUM_CORES"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NEURON_PLATFORM_TARGET_OVERRIDE", "inf2")
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))
-    monkeypatch.setattr(hardware, "is_cuda_available", lambda: False)
-    monkeypatch.setattr(hardware, "has_neuron_devices", lambda: True)
-    monkeypatch.setattr(hardware, "neuron_device_count", lambda: 1)
-    return install(monkeypatch, devices=1)
-
-
-@pytest.fixture
 def tiny(tiny_model):
     return load_model(tiny_model)
 
 
 def test_auto_on_a_cpu_host(cpu_only_host):
     messages: list[str] = []
-    assert resolve_engines(["auto"], progress=messages.append) == ["cpu-eager", "cpu-torchscript-fp32"]
+    assert resolve_engines(["auto"], progress=messages.append) == ["cpu-eager", "cpu-artifact-fp32"]
     assert any(m.startswith("auto: skipping neuron") for m in messages)
     assert any(m.startswith("auto: skipping cuda") for m in messages)
 
 
 def test_the_cpu_family_adds_bf16_only_where_the_cpu_has_it_natively(cpu_only_host, monkeypatch):
-    assert resolve_engines("cpu") == ["cpu-eager", "cpu-torchscript-fp32"]
+    assert resolve_engines("cpu") == ["cpu-eager", "cpu-artifact-fp32"]
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16", "amx_tile"}))
-    assert resolve_engines("cpu") == ["cpu-eager", "cpu-torchscript-fp32", "cpu-torchscript-bf16"]
+    assert resolve_engines("cpu") == ["cpu-eager", "cpu-artifact-fp32", "cpu-artifact-bf16"]
 
 
 def test_names_and_families(cpu_only_host):
-    assert resolve_engines("cpu-torchscript-bf16, cpu-eager") == ["cpu-eager", "cpu-torchscript-bf16"]
-    assert resolve_engines(["cpu", "cpu-eager"]) == ["cpu-eager", "cpu-torchscript-fp32"]
+    assert resolve_engines("cpu-artifact-bf16, cpu-eager") == ["cpu-eager", "cpu-artifact-bf16"]
+    assert resolve_engines(["cpu", "cpu-eager"]) == ["cpu-eager", "cpu-artifact-fp32"]
 
 
 def test_auto_on_an_inf2_host(inf2_host):
-    assert resolve_engines("auto") == ["cpu-eager", "cpu-torchscript-fp32", "neuron-1core", "neuron-all-cores"]
+    assert resolve_engines("auto") == ["cpu-eager", "cpu-artifact-fp32", "neuron-1core", "neuron-all-cores"]
 
 
 def test_unknown_engine_is_a_config_error(cpu_only_host):
@@ -110,20 +96,20 @@ def test_eager_engine_runs_from_any_thread(tiny_model, tiny_config):
 
 def test_cpu_engines_compile_lazily_into_the_artifact_dir(tiny, tiny_model, tiny_config, tmp_path):
     messages: list[str] = []
-    plans = plan_engines(tiny, ["cpu-eager", "cpu-torchscript-fp32"], [1, 2], [16], artifacts_dir=tmp_path,
+    plans = plan_engines(tiny, ["cpu-eager", "cpu-artifact-fp32"], [1, 2], [16], artifacts_dir=tmp_path,
                          progress=messages.append)
     assert isinstance(plans[0], Engine) and isinstance(plans[1], LazyEngine)
-    assert [p.name for p in plans] == ["cpu-eager", "cpu-torchscript-fp32"]
+    assert [p.name for p in plans] == ["cpu-eager", "cpu-artifact-fp32"]
     assert list(tmp_path.iterdir()) == []  # nothing compiled until the sweep reaches it
     engine = plans[1].build()
     (directory,) = tmp_path.iterdir()
     assert engine.artifact_sha256 == artifact.manifest_hash(directory)
-    assert (engine.name, engine.precision, engine.device) == ("cpu-torchscript-fp32", "fp32", "cpu")
-    assert any(m.startswith("compile cpu-torchscript-fp32: ") for m in messages)
+    assert (engine.name, engine.precision, engine.device) == ("cpu-artifact-fp32", "fp32", "cpu")
+    assert any(m.startswith("compile cpu-artifact-fp32: ") for m in messages)
     sample = synthetic_workload(tiny_config, 3, 16).batches[0]  # batch 3: the runtime splits it over buckets
     assert accuracy(engine.run, make_reference(tiny_model, sample)) > 0.9999
 
-    again = plan_engines(tiny, ["cpu-torchscript-fp32"], [1, 2], [16], artifacts_dir=tmp_path,
+    again = plan_engines(tiny, ["cpu-artifact-fp32"], [1, 2], [16], artifacts_dir=tmp_path,
                          progress=messages.append)[0].build()
     assert again.artifact_sha256 == engine.artifact_sha256
     assert any("cache hit" in m for m in messages)
@@ -134,27 +120,27 @@ def test_cpu_engines_compile_lazily_into_the_artifact_dir(tiny, tiny_model, tiny
 
 def test_a_tampered_cached_artifact_is_reported_not_recompiled(tiny, tmp_path):
     """The compile cache checks every file: tampering is an error, never papered over by a recompile."""
-    plan_engines(tiny, ["cpu-torchscript-fp32"], [1], [16], artifacts_dir=tmp_path)[0].build().close()
+    plan_engines(tiny, ["cpu-artifact-fp32"], [1], [16], artifacts_dir=tmp_path)[0].build().close()
     (directory,) = tmp_path.iterdir()
     bucket = next((directory / "buckets").iterdir())
     bucket.write_bytes(bucket.read_bytes() + b"tampered")
     with pytest.raises(ArtifactError, match="does not match its manifest"):
-        plan_engines(tiny, ["cpu-torchscript-fp32"], [1], [16], artifacts_dir=tmp_path)[0].build()
+        plan_engines(tiny, ["cpu-artifact-fp32"], [1], [16], artifacts_dir=tmp_path)[0].build()
     assert bucket.read_bytes().endswith(b"tampered")  # left as found, for the user to look at
 
 
 def test_a_given_artifact_replaces_compiling_it(tiny, tmp_path):
-    first = plan_engines(tiny, ["cpu-torchscript-fp32"], [1], [16], artifacts_dir=tmp_path)[0].build()
+    first = plan_engines(tiny, ["cpu-artifact-fp32"], [1], [16], artifacts_dir=tmp_path)[0].build()
     (directory,) = tmp_path.iterdir()
-    plans = plan_engines(tiny, ["cpu-eager", "cpu-torchscript-fp32"], [1], [16], artifacts=[directory],
+    plans = plan_engines(tiny, ["cpu-eager", "cpu-artifact-fp32"], [1], [16], artifacts=[directory],
                          artifacts_dir=tmp_path / "unused")
-    assert [p.name for p in plans] == ["cpu-eager", "cpu-torchscript-fp32"]
+    assert [p.name for p in plans] == ["cpu-eager", "cpu-artifact-fp32"]
     assert plans[1].build().artifact_sha256 == first.artifact_sha256
     assert not (tmp_path / "unused").exists()
 
 
 def test_an_artifact_of_other_weights_is_refused(tiny, tiny_config, tmp_path):
-    plan_engines(tiny, ["cpu-torchscript-fp32"], [1], [16], artifacts_dir=tmp_path)[0].build()
+    plan_engines(tiny, ["cpu-artifact-fp32"], [1], [16], artifacts_dir=tmp_path)[0].build()
     (directory,) = tmp_path.iterdir()
     torch.manual_seed(1)
     from neuron_encoder import Encoder
@@ -179,6 +165,9 @@ def test_neuron_on_one_core_and_on_all_cores(inf2_host, tiny, tiny_model, tiny_c
     assert one.precision == every.precision == "bf16-matmult"  # as AWS's published numbers
     compilation = inf2_host.double.compilations[-1]
     assert compilation.options["auto_cast"] == "matmult" and compilation.target == "inf2"
+    assert compilation.options["disable_mixed_precision_accumulation"]  # as AWS measured before Neuron 2.27
+    manifest = artifact.read_manifest(next(tmp_path.iterdir()))
+    assert "--disable-mixed-precision-accumulation" in manifest["compiler_args"]
     sample = synthetic_workload(tiny_config, 2, 16).batches[0]
     reference = make_reference(tiny_model, sample)
     for engine in (one, every):
@@ -203,8 +192,8 @@ def test_cuda_eager_engines_return_host_tensors_close_to_fp32(tiny_model, tiny_c
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
 def test_the_cuda_family_compiles_a_gated_artifact(tiny, tiny_model, tiny_config, tmp_path):
     kinds = resolve_engines("cuda")
-    assert "cuda-torchscript-fp16" in kinds
-    (plan,) = plan_engines(tiny, ["cuda-torchscript-fp16"], [2], [16], artifacts_dir=tmp_path)
+    assert "cuda-artifact-fp16" in kinds
+    (plan,) = plan_engines(tiny, ["cuda-artifact-fp16"], [2], [16], artifacts_dir=tmp_path)
     engine = plan.build()
     (directory,) = tmp_path.iterdir()
     manifest = artifact.read_manifest(directory)

@@ -148,6 +148,7 @@ def test_hardware_facts_come_from_the_hardware_probes(monkeypatch):
     monkeypatch.setattr(hardware, "neuron_device_count", lambda: 1)
     monkeypatch.setattr(hardware, "neuron_sdk_problem", lambda: None)
     monkeypatch.setattr(hardware, "ec2_instance_type", lambda: "inf2.xlarge")  # from DMI, no network
+    monkeypatch.setattr(hardware, "neuron_ls_core_count", lambda: None)  # counted by the family table
     monkeypatch.delenv("NEURON_RT_VISIBLE_CORES", raising=False)
     monkeypatch.delenv("NEURON_RT_NUM_CORES", raising=False)
     env = collect_environment("x")
@@ -182,10 +183,12 @@ def test_git_commit_outside_a_repository_is_none(tmp_path, monkeypatch):
 def test_collect_environment_records_machine_software_and_command(monkeypatch):
     monkeypatch.setattr(environment, "ec2_metadata", lambda: {"instance_type": "c6i.xlarge", "region": "us-east-1"})
     monkeypatch.setattr(hardware, "neuron_device_count", lambda: 3)
+    monkeypatch.setattr(hardware, "neuron_ls_core_count", lambda: None)
     env = collect_environment("neuron-encoder bench --backend cpu", artifact_manifest_sha256="ab" * 32)
     assert env["instance_type"] == "c6i.xlarge"
     assert env["region"] == "us-east-1"
     assert env["neuron_devices"] == 3
+    assert env["neuron_cores"] is None  # 3 devices on a host of no Neuron family, and no neuron-ls
     assert env["command"] == "neuron-encoder bench --backend cpu"
     assert env["artifact_manifest_sha256"] == "ab" * 32
     assert env["hostname"] == socket.gethostname()

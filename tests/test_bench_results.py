@@ -274,7 +274,7 @@ def test_version_1_files_are_read_with_their_backend_column_as_engine():
 
 def test_threads_per_worker_and_failures_round_trip(tmp_path):
     row = make_row(threads_per_worker=1, oversubscribed=True)
-    result = make_result(rows=[row], failures=[{"engine": "cpu-torchscript-bf16", "error": "NumericsError: x"}])
+    result = make_result(rows=[row], failures=[{"engine": "cpu-artifact-bf16", "error": "NumericsError: x"}])
     path, _ = write_result(result, tmp_path / "r.json")
     again = read_result(path)
     assert (again.rows[0].threads_per_worker, again.rows[0].oversubscribed) == (1, True)

@@ -63,7 +63,7 @@ def test_bench_then_report(monkeypatch, capsys, tmp_path):
                              "--batch-sizes", "2", "--seq-lens", "16", "--concurrency", "1", "--duration", "0.2",
                              "--out-dir", str(tmp_path / "results"))
     assert code == 0, err
-    assert "cpu-torchscript-fp32" in out and "p50 ms" in out
+    assert "cpu-artifact-fp32" in out and "p50 ms" in out
     assert "compiling for cpu" in err  # progress goes to stderr, the table to stdout
     result = next((tmp_path / "results").glob("bench-*.json"))
     code, out, err = run_cli(monkeypatch, capsys, "report", str(result), "--out-dir", str(tmp_path / "report"),

@@ -94,3 +94,21 @@ def test_cli_compile_errors_exit_with_their_codes(monkeypatch, capsys, tmp_path)
     code, _, err = run_cli(monkeypatch, capsys, "compile", "--model", "random:tiny", "--backend", "cpu",
                            "--seq-lens", "100000", "--out", str(tmp_path / "x"))
     assert code == 4 and "longer than the model's" in err
+
+
+def test_lnc_reaches_the_compiler_from_the_cli_and_from_a_config(monkeypatch, capsys, tmp_path, neuron_host):
+    """--lnc (and the config key lnc) for trn2; for inf2 exit 2 before anything compiles."""
+    from neuron_encoder.options import split_job
+    options, _, _ = split_job({"target": "trn2", "lnc": "1"})
+    assert options.lnc == 1
+    build = neuron_host(None, devices=0)
+    code, _, err = run_cli(monkeypatch, capsys, "compile", "--model", "random:tiny", "--backend", "neuron",
+                           "--target", "inf2", "--lnc", "2", "--out", str(tmp_path / "inf2"))
+    assert code == 2 and "--lnc 2 is for trn2 only" in err and not build.double.calls_to("trace")
+    code, out, _ = run_cli(monkeypatch, capsys, "compile", "--model", "random:tiny", "--backend", "neuron",
+                           "--target", "trn2", "--lnc", "1", "--batch-sizes", "1", "--seq-lens", "8",
+                           "--auto-cast", "none", "--out", str(tmp_path / "trn2"))
+    assert code == 0, out
+    assert build.double.compilations[0].options["logical_nc_config"] == "1"
+    code, _, err = run_cli(monkeypatch, capsys, "compile", "--model", "random:tiny", "--lnc", "3")
+    assert code == 2 and "lnc 3 must be 1 or 2" in err

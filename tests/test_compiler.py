@@ -52,8 +52,9 @@ def test_manifest_records_what_users_need(compiled, tiny_model):
     assert [(b["batch"], b["seq"]) for b in m["buckets"]] == [(1, 16), (4, 16), (1, 32), (4, 32)]
     assert m["model"]["config"]["hidden_size"] == 64 and len(m["model"]["weights_sha256"]) == 64
     assert m["versions"]["torch"] == torch.__version__ and m["versions"]["neuron-encoder"]
+    assert sum(b["compile_seconds"] for b in m["buckets"]) > 0  # the CPU saves its weights once, with bucket 1
     for bucket in m["buckets"]:
-        assert bucket["compile_seconds"] > 0
+        assert bucket["compile_seconds"] >= 0
         assert bucket["numerics"]["verified"] and bucket["numerics"]["max_abs"] <= 1e-3
         assert bucket["file"] in m["files"] and len(m["files"][bucket["file"]]) == 64
     assert "reference.pt" in m["files"] and m["created"].endswith("Z")
@@ -128,8 +129,28 @@ def test_tampered_file_is_refused(own_compiled):
     data = bytearray(bucket.read_bytes())
     data[-10] ^= 0xFF
     bucket.write_bytes(bytes(data))
-    with pytest.raises(ArtifactError, match=r"does not match its manifest .*changed: buckets/b1_s16.pt"):
+    with pytest.raises(ArtifactError, match=r"does not match its manifest .*changed: buckets/b1_s16.json"):
         load_compiled(own_compiled.path)
+    weights = own_compiled.path / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"changed: .*weights.safetensors"):
+        load_compiled(own_compiled.path)
+
+
+def test_a_cpu_artifact_stores_the_weights_once_for_every_bucket(compiled, tiny_model):
+    """Four buckets, one weights file: the artifact is about the model's size, not four copies of it."""
+    files = compiled.manifest["files"]
+    assert sorted(f for f in files if f.startswith("buckets/")) == [
+        "buckets/b1_s16.json", "buckets/b1_s32.json", "buckets/b4_s16.json", "buckets/b4_s32.json"]
+    weights = (compiled.path / "weights.safetensors").stat().st_size
+    model_bytes = sum(t.numel() * t.element_size() for t in tiny_model.state_dict().values())
+    total = sum((compiled.path / f).stat().st_size for f in files)
+    assert model_bytes <= weights < 1.1 * model_bytes and total < 1.5 * weights + 200_000
+    with load_compiled(compiled.path) as model:
+        modules = {id(bucket.module) for bucket in model.buckets.values()}
+        assert len(modules) == 1  # every bucket runs the one packed model
 
 
 def test_tampered_cache_is_not_reused(own_compiled, tiny_model):
@@ -248,19 +269,16 @@ def test_a_random_model_artifact_has_no_tokenizer(tiny_model, tmp_path):
         assert model.tokenizer is None
 
 
-def test_close_frees_the_buckets_and_restores_the_process_setting(tiny_model, tmp_path):
-    """Loading a CPU artifact turns TorchScript's oneDNN fuser on for as long as one is open, no longer."""
+def test_close_frees_the_buckets_and_calls_fail_after(tiny_model, tmp_path):
     path = compile_model(tiny_model, batch_sizes="1", seq_lens="8", backend="cpu", out=tmp_path / "art").path
-    before = torch._C._jit_llga_enabled()
     first, second = load_compiled(path), load_compiled(path)
-    assert torch._C._jit_llga_enabled()
     first.close()
-    assert torch._C._jit_llga_enabled()  # the second one still needs it
     with pytest.raises(RuntimeError, match="closed"):
         first(torch.ones(1, 8, dtype=torch.long))
-    with second:
+    with second:  # the other copy is unaffected, and a context manager closes it
+        assert second(torch.ones(1, 8, dtype=torch.long)).shape == (1, 8, 64)
+    with pytest.raises(RuntimeError, match="closed"):
         second(torch.ones(1, 8, dtype=torch.long))
-    assert torch._C._jit_llga_enabled() == before
 
 
 def test_auto_precision_that_fails_the_gate_falls_back_to_fp32(tiny_model, tmp_path, monkeypatch):
@@ -276,3 +294,46 @@ def test_auto_precision_that_fails_the_gate_falls_back_to_fp32(tiny_model, tmp_p
     with pytest.raises(NumericsError):  # a precision the user chose is never swapped behind their back
         compile_model(tiny_model, batch_sizes="1", seq_lens="8", backend="cpu", out=tmp_path / "b",
                       options=CompileOptions(auto_cast="matmult"), tolerance=Tolerance(min_cosine=1.5))
+
+
+def test_seq_lens_auto_chooses_buckets_for_the_texts_and_records_why(tmp_path, minilm):
+    texts = tmp_path / "traffic.txt"
+    texts.write_text("\n".join(["hi there"] * 30 + ["a much longer sentence " * 6] * 10))
+    result = compile_model(minilm, batch_sizes="1", seq_lens="auto", lengths_from=texts, max_buckets=2,
+                           backend="cpu", out=tmp_path / "art", options=CompileOptions(auto_cast="none"))
+    choice = result.manifest["bucket_choice"]
+    seqs = sorted({b["seq"] for b in result.manifest["buckets"]})
+    assert seqs == choice["seq_lens"] and len(seqs) == 2 and seqs[0] < seqs[1] <= 512
+    assert choice["texts"] == 40 and 0.5 < choice["expected_padding_efficiency"] <= 1.0
+    assert choice["lengths"]["max"] <= seqs[-1]
+
+
+def test_seq_lens_auto_without_texts_is_the_default_grid(tiny_model, tmp_path):
+    result = compile_model(tiny_model, batch_sizes="1", seq_lens="auto", backend="cpu", out=tmp_path / "art")
+    assert sorted({b["seq"] for b in result.manifest["buckets"]}) == [32, 64, 128]  # tiny: 128 positions
+    assert result.manifest["bucket_choice"] is None
+
+
+def test_lengths_from_needs_auto_and_a_tokenizer(tiny_model, tmp_path):
+    texts = tmp_path / "t.txt"
+    texts.write_text("hello\n")
+    with pytest.raises(ConfigError, match="needs --seq-lens auto"):
+        compile_model(tiny_model, seq_lens="16", lengths_from=texts, backend="cpu", out=tmp_path / "a")
+    with pytest.raises(ConfigError, match="has none \\(random weights\\)"):
+        compile_model(tiny_model, seq_lens="auto", lengths_from=texts, backend="cpu", out=tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+
+
+def test_the_cpu_runs_inputs_at_their_own_shape_and_splits_only_big_batches(compiled, tiny_model, tiny_config):
+    """Fixed shapes are Neuron's (and TorchScript's) constraint: on the CPU padding would only add work."""
+    model = load_compiled(compiled.path)
+    seen = []
+    for bucket in model.buckets.values():
+        inner = bucket.module
+        bucket.module = lambda *inputs, inner=inner: (seen.append(tuple(inputs[0].shape)), inner(*inputs))[1]
+    ids, mask, types = sample_inputs(tiny_config, 9, 13, seed=4)
+    got = model(ids, mask, types)
+    assert not model.fixed_shapes and seen == [(4, 13), (4, 13), (1, 13)]  # split by the largest batch, unpadded
+    with torch.no_grad():
+        assert compare_outputs(got, tiny_model(ids, mask, types), mask)["max_abs"] < 1e-4
+    model.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.machinery
 import sys
 import types
 
@@ -15,27 +16,116 @@ from neuron_encoder.errors import ConfigError
 def test_core_lists():
     assert hardware.parse_core_list("0-1") == [0, 1]
     assert hardware.parse_core_list("3") == [3]
-    assert hardware.parse_core_list("0,2-3") == [0, 2, 3]
+    assert hardware.parse_core_list("3-5,6") == [3, 4, 5, 6]  # nrt-developer-guide.rst's own examples
+    assert hardware.parse_core_list("3,4,5,6") == [3, 4, 5, 6]
     with pytest.raises(ConfigError, match="NEURON_RT_VISIBLE_CORES='a-b'"):
         hardware.parse_core_list("a-b")
 
 
-def test_visible_cores_follow_the_runtime_variables(monkeypatch):
-    monkeypatch.delenv("NEURON_RT_VISIBLE_CORES", raising=False)
-    monkeypatch.delenv("NEURON_RT_NUM_CORES", raising=False)
-    monkeypatch.setattr(hardware, "neuron_device_count", lambda: 1)
+@pytest.mark.parametrize("spec", ["3,5,6", "0,2-3", "1,0"])
+def test_visible_core_lists_must_be_contiguous(spec):
+    """The runtime refuses them ("The resulting range must be contiguous"); so do we, naming a fix."""
+    with pytest.raises(ConfigError, match="not contiguous"):
+        hardware.parse_core_list(spec)
+
+
+@pytest.fixture
+def host(monkeypatch):
+    """Set the instance type and device count our probes see; no neuron-ls unless a test adds it."""
+    for name in ("NEURON_RT_VISIBLE_CORES", "NEURON_RT_NUM_CORES", "NEURON_LOGICAL_NC_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(hardware, "neuron_ls_core_count", lambda: None)
+
+    def make(instance, devices):
+        monkeypatch.setattr(hardware, "ec2_instance_type", lambda: instance)
+        monkeypatch.setattr(hardware, "neuron_device_count", lambda: devices)
+    return make
+
+
+@pytest.mark.parametrize("instance, devices, lnc, cores", [
+    ("inf2.xlarge", 1, None, 2), ("inf2.24xlarge", 6, None, 12), ("inf2.48xlarge", 12, None, 24),
+    ("trn1.2xlarge", 1, None, 2), ("trn1.32xlarge", 16, None, 32), ("trn1n.32xlarge", 16, None, 32),
+    ("trn2.48xlarge", 16, None, 64), ("trn2.48xlarge", 16, "2", 64), ("trn2.48xlarge", 16, "1", 128),
+    ("trn2u.48xlarge", 16, "1", 128), ("trn2.3xlarge", 1, None, 4), ("trn2.3xlarge", 1, "1", 8),
+])
+def test_core_counts_per_family_and_lnc(host, monkeypatch, instance, devices, lnc, cores):
+    """logical-neuroncore-config.rst: trn2.48xlarge shows 64 cores at LNC=2 and 128 at LNC=1."""
+    host(instance, devices)
+    if lnc:
+        monkeypatch.setenv("NEURON_LOGICAL_NC_CONFIG", lnc)
+    assert hardware.neuron_core_count() == cores
+
+
+def test_inf2_and_trn1_have_no_lnc(host, monkeypatch):
+    host("inf2.xlarge", 1)
+    monkeypatch.setenv("NEURON_LOGICAL_NC_CONFIG", "1")
     assert hardware.neuron_core_count() == 2
-    monkeypatch.setenv("NEURON_RT_NUM_CORES", "1")
-    assert hardware.neuron_core_count() == 1
-    monkeypatch.setenv("NEURON_RT_VISIBLE_CORES", "0-3")
+    monkeypatch.setenv("NEURON_LOGICAL_NC_CONFIG", "4")
+    with pytest.raises(ConfigError, match="1 or 2"):
+        hardware.logical_nc_config()
+
+
+def test_visible_cores_follow_the_runtime_variables(host, monkeypatch):
+    host("inf2.24xlarge", 6)
+    assert hardware.neuron_core_count() == 12
+    monkeypatch.setenv("NEURON_RT_NUM_CORES", "0")  # the runtime's default: all
+    assert hardware.neuron_core_count() == 12
+    monkeypatch.setenv("NEURON_RT_NUM_CORES", "3")
+    assert hardware.neuron_core_count() == 3
+    monkeypatch.setenv("NEURON_RT_VISIBLE_CORES", "4-7")
     assert hardware.neuron_core_count() == 4  # VISIBLE_CORES wins over NUM_CORES
 
 
-def test_malformed_core_variables_are_config_errors(monkeypatch):
-    monkeypatch.delenv("NEURON_RT_VISIBLE_CORES", raising=False)
-    monkeypatch.setenv("NEURON_RT_NUM_CORES", "abc")
-    with pytest.raises(ConfigError, match="NEURON_RT_NUM_CORES='abc' is not a number"):
+@pytest.mark.parametrize("variable, value, message", [
+    ("NEURON_RT_NUM_CORES", "abc", "NEURON_RT_NUM_CORES='abc' is not a number"),
+    ("NEURON_RT_NUM_CORES", "-1", "0 \\(all\\) or more"),
+    ("NEURON_RT_NUM_CORES", "3", "NEURON_RT_NUM_CORES=3, but this host has 2 NeuronCores"),
+    ("NEURON_RT_VISIBLE_CORES", "1-2", "names core 2, but this host has NeuronCores 0-1"),
+    ("NEURON_RT_VISIBLE_CORES", "0,1,3", "not contiguous"),
+])
+def test_core_variables_the_runtime_would_refuse_are_config_errors(host, monkeypatch, variable, value, message):
+    host("inf2.xlarge", 1)
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError, match=message):
         hardware.neuron_core_count()
+
+
+def test_neuron_ls_counts_first(host, monkeypatch):
+    """neuron-ls -j's nc_count per device (tools/neuron-sys-tools/neuron-ls.rst) wins over the table,
+    and counts an unknown family; without either the error says what to set."""
+    host(None, 2)
+    with pytest.raises(ConfigError, match="set NEURON_RT_NUM_CORES or NEURON_RT_VISIBLE_CORES"):
+        hardware.neuron_core_count()
+    monkeypatch.setattr(hardware, "neuron_ls_core_count", lambda: 8)
+    assert hardware.neuron_core_count() == 8
+
+
+def test_neuron_ls_json_is_summed_over_devices(monkeypatch, tmp_path):
+    script = tmp_path / "neuron-ls"
+    script.write_text('#!/bin/sh\necho \'[{"neuron_device": 0, "nc_count": 4}, {"neuron_device": 1, "nc_count": 4}]\'\n')
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    hardware.neuron_ls_core_count.cache_clear()
+    try:
+        assert hardware.neuron_ls_core_count() == 8
+        script.write_text("#!/bin/sh\necho not json\n")
+        hardware.neuron_ls_core_count.cache_clear()
+        assert hardware.neuron_ls_core_count() is None
+    finally:
+        hardware.neuron_ls_core_count.cache_clear()
+
+
+def test_a_container_without_its_devices_has_no_cores_and_says_how_to_fix_it(host, monkeypatch):
+    """A `neuron` line in /proc/devices but no /dev/neuron*: zero cores, never a division by zero."""
+    host("inf2.xlarge", 0)
+    monkeypatch.setattr(hardware, "neuron_driver_loaded", lambda: True)
+    monkeypatch.setattr(hardware, "neuron_sdk_problem", lambda: None)
+    monkeypatch.setenv("NEURON_RT_NUM_CORES", "0")
+    assert hardware.neuron_core_count() == 0 and not hardware.has_neuron_devices()
+    from neuron_encoder.backends.neuron import NeuronBackend
+    assert "--device=/dev/neuron0" in NeuronBackend().run_problem()
+    monkeypatch.setattr(hardware, "is_cuda_available", lambda: False)
+    assert "a container without its devices" in hardware.auto_backend()[1]
 
 
 @pytest.mark.parametrize("flags, precision, reason", [
@@ -80,6 +170,30 @@ def test_missing_sdk(monkeypatch):
     assert hardware.neuron_sdk_problem() == "torch_neuronx is not installed"
 
 
+def test_torchneuron_native_is_not_the_sdk_we_trace_with(monkeypatch):
+    """TorchNeuron (PyTorch 2.10+) shares the import name but has no trace()."""
+    native = types.ModuleType("torch_neuronx")
+    native.__version__ = "2.10.0"
+    native.__spec__ = importlib.machinery.ModuleSpec("torch_neuronx", None)
+    monkeypatch.setitem(sys.modules, "torch_neuronx", native)
+    monkeypatch.setattr(hardware.importlib.util, "find_spec", lambda name: native.__spec__)
+    problem = hardware.neuron_sdk_problem()
+    assert "has no trace()" in problem and "TorchNeuron" in problem and hardware.TORCH_NEURONX_PIN in problem
+
+
+def test_versions_come_from_the_module_first(monkeypatch):
+    from tests.neuron_double import NEURONX_CC_VERSION, install
+    module = install(monkeypatch, devices=0)
+    monkeypatch.setattr(module, "__version__", "2.9.0.2.99.1")  # the documented check wins over metadata
+    assert hardware.neuron_versions() == {"torch-neuronx": "2.9.0.2.99.1", "neuronx-cc": NEURONX_CC_VERSION}
+
+
+def test_the_install_hint_names_the_documented_pair():
+    for pin in (hardware.TORCH_NEURONX_PIN, hardware.NEURONX_CC_PIN, hardware.NEURON_PIP_REPOSITORY,
+                hardware.NEURON_VENV):
+        assert pin in hardware.NEURON_INSTALL_HINT
+
+
 def test_cuda_devices(monkeypatch):
     if not torch.cuda.is_available():
         assert hardware.cuda_devices() is None
@@ -97,6 +211,7 @@ def test_cuda_devices(monkeypatch):
 def test_describe_has_every_probe():
     info = hardware.describe()
     assert set(info) == {"neuron_devices", "neuron_driver", "neuron_sdk", "cuda", "cpu", "cpu_count", "cpu_fast_bf16"}
+    assert info["neuron_driver"] == hardware.neuron_driver_loaded()
     assert isinstance(info["cpu"], str) and info["cpu_count"] >= 1
 
 

@@ -82,7 +82,7 @@ def test_the_readme_module_map_matches_the_tree():
     block = readme.split("## Module map", 1)[1].split("```", 2)[1]
     listed, folder = [], ""
     for line in block.splitlines():
-        match = re.match(r"^( +)([a-z_]+(?:\.py|/))", line)
+        match = re.match(r"^( +)([a-z0-9_]+(?:\.py|/))", line)
         if not match:
             continue
         depth, entry = len(match.group(1)) // 2, match.group(2)

@@ -1,12 +1,16 @@
 """Tests of the torch_neuronx TEST DOUBLE itself (tests/neuron_double.py).
 
-The other tests trust the double to behave like the SDK as ../shared/NEURON.md describes it; these tests
-pin that behaviour down: flags validated like neuronx-cc, cpu_backend needing a target, the compiler log,
-fixed shapes, dynamic batching, DataParallel and NEURON_RT_VISIBLE_CORES, save/load.
+The other tests trust the double to behave like the SDK as its documentation describes it; these tests
+pin that behaviour down, each with the documented rule it follows: flags validated like neuronx-cc
+(--lnc only where the target has logical cores), cpu_backend needing a target, the compiler's work
+directory and log, fixed shapes, dynamic batching, placement at load on the least used core, the
+runtime reading NEURON_RT_* once and refusing non-contiguous cores, NEFFs bound to their NeuronCore
+generation and LNC, DataParallel, save/load.
 """
 
 from __future__ import annotations
 
+import gc
 import importlib.metadata
 import importlib.util
 import sys
@@ -15,6 +19,8 @@ import pytest
 import torch
 
 from tests.neuron_double import NEURONX_CC_VERSION, TORCH_NEURONX_VERSION, install, parse_compiler_args
+
+from neuron_encoder import hardware
 
 SEQ, VOCAB, HIDDEN = 8, 32, 16
 
@@ -43,9 +49,11 @@ def bert_inputs(batch: int = 2, seq: int = SEQ) -> tuple[torch.Tensor, torch.Ten
 
 
 @pytest.fixture(autouse=True)
-def clean_neuron_env(monkeypatch):
-    for name in ("NEURON_RT_VISIBLE_CORES", "NEURON_RT_NUM_CORES", "NEURON_PLATFORM_TARGET_OVERRIDE"):
+def clean_neuron_env(monkeypatch, tmp_path):
+    for name in ("NEURON_RT_VISIBLE_CORES", "NEURON_RT_NUM_CORES", "NEURON_PLATFORM_TARGET_OVERRIDE",
+                 "NEURON_LOGICAL_NC_CONFIG"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # neuronx-cc writes its log to the working directory without --logfile
 
 
 @pytest.fixture(scope="module")
@@ -99,10 +107,23 @@ def test_trace_returns_a_scriptmodule_with_real_outputs(tnx, encoder):
     "--target=trn1 -O1 --enable-saturate-infinity --enable-fast-loading-neuron-binaries",
     "--target trn2 -O3 --auto-cast all --auto-cast-type fp8_e4m3 --model-type generic",
     "--target trn1n --optlevel 1 --auto-cast-type fp16",
+    "--target inf2 --auto-cast matmult --disable-mixed-precision-accumulation",  # pre-2.27 behaviour
+    "--target trn2 --logical-nc-config 1", "--target trn2 -lnc 2", "--target trn2 --lnc 1",
+    "--target trn1 --lnc 1",  # EARG001: "On trn1, only lnc=1 is supported"
 ])
-def test_documented_flags_are_accepted(tnx, encoder, compiler_args):
-    tnx.trace(encoder, bert_inputs(), compiler_args=compiler_args)
+def test_documented_flags_are_accepted(monkeypatch, encoder, compiler_args):
+    tnx = install(monkeypatch, devices=0)  # a build host: any target compiles
+    tnx.trace(encoder, bert_inputs(), compiler_args=compiler_args, cpu_backend=True)
     assert tnx.double.compilations[-1].target in {"inf2", "trn1", "trn1n", "trn2"}
+
+
+@pytest.mark.parametrize("compiler_args", ["--target inf2 -lnc 2", "--target trn1 --lnc 2",
+                                           "--target inf2 --logical-nc-config 2"])
+def test_lnc_2_fails_off_trn2_with_earg001(monkeypatch, encoder, tmp_path, compiler_args):
+    tnx = install(monkeypatch, devices=0)
+    with pytest.raises(RuntimeError, match="neuronx-cc failed"):
+        tnx.trace(encoder, bert_inputs(), compiler_args=compiler_args, cpu_backend=True)
+    assert "NCC_EARG001" in (tmp_path / "log-neuron-cc.txt").read_text()
 
 
 def test_parsed_flags_and_defaults():
@@ -120,8 +141,8 @@ def test_parsed_flags_and_defaults():
 ])
 def test_bad_flags_fail_like_neuronx_cc(tnx, encoder, tmp_path, bad, message):
     with pytest.raises(RuntimeError, match="neuronx-cc failed with 2"):
-        tnx.trace(encoder, bert_inputs(), compiler_args=f"--target inf2 {bad}", compiler_workdir=tmp_path)
-    assert message in (tmp_path / "log-neuron-cc.txt").read_text()
+        tnx.trace(encoder, bert_inputs(), compiler_args=f"--target inf2 {bad}", compiler_workdir=tmp_path / "w")
+    assert message in (tmp_path / "log-neuron-cc.txt").read_text()  # the working directory: no --logfile
 
 
 def test_cpu_backend_needs_a_target_on_a_host_without_devices(monkeypatch, encoder):
@@ -150,14 +171,27 @@ def test_a_model_compiled_on_cpu_does_not_run_without_hardware(monkeypatch, enco
         traced(*bert_inputs())
 
 
-def test_compiler_workdir_keeps_the_log(tnx, encoder, tmp_path):
-    workdir = tmp_path / "bucket_128"
+def test_compiler_workdir_holds_graph_weights_and_neff_and_the_log_goes_to_logfile(tnx, encoder, tmp_path):
+    """What the real trace leaves (torch_neuronx/xla_impl/trace.py): model/graph.hlo, a .npy per weight,
+    model/metadata.json, graph.neff, command.txt; the log at --logfile."""
+    workdir, log = tmp_path / "bucket_128", tmp_path / "logs" / "cc.txt"
     tnx.trace(encoder, bert_inputs(), compiler_workdir=workdir,
-              compiler_args=["--target", "inf2", "--auto-cast", "matmult", "--auto-cast-type", "bf16"])
-    log = (workdir / "log-neuron-cc.txt").read_text()
-    assert "--auto-cast matmult --auto-cast-type bf16" in log and "Compiler status PASS" in log
-    assert "TEST DOUBLE" in log
+              compiler_args=["--target", "inf2", "--auto-cast", "matmult", "--logfile", str(log)])
+    names = {str(p.relative_to(workdir)) for p in workdir.rglob("*") if p.is_file()}
+    assert {"model/graph.hlo", "model/metadata.json", "graph.neff", "command.txt"} <= names
+    assert {f"model/weights/{name}.npy" for name in encoder.state_dict()} <= names
+    weights = sum((workdir / "model" / "weights" / f"{n}.npy").stat().st_size for n in encoder.state_dict())
+    assert weights >= sum(t.numel() * t.element_size() for t in encoder.state_dict().values())
+    assert (workdir / "graph.neff").stat().st_size >= weights / 2  # weights are inlined in the NEFF
+    text = log.read_text()
+    assert "--auto-cast matmult" in text and "Compiler status PASS" in text and "TEST DOUBLE" in text
+    assert not (tmp_path / "log-neuron-cc.txt").exists()
     assert tnx.double.compilations[-1].compiler_workdir == str(workdir)
+
+
+def test_without_a_workdir_the_work_files_go_to_a_temporary_directory(tnx, encoder, tmp_path):
+    tnx.trace(encoder, bert_inputs(), compiler_args="--target inf2")
+    assert [p.name for p in tmp_path.iterdir()] == ["log-neuron-cc.txt"]
 
 
 def test_auto_cast_gives_reduced_precision_error(tnx, encoder):
@@ -197,13 +231,75 @@ def test_save_and_load_round_trip(tnx, encoder, tmp_path):
     assert loaded(*bert_inputs(batch=3))[0].shape == (3, SEQ, HIDDEN)  # dynamic batching was saved
 
 
-def test_loads_go_round_robin_over_cores(tnx, encoder, tmp_path):
+def test_loads_are_placed_at_load_time_on_the_least_used_core(tnx, encoder, tmp_path):
+    """api-torch-neuronx-trace.rst: a traced model is loaded to a NeuronCore upon torch.jit.load, in linear
+    order over the least used cores; a freed model gives its core back."""
     torch.jit.save(tnx.trace(encoder, bert_inputs(), compiler_args="--target inf2"), tmp_path / "m.pt")
-    # Kept alive, as a server keeps its replicas: a freed model's memory (and identity) can be reused.
-    models = [torch.jit.load(tmp_path / "m.pt") for _ in range(3)]
-    for model in models:
+    first, second = torch.jit.load(tmp_path / "m.pt"), torch.jit.load(tmp_path / "m.pt")
+    assert sorted(p.start_nc for p in tnx.double.placements.values()) == [0, 1]  # before any run
+    del first
+    gc.collect()
+    third = torch.jit.load(tmp_path / "m.pt")  # core 0 is free again
+    for model in (second, third):
         model(*bert_inputs())
-    assert [run.core for run in tnx.double.executions] == [0, 1, 0]
+    assert [run.core for run in tnx.double.executions] == [1, 0]
+
+
+def test_lazy_load_defers_placement_to_the_first_run(tnx, encoder, tmp_path):
+    traced = tnx.trace(encoder, bert_inputs(), compiler_args="--target inf2")
+    tnx.lazy_load(traced)
+    torch.jit.save(traced, tmp_path / "m.pt")
+    del traced
+    gc.collect()
+    loaded = torch.jit.load(tmp_path / "m.pt")
+    assert not tnx.double.placements
+    loaded(*bert_inputs())
+    assert len(tnx.double.placements) == 1
+
+
+def test_the_runtime_reads_its_variables_once_when_it_starts(tnx, encoder, monkeypatch):
+    monkeypatch.setenv("NEURON_RT_VISIBLE_CORES", "1")
+    assert torch.classes.neuron.Runtime().get_visible_nc_count() == 1  # starts the runtime
+    monkeypatch.setenv("NEURON_RT_VISIBLE_CORES", "0-1")
+    assert tnx.double.visible_cores() == 1  # too late: read at start
+
+
+@pytest.mark.parametrize("spec", ["0,2", "0-1,3", "1,0"])
+def test_the_runtime_refuses_non_contiguous_cores(monkeypatch, spec):
+    """nrt-developer-guide.rst: "The resulting range must be contiguous", in increasing order."""
+    tnx = install(monkeypatch, devices=2)
+    monkeypatch.setenv("NEURON_RT_VISIBLE_CORES", spec)
+    with pytest.raises(RuntimeError, match="not contiguous"):
+        tnx.double.visible_cores()
+
+
+@pytest.mark.parametrize("platform, lnc, cores", [("inf2", None, 4), ("trn1", None, 4), ("trn2", None, 8),
+                                                  ("trn2", "2", 8), ("trn2", "1", 16)])
+def test_cores_per_device_follow_the_family_and_lnc(monkeypatch, platform, lnc, cores):
+    tnx = install(monkeypatch, devices=2, platform=platform)
+    if lnc:
+        monkeypatch.setenv("NEURON_LOGICAL_NC_CONFIG", lnc)
+    assert torch.classes.neuron.Runtime().get_visible_nc_count() == cores
+
+
+def test_a_neff_runs_only_on_its_generation_and_lnc(monkeypatch, encoder, tmp_path):
+    """optimum-neuron's export guide: trn2 models do not run on inf2, nor inf2 models on trn2; trn1 code
+    runs on inf2 (same NeuronCore-v2). logical-neuroncore-config.rst: compiler and runtime LNC must match."""
+    build = install(monkeypatch, devices=0)
+    for target, args in (("inf2", ""), ("trn1", ""), ("trn2", ""), ("trn2-lnc1", "--lnc 1")):
+        model = build.trace(encoder, bert_inputs(), compiler_args=f"--target {target[:4]} {args}", cpu_backend=True)
+        torch.jit.save(model, tmp_path / f"{target}.pt")
+    install(monkeypatch, devices=1, platform="inf2")
+    torch.jit.load(tmp_path / "inf2.pt")
+    torch.jit.load(tmp_path / "trn1.pt")
+    with pytest.raises(RuntimeError, match="compiled for trn2"):
+        torch.jit.load(tmp_path / "trn2.pt")
+    install(monkeypatch, devices=1, platform="trn2")
+    torch.jit.load(tmp_path / "trn2.pt")
+    with pytest.raises(RuntimeError, match="compiled for inf2"):
+        torch.jit.load(tmp_path / "inf2.pt")
+    with pytest.raises(RuntimeError, match="LNC=1, runtime uses LNC=2"):
+        torch.jit.load(tmp_path / "trn2-lnc1.pt")
 
 
 def test_data_parallel_splits_the_batch_over_cores(tnx, encoder):
@@ -229,34 +325,39 @@ def test_data_parallel_accepts_a_loaded_model_and_can_drop_dynamic_batching(tnx,
 @pytest.mark.parametrize("variable, value, cores", [
     ("NEURON_RT_VISIBLE_CORES", "0-1", 2),
     ("NEURON_RT_VISIBLE_CORES", "3", 1),
-    ("NEURON_RT_VISIBLE_CORES", "0,2", 2),
-    ("NEURON_RT_VISIBLE_CORES", "0-1,3", 3),
+    ("NEURON_RT_VISIBLE_CORES", "1-2,3", 3),
     ("NEURON_RT_NUM_CORES", "3", 3),
     ("NEURON_RT_NUM_CORES", "0", 4),
 ])
 def test_data_parallel_honours_the_runtime_core_variables(monkeypatch, encoder, variable, value, cores):
     tnx = install(monkeypatch, devices=2)  # inf2.24xlarge-like slice: 4 NeuronCores
-    monkeypatch.setenv(variable, value)
+    monkeypatch.setenv(variable, value)  # before the runtime starts (the trace below starts it)
     parallel = tnx.DataParallel(tnx.trace(encoder, bert_inputs(batch=1), compiler_args="--target inf2"))
     assert parallel.device_ids == list(range(cores))
 
 
-def test_data_parallel_needs_cores(monkeypatch, encoder):
+def test_data_parallel_needs_cores(monkeypatch, encoder, tmp_path):
+    build = install(monkeypatch, devices=0)
+    traced = build.trace(encoder, bert_inputs(), compiler_args="--target inf2", cpu_backend=True)
+    with pytest.raises(RuntimeError, match="cannot determine the number of available NeuronCores"):
+        build.DataParallel(traced)
+    torch.jit.save(traced, tmp_path / "m.pt")
     tnx = install(monkeypatch, devices=1)
-    traced = tnx.trace(encoder, bert_inputs(), compiler_args="--target inf2")
     monkeypatch.setenv("NEURON_RT_VISIBLE_CORES", "5")
     with pytest.raises(RuntimeError, match=r"NeuronCore\(s\) not available"):
-        tnx.DataParallel(traced)
-    tnx.double.devices = 0
+        torch.jit.load(tmp_path / "m.pt")
     with pytest.raises(RuntimeError, match="cannot determine the number of available NeuronCores"):
         tnx.DataParallel(traced)
 
 
-def test_cores_held_by_another_process(tnx, encoder):
-    traced = tnx.trace(encoder, bert_inputs(), compiler_args="--target inf2")
-    tnx.double.busy = True
+def test_cores_held_by_another_process(monkeypatch, encoder, tmp_path):
+    build = install(monkeypatch, devices=0)
+    torch.jit.save(build.trace(encoder, bert_inputs(), compiler_args="--target inf2", cpu_backend=True),
+                   tmp_path / "m.pt")
+    tnx = install(monkeypatch, devices=1)
+    tnx.double.busy = True  # configuration-guide.rst: a reserved core serves no other process
     with pytest.raises(RuntimeError, match=r"NeuronCore\(s\) not available"):
-        traced(*bert_inputs())
+        torch.jit.load(tmp_path / "m.pt")
 
 
 def test_core_placement(tnx, encoder, tmp_path):
@@ -291,3 +392,9 @@ def test_analyze_reports_the_documented_keys(tnx, encoder):
     assert set(report) == {"torch_neuronx_version", "neuronx_cc_version", "support_percentage",
                            "supported_operators", "unsupported_operators"}
     assert report["support_percentage"] == "100.00%" and report["supported_operators"]["aten::embedding"] == 2
+
+
+def test_the_double_is_the_documented_pair():
+    """setup/pytorch/manual.rst (Neuron 2.32) installs exactly this pair; our install hint names it too."""
+    assert hardware.TORCH_NEURONX_PIN == f"torch-neuronx=={TORCH_NEURONX_VERSION}"
+    assert hardware.NEURONX_CC_PIN == f"neuronx-cc=={NEURONX_CC_VERSION}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -28,14 +29,21 @@ def test_quick_start_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # its ./artifacts cache lands here
     lines: list[str] = []
     outcome = run_quickstart("minilm", run_dir=tmp_path / "run", duration_s=0.3, batch_sizes="1",
-                             echo=lines.append)
+                             corpus_sentences=64, echo=lines.append)
     text = "\n".join(lines)
     assert "multi-head attention" in text and "cosine similarity" in text
     sim = outcome["similarity"]
     assert sim[0][1] > sim[0][3]  # the guitar paraphrase beats the stock market
     assert "min cosine 1.000000: ok" in text  # the compile's numerics gate ran
     engines = {row.engine for row in outcome["result"].rows}
-    assert engines == {"cpu-eager", "cpu-torchscript-fp32"}
+    assert engines == {"cpu-eager", "cpu-artifact-fp32"}
     report = outcome["report_path"].read_text()
-    assert "cpu-torchscript-fp32" in report and (outcome["report_path"].parent / "latency_vs_throughput.png").exists()
+    assert "cpu-artifact-fp32" in report and (outcome["report_path"].parent / "latency_vs_throughput.png").exists()
     assert outcome["result_path"].exists() and outcome["result_path"].with_suffix(".csv").exists()
+    # The artifact has the bucket grid, and the summary races it against sentence-transformers.
+    manifest = json.loads((outcome["artifact"] / "manifest.json").read_text())
+    assert sorted({b["seq"] for b in manifest["buckets"]}) == [32, 64, 128, 256]
+    corpus = outcome["corpus"]
+    assert corpus["sentences"] == 64 and 0 < corpus["padding_efficiency"] <= 1.0  # batch-1 buckets: low
+    assert corpus["artifact_sentences_per_s"] > 0 and corpus["sentence_transformers_sentences_per_s"] > 0
+    assert "sentences/s" in text and "this artifact is" in text

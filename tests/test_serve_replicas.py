@@ -76,7 +76,9 @@ def test_on_neuron_each_replica_holds_its_own_core(inf2_host, tiny_model, tmp_pa
             for bucket in replica.model.buckets.values():
                 (copy,) = bucket.copies  # load_compiled(dir, replicas=1): one copy per replica
                 flags = dict(copy.named_buffers())["neuron_flags"]
-                assert double.placements[flags.data_ptr()][:2] == [replica.index, 1]
+                placement = double.placements[flags.data_ptr()]
+                assert (placement.start_nc, placement.nc_count) == (replica.index, 1)
+            assert set(replica.model.placement.values()) == {(replica.index,)}
         double.executions.clear()
         rows = [[5, 6, 7, 8, 9]]
         outputs = [thread.submit(lambda r: run_batch(r.model, rows, 8)).result() for thread in replicas.threads]

@@ -39,7 +39,8 @@ def resolve_precision(backend: str, options: CompileOptions) -> tuple[CompileOpt
 
 
 def select_backend(name: str, options: CompileOptions) -> tuple[Backend, CompileOptions, str]:
-    """The backend to use, the options with any `auto` resolved, and why.
+    """The backend to use, the options with any `auto` and anything inferred (a Neuron target) resolved,
+    and why.
 
     `auto` follows hardware.auto_backend (Neuron, then CUDA, then CPU). An explicit backend that
     cannot work here is an error with instructions, never a silent fallback.
@@ -55,4 +56,4 @@ def select_backend(name: str, options: CompileOptions) -> tuple[Backend, Compile
     problem = backend.unavailable_reason(options)
     if problem:
         raise BackendUnavailable(f"backend {name!r} is not usable here: {problem}")
-    return backend, options, reason + (f"; {why_precision}" if why_precision else "")
+    return backend, backend.resolve_options(options), reason + (f"; {why_precision}" if why_precision else "")

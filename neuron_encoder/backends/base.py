@@ -34,6 +34,7 @@ class CompileOptions:
     auto_cast_type: str = "bf16"  # used only when auto_cast is matmult or all
     optlevel: int = 2
     extra_args: tuple[str, ...] = field(default_factory=tuple)  # passed to the compiler verbatim
+    lnc: int | None = None  # trn2's logical NeuronCore config, 1 or 2; None: the compiler's default (2)
 
     def __post_init__(self) -> None:
         if self.target is not None and self.target not in TARGETS:
@@ -45,6 +46,8 @@ class CompileOptions:
                               f"choose one of {', '.join(AUTO_CAST_TYPES)}")
         if isinstance(self.optlevel, bool) or self.optlevel not in (1, 2, 3):
             raise ConfigError(f"optlevel {self.optlevel!r} must be 1, 2 or 3")
+        if self.lnc is not None and (isinstance(self.lnc, bool) or self.lnc not in (1, 2)):
+            raise ConfigError(f"lnc {self.lnc!r} must be 1 or 2 (trn2's logical NeuronCore config)")
         object.__setattr__(self, "extra_args", tuple(self.extra_args))
 
     @property
@@ -58,8 +61,11 @@ class CompileOptions:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "auto_cast": self.auto_cast, "auto_cast_type": self.auto_cast_type,
-                "optlevel": self.optlevel, "extra_args": list(self.extra_args)}
+        """The options as the manifest and the cache key record them; lnc only when set, so artifacts
+        compiled before it existed keep their cache key."""
+        recorded = {"target": self.target, "auto_cast": self.auto_cast, "auto_cast_type": self.auto_cast_type,
+                    "optlevel": self.optlevel, "extra_args": list(self.extra_args)}
+        return recorded if self.lnc is None else {**recorded, "lnc": self.lnc}
 
 
 class ProcessSetting:
@@ -88,7 +94,12 @@ class ProcessSetting:
 
 
 class LoadedBucket:
-    """A loaded TorchScript bucket that holds a process setting while it is open; close() frees both."""
+    """A loaded TorchScript bucket that holds a process setting while it is open; close() frees both.
+
+    cores: the NeuronCores (relative to the visible ones) its copies hold; empty off Neuron.
+    """
+
+    cores: tuple[int, ...] = ()
 
     def __init__(self, module: BucketModel, setting: ProcessSetting | None = None) -> None:
         self.module = module
@@ -116,6 +127,7 @@ class Backend:
 
     name: str
     suffix = ".pt"  # file name ending of a saved bucket
+    fixed_shapes = True  # compiled code runs only its bucket's shape: the runtime pads inputs to it
 
     def unavailable_reason(self, options: CompileOptions) -> str | None:
         """Why this backend cannot compile here with these options, or None."""
@@ -128,17 +140,28 @@ class Backend:
     def can_run(self) -> bool:
         return self.run_problem() is None
 
+    def resolve_options(self, options: CompileOptions) -> CompileOptions:
+        """`options` with what this backend infers made explicit (Neuron: the target), so the manifest
+        and the cache key record it; a ConfigError for options this backend refuses."""
+        return options
+
     def compile(self, model: torch.nn.Module, example: tuple[torch.Tensor, ...],
-                options: CompileOptions, workdir: Path) -> torch.nn.Module:
-        """Compile `model` for exactly the shapes of `example`."""
+                options: CompileOptions, log_dir: Path) -> torch.nn.Module:
+        """Compile `model` for exactly the shapes of `example`; an external compiler's log and command
+        go to `log_dir`, which the artifact keeps (its work files do not belong there)."""
         raise NotImplementedError
 
     def save(self, compiled: torch.nn.Module, path: Path) -> None:
         torch.jit.save(compiled, str(path))
 
-    def load(self, path: Path, precision: str, replicas: int = 1) -> LoadedBucket:
-        """Load a saved bucket compiled in `precision`, ready to run (on `replicas` devices where that applies)."""
+    def load(self, path: Path, precision: str, replicas: int = 1, start_core: int = 0) -> LoadedBucket:
+        """Load a saved bucket compiled in `precision`, ready to run. Neuron: one copy on each of the
+        visible NeuronCores start_core .. start_core + replicas - 1; elsewhere both are ignored."""
         raise NotImplementedError
+
+    def check_artifact(self, manifest: dict[str, Any]) -> list[str]:
+        """Warnings about running `manifest`'s artifact on this host; an ArtifactError where it cannot run."""
+        return []
 
     def target(self, options: CompileOptions) -> str | None:
         """The hardware family the compiled code is for (Neuron: inf2, trn1, ...); None elsewhere."""

@@ -42,7 +42,7 @@ class CudaBackend(Backend):
         return None
 
     def compile(self, model: torch.nn.Module, example: tuple[torch.Tensor, ...],
-                options: CompileOptions, workdir: Path) -> torch.nn.Module:
+                options: CompileOptions, log_dir: Path) -> torch.nn.Module:
         setting = TF32 if options.precision == "tf32" else None
         if setting:
             setting.acquire()
@@ -52,7 +52,7 @@ class CudaBackend(Backend):
             if setting:
                 setting.release()
 
-    def load(self, path: Path, precision: str, replicas: int = 1) -> LoadedBucket:
+    def load(self, path: Path, precision: str, replicas: int = 1, start_core: int = 0) -> LoadedBucket:
         module = torch.jit.load(str(path), map_location="cuda")
         return LoadedBucket(lambda *inputs: run_on_gpu(module, inputs), TF32 if precision == "tf32" else None)
 

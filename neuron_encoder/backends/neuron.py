@@ -1,31 +1,77 @@
 """AWS Inferentia2 / Trainium through torch_neuronx.trace, coded to the documented API (NEURON.md).
 
 torch_neuronx is imported only inside these functions: it exists only in AWS's Neuron venvs.
+Sources are named where each fact is used: paths are in the aws-neuron/aws-neuron-sdk repository.
 """
 
 from __future__ import annotations
 
 import gc
+import importlib
 import itertools
 import os
+import shutil
+import tempfile
+import threading
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 from .. import hardware
-from ..errors import CompileError, ConfigError
+from ..errors import ArtifactError, BackendUnavailable, CompileError, ConfigError
 from .base import TARGETS, Backend, CompileOptions, LoadedBucket
+
+# Code runs only on the NeuronCore generation it was compiled for: optimum-neuron's export guide
+# (docs/source/guides/export_model.mdx) says trn2 (NeuronCore-v3) models do not run on inf2
+# (NeuronCore-v2) and vice versa; inf2 and trn1 chips both have NeuronCore-v2.
+GENERATIONS = {"inf2": "NeuronCore-v2", "trn1": "NeuronCore-v2", "trn1n": "NeuronCore-v2", "trn2": "NeuronCore-v3"}
+# neuronx-cc's spellings of the logical NeuronCore config (compiler/neuronx-cc/api-reference-guide/index.rst
+# names the first two; error code EARG001's example uses --lnc).
+LNC_FLAGS = ("--logical-nc-config", "-lnc", "--lnc")
+# Neuron 2.27 made --auto-cast none and mixed-precision accumulation the compiler's defaults; its release
+# notes restore the earlier behaviour, which AWS's published inf2 BERT numbers were measured with (the
+# batch-1 row with Neuron 2.26), with --auto-cast matmult and this flag (release-notes/prev/2.27.0/compiler.rst).
+PUBLISHED_ARGS = ("--disable-mixed-precision-accumulation",)
+COMPILER_LOG = "log-neuron-cc.txt"  # neuronx-cc's --logfile default name
+COMPILER_COMMAND = "command.txt"  # what torch_neuronx.trace writes beside the NEFF in compiler_workdir
+# The placement contexts are not thread-safe (api-torch-neuronx-core-placement.rst): one load at a time.
+_PLACEMENT_LOCK = threading.Lock()
 
 
 def compiler_args(options: CompileOptions, target: str) -> list[str]:
     """neuronx-cc flags, always explicit: the compiler's auto-cast default changed in Neuron 2.27."""
     if options.auto_cast == "auto":
         raise ValueError("auto-cast 'auto' must be resolved (backends.resolve_precision) before compiling")
+    check_lnc(options, target)
     args = ["--target", target, "--model-type", "transformer", "--auto-cast", options.auto_cast]
     if options.auto_cast != "none":
         args += ["--auto-cast-type", options.auto_cast_type]
+    if options.lnc is not None:
+        args += ["--logical-nc-config", str(options.lnc)]
     args += ["--optlevel", str(options.optlevel)]
     return args + list(options.extra_args)
+
+
+def check_lnc(options: CompileOptions, target: str) -> None:
+    """--lnc only for trn2: the CLI reference lists --logical-nc-config as "only available on trn2", and
+    EARG001 is the compiler's error for an LNC its target does not support."""
+    named = [arg for arg in options.extra_args if arg.split("=", 1)[0] in LNC_FLAGS]
+    if named:
+        raise ConfigError(f"pass the logical NeuronCore config as --lnc 1|2, not {named[0]} in the compiler "
+                          "args: the artifact records --lnc and checks it against the runtime at load")
+    if options.lnc is not None and target != "trn2":
+        raise ConfigError(f"--lnc {options.lnc} is for trn2 only (neuronx-cc --logical-nc-config; error EARG001 "
+                          f"elsewhere): a {target} NeuronCore is not split into logical cores; drop --lnc")
+
+
+def published_options(options: CompileOptions) -> CompileOptions:
+    """`options` as AWS measured its published numbers when they leave the precision to auto:
+    bf16 matmuls without mixed-precision accumulation (PUBLISHED_ARGS)."""
+    if options.auto_cast != "auto":
+        return options
+    return options.replace(auto_cast="matmult", auto_cast_type="bf16",
+                           extra_args=(*options.extra_args, *PUBLISHED_ARGS))
 
 
 def resolve_target(options: CompileOptions) -> str:
@@ -35,7 +81,7 @@ def resolve_target(options: CompileOptions) -> str:
     override = os.environ.get("NEURON_PLATFORM_TARGET_OVERRIDE")
     if override in TARGETS:
         return override
-    family = (hardware.ec2_instance_type() or "").split(".")[0]
+    family = hardware.neuron_family()
     if family in TARGETS:
         return family
     raise ConfigError("cannot tell which Neuron target to compile for: pass --target inf2|trn1|trn1n|trn2")
@@ -58,28 +104,61 @@ class NeuronBackend(Backend):
         if problem:
             return f"{problem}. {hardware.NEURON_INSTALL_HINT}"
         if not hardware.has_neuron_devices():
+            if hardware.neuron_driver_loaded():
+                return hardware.NO_DEVICES_IN_CONTAINER
             return ("no Neuron devices (/dev/neuron*): Neuron models run only on an inf2/trn1/trn2 instance "
                     "(compile elsewhere with --target, run there)")
         return None
 
+    def resolve_options(self, options: CompileOptions) -> CompileOptions:
+        resolved = options.replace(target=resolve_target(options))
+        check_lnc(resolved, resolved.target)
+        return resolved
+
     def compile(self, model: torch.nn.Module, example: tuple[torch.Tensor, ...],
-                options: CompileOptions, workdir: Path) -> torch.nn.Module:
+                options: CompileOptions, log_dir: Path) -> torch.nn.Module:
+        """Trace with neuronx-cc in a temporary work directory (TMPDIR): it holds graph.hlo, a .npy copy
+        of every weight and the NEFF, model-sized, so only its log and command reach `log_dir`. On a
+        failure the work directory stays, and the error names it."""
         import torch_neuronx
         cross_compile = not hardware.has_neuron_devices()  # a build host: trace for the target, run later
-        workdir.mkdir(parents=True, exist_ok=True)
+        workdir = Path(tempfile.mkdtemp(prefix=f"neuron-encoder-{log_dir.name}-"))
+        args = [*self.compiler_args(options), "--logfile", str(workdir / COMPILER_LOG)]  # not the process's cwd
         written_out = model.with_fused_attention(False)  # the attention form neuronx-cc lowers
         try:
-            return torch_neuronx.trace(written_out, example, compiler_workdir=str(workdir),
-                                       compiler_args=self.compiler_args(options), cpu_backend=cross_compile)
+            compiled = torch_neuronx.trace(written_out, example, compiler_workdir=str(workdir),
+                                           compiler_args=args, cpu_backend=cross_compile)
         except RuntimeError as exc:
             hint = (" (exit -9: the host ran out of memory; use a larger build host or fewer buckets)"
                     if "-9" in str(exc) else "")
-            raise CompileError(f"neuronx-cc failed{hint}: {exc}; logs in {workdir}") from exc
+            raise CompileError(f"neuronx-cc failed{hint}: {exc}; its log and work files are in {workdir}") from exc
+        log_dir.mkdir(parents=True, exist_ok=True)
+        for name in (COMPILER_LOG, COMPILER_COMMAND):
+            if (workdir / name).is_file():
+                shutil.copy2(workdir / name, log_dir / name)
+        shutil.rmtree(workdir, ignore_errors=True)
+        return compiled
 
-    def load(self, path: Path, precision: str, replicas: int = 1) -> ReplicaPool:
-        import torch_neuronx  # noqa: F401 - registers the Neuron ops that torch.jit.load needs
-        # Each load lands on the next free NeuronCore (of NEURON_RT_VISIBLE_CORES).
-        return ReplicaPool([torch.jit.load(str(path)) for _ in range(max(1, replicas))])
+    def load(self, path: Path, precision: str, replicas: int = 1, start_core: int = 0) -> ReplicaPool:
+        """One copy on each NeuronCore start_core .. start_core + replicas - 1, placed at load time with the
+        documented context (api-torch-neuronx-core-placement.rst), so copy i is on core i whatever else this
+        process has loaded; the runtime's default, least-used placement would shift with other models."""
+        import torch_neuronx  # registers the Neuron ops that torch.jit.load needs
+        cores = _cores_for(replicas, start_core)
+        place = _placement_context(torch_neuronx)
+        copies = []
+        with _PLACEMENT_LOCK:
+            for core in cores:
+                with place(start_nc=core, nc_count=1):  # indices are relative to the visible cores
+                    copies.append(torch.jit.load(str(path)))
+        return ReplicaPool(copies, cores)
+
+    def check_artifact(self, manifest: dict[str, Any]) -> list[str]:
+        target = manifest.get("target")
+        notes = _check_target(target, hardware.neuron_family())
+        if target == "trn2":
+            _check_runtime_lnc((manifest.get("options") or {}).get("lnc") or hardware.DEFAULT_LNC)
+        return notes + _check_versions(manifest.get("versions") or {}, hardware.neuron_versions())
 
     def target(self, options: CompileOptions) -> str:
         return resolve_target(options)
@@ -88,8 +167,85 @@ class NeuronBackend(Backend):
         return compiler_args(options, resolve_target(options))
 
     def versions(self) -> dict[str, str | None]:
-        return {"torch-neuronx": hardware.package_version("torch-neuronx"),
-                "neuronx-cc": hardware.package_version("neuronx-cc")}
+        return hardware.neuron_versions()
+
+
+def _cores_for(replicas: int, start_core: int) -> list[int]:
+    """The visible NeuronCores `replicas` copies from `start_core` take; a ConfigError if they are not there."""
+    if replicas < 1 or start_core < 0:
+        raise ConfigError(f"replicas must be >= 1 and start_core >= 0, got replicas={replicas}, "
+                          f"start_core={start_core}")
+    visible = hardware.neuron_core_count()
+    if start_core + replicas > visible:
+        raise ConfigError(f"{replicas} cop{'y' if replicas == 1 else 'ies'} from NeuronCore {start_core} need "
+                          f"cores {start_core}-{start_core + replicas - 1}, but this process sees {visible} "
+                          "(NEURON_RT_VISIBLE_CORES / NEURON_RT_NUM_CORES)")
+    return list(range(start_core, start_core + replicas))
+
+
+def _placement_context(torch_neuronx) -> Callable[..., Any]:
+    """neuron_cores_context: top level since Neuron 2.25, under torch_neuronx.experimental before (it still
+    works there, with a warning: release-notes/prev/2.25.0/nx-pytorch.rst)."""
+    context = getattr(torch_neuronx, "neuron_cores_context", None)
+    if context is None:
+        try:
+            context = getattr(importlib.import_module("torch_neuronx.experimental"), "neuron_cores_context", None)
+        except ImportError:
+            context = None
+    if context is None:
+        raise BackendUnavailable(f"torch_neuronx {getattr(torch_neuronx, '__version__', '?')} has no "
+                                 f"neuron_cores_context (the placement API): install {hardware.TORCH_NEURONX_PIN}")
+    return context
+
+
+def _check_target(target: str | None, host: str | None) -> list[str]:
+    """Refuse code for another NeuronCore generation; warn where the families differ but the cores do not."""
+    if target is None:
+        return ["the artifact records no Neuron target: cannot check that it suits this host"]
+    if host is None:
+        return [f"cannot tell this host's instance family (no EC2 instance type): not checking that {target} "
+                "code suits it"]
+    if GENERATIONS[target] != GENERATIONS[host]:
+        raise ArtifactError(f"the artifact was compiled for {target} ({GENERATIONS[target]}), but this host is "
+                            f"{host} ({GENERATIONS[host]}): Neuron code runs only on the NeuronCore generation "
+                            f"it was compiled for; recompile it with --target {host}")
+    if target != host:
+        # AWS: "It is currently safe to use the trn1 flag when compiling for inf2" (aws-neuron-sdk issue #865),
+        # and the two targets compile alike today (aws-neuron/transformers-neuronx issue #31).
+        return [f"the artifact was compiled for {target}, and this host is {host}: the same {GENERATIONS[host]}, "
+                f"on which AWS says trn1 code is safe on inf2; recompile with --target {host} to be sure"]
+    return []
+
+
+def _check_runtime_lnc(compiled: int) -> None:
+    """The compiler's LNC must be the runtime's (logical-neuroncore-config.rst: AWS Neuron does not support
+    them differing); the runtime takes it from NEURON_LOGICAL_NC_CONFIG."""
+    runtime = hardware.logical_nc_config()
+    if compiled != runtime:
+        raise ArtifactError(f"the artifact was compiled for trn2 with LNC={compiled}, but this process's runtime "
+                            f"uses LNC={runtime} (NEURON_LOGICAL_NC_CONFIG): they must match; set "
+                            f"NEURON_LOGICAL_NC_CONFIG={compiled} before starting, or recompile with --lnc {runtime}")
+
+
+def _check_versions(recorded: dict[str, str | None], here: dict[str, str | None]) -> list[str]:
+    """Refuse a neuronx-cc of another major version; warn about any other difference.
+
+    The compiler FAQ (compiler/neuronx-cc/faq.rst): compiler and runtime are compatible within a major
+    version, else the load fails and the model must be recompiled. Python cannot read the runtime
+    library's version, so this host's neuronx-cc stands in for it.
+    """
+    notes = []
+    for name in ("neuronx-cc", "torch-neuronx"):
+        then, now = recorded.get(name), here.get(name)
+        if then is None or now is None:
+            notes.append(f"{name}: {then or 'not recorded'} when compiled, {now or 'not installed'} here: "
+                         "cannot check that the artifact suits this SDK")
+        elif name == "neuronx-cc" and then.split(".")[0] != now.split(".")[0]:
+            raise ArtifactError(f"the artifact was compiled with neuronx-cc {then}, and this host has {now}: "
+                                "compiler and runtime must share a major version; recompile it here")
+        elif then != now:
+            notes.append(f"compiled with {name} {then}, this host has {now}: recompile after an SDK upgrade")
+    return notes
 
 
 class ReplicaPool(LoadedBucket):
@@ -101,9 +257,10 @@ class ReplicaPool(LoadedBucket):
     which frees its NeuronCore.
     """
 
-    def __init__(self, copies: list[torch.nn.Module]) -> None:
+    def __init__(self, copies: list[torch.nn.Module], cores: list[int]) -> None:
         super().__init__(copies[0])
         self.copies = copies
+        self.cores = tuple(cores)
         self._turn = itertools.count()  # next() on a count is atomic under the GIL
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
@@ -115,4 +272,5 @@ class ReplicaPool(LoadedBucket):
     def close(self) -> None:
         super().close()
         self.copies = [self.module]  # the closed stand-in: calls fail, the models are gone
+        self.cores = ()
         gc.collect()  # a loaded Neuron model releases its core when it is collected

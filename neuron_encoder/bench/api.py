@@ -76,7 +76,7 @@ def run_bench(model: str | Path | Encoder | ResolvedModel = "minilm", *, engines
     write <out_dir>/bench-<machine>-<time>.json and .csv; return the result and the JSON path.
 
     engines: names or families from engines.resolve_engines ("auto", "cpu", "cuda", "neuron",
-    "cpu-eager", "cpu-torchscript-fp32", ...). artifacts: existing artifact directories to include
+    "cpu-eager", "cpu-artifact-fp32", ...). artifacts: existing artifact directories to include
     (they replace compiling the same engine). Each configuration runs `warmup` calls per worker,
     then duration_s seconds or `calls` calls, whichever ends first. slo_p99_ms: also search each
     engine's best throughput within that p99 (by concurrency, or by open-loop rate).

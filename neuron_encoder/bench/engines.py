@@ -1,10 +1,12 @@
 """What a benchmark times: engines, named for what they run.
 
     cpu-eager                   the Encoder in PyTorch eager, fp32: the baseline and the accuracy reference
-    cpu-torchscript-fp32/bf16   compile_model(backend="cpu"): a frozen TorchScript artifact
+    cpu-artifact-fp32/bf16      compile_model(backend="cpu"): oneDNN-prepacked linears, numerics gated
     cuda-eager-fp32/fp16/bf16   the Encoder eager on the GPU in that precision, synchronised
-    cuda-torchscript-fp32/fp16/bf16   compile_model(backend="cuda"): the GPU artifact, numerics gated
-    neuron-1core                compile_model(backend="neuron") loaded on one NeuronCore
+    cuda-artifact-fp32/fp16/bf16  compile_model(backend="cuda"): a TorchScript GPU artifact, numerics gated
+    neuron-1core                compile_model(backend="neuron") loaded on one NeuronCore; with auto-cast
+                                auto, compiled as AWS measured its published numbers (bf16 matmuls,
+                                --disable-mixed-precision-accumulation)
     neuron-all-cores            the same artifact, one copy per visible NeuronCore, calls round robin
 
 Families select several: `cpu` (eager, the fp32 artifact, and the bf16 one where the CPU has bf16
@@ -21,7 +23,8 @@ from pathlib import Path
 import torch
 
 from neuron_encoder import artifact, hardware
-from neuron_encoder.backends import CompileOptions, get_backend, resolve_precision
+from neuron_encoder.backends import CompileOptions, get_backend
+from neuron_encoder.backends.neuron import published_options
 from neuron_encoder.compiler import DEFAULT_ARTIFACTS_DIR, compile_model
 from neuron_encoder.errors import BackendUnavailable, ConfigError
 from neuron_encoder.models import ResolvedModel
@@ -30,9 +33,9 @@ from neuron_encoder.threads import ThreadPlan, cpu_budget, plan_threads
 
 Progress = Callable[[str], None]
 
-KINDS = ("cpu-eager", "cpu-torchscript-fp32", "cpu-torchscript-bf16",
+KINDS = ("cpu-eager", "cpu-artifact-fp32", "cpu-artifact-bf16",
          "cuda-eager-fp32", "cuda-eager-fp16", "cuda-eager-bf16",
-         "cuda-torchscript-fp32", "cuda-torchscript-fp16", "cuda-torchscript-bf16",
+         "cuda-artifact-fp32", "cuda-artifact-fp16", "cuda-artifact-bf16",
          "neuron-1core", "neuron-all-cores")
 AUTO = ("auto", "all")
 
@@ -46,7 +49,7 @@ class Engine:
     may be called from several threads.
     """
 
-    name: str  # e.g. "cpu-eager", "cpu-torchscript-fp32", "cuda-eager-fp16", "neuron-1core"
+    name: str  # e.g. "cpu-eager", "cpu-artifact-fp32", "cuda-eager-fp16", "neuron-1core"
     precision: str
     device: str  # cpu | cuda | neuron | http: where it computes, which decides the thread plan
     cores: int  # NeuronCores, GPUs, or CPU threads the engine uses
@@ -72,11 +75,11 @@ class LazyEngine:
 def family_kinds(family: str) -> tuple[str, ...]:
     """The engines of a backend family on this host (bf16 only where it is native)."""
     if family == "cpu":
-        return ("cpu-eager", "cpu-torchscript-fp32") + (("cpu-torchscript-bf16",) if hardware.cpu_has_fast_bf16()
+        return ("cpu-eager", "cpu-artifact-fp32") + (("cpu-artifact-bf16",) if hardware.cpu_has_fast_bf16()
                                                         else ())
     if family == "cuda":
-        bf16 = ("cuda-eager-bf16", "cuda-torchscript-bf16") if hardware.cuda_bf16_supported() else ()
-        return ("cuda-eager-fp32", "cuda-eager-fp16", "cuda-torchscript-fp16") + bf16
+        bf16 = ("cuda-eager-bf16", "cuda-artifact-bf16") if hardware.cuda_bf16_supported() else ()
+        return ("cuda-eager-fp32", "cuda-eager-fp16", "cuda-artifact-fp16") + bf16
     return ("neuron-1core", "neuron-all-cores")
 
 
@@ -155,9 +158,9 @@ def artifact_engine(directory: str | Path, *, replicas: int | None = None, name:
         default_name = "neuron-1core" if cores == 1 else "neuron-all-cores"
         label = f"{cores} NeuronCore{'s (a copy per core)' if cores > 1 else ''}"
     elif backend == "cuda":
-        cores, default_name, label = 1, f"cuda-torchscript-{precision}", "TorchScript artifact"
+        cores, default_name, label = 1, f"cuda-artifact-{precision}", "TorchScript artifact"
     else:
-        cores, default_name, label = cpu_budget(), f"cpu-torchscript-{precision}", "TorchScript artifact"
+        cores, default_name, label = cpu_budget(), f"cpu-artifact-{precision}", "oneDNN artifact"
     # Hash after loading: a first load on a device records its verification in the manifest.
     return Engine(name or default_name, precision, backend, cores, compiled, artifact.manifest_hash(directory),
                   f"{label}, {Path(directory).name}", close=compiled.close)
@@ -175,7 +178,8 @@ def plan_engines(resolved: ResolvedModel, kinds: Sequence[str], batch_sizes: Seq
     Existing artifacts must hold the same weights as the model, or their accuracy would mean nothing.
     """
     say = progress or (lambda message: None)
-    all_cores = hardware.neuron_core_count()
+    wants_neuron = bool(artifacts) or any(kind.startswith("neuron") for kind in kinds)
+    all_cores = hardware.neuron_core_count() if wants_neuron else 0  # a CPU run never needs the count
     given = _given_artifacts(artifacts, artifact.weights_hash(resolved.encoder), resolved.model_id, all_cores)
 
     def compiled(backend: str, options: CompileOptions, replicas: int, name: str) -> LazyEngine:
@@ -197,13 +201,13 @@ def plan_engines(resolved: ResolvedModel, kinds: Sequence[str], batch_sizes: Seq
             plans.append(eager_engine(resolved.encoder))
         elif rest.startswith("eager-"):
             plans.append(LazyEngine(kind, lambda kind=kind: eager_engine(resolved.encoder, kind)))
-        elif rest.startswith("torchscript-"):
+        elif rest.startswith("artifact-"):
             precision = rest.split("-", 1)[1]
             options = CompileOptions(auto_cast="none" if precision == "fp32" else "matmult",
                                      auto_cast_type="bf16" if precision == "fp32" else precision)
             plans.append(compiled(family, options, 1, kind))
         elif kind == "neuron-1core" or all_cores > 1:
-            options, _ = resolve_precision("neuron", neuron_options)
+            options = published_options(neuron_options)  # auto: as AWS measured its published numbers
             plans.append(compiled("neuron", options, 1 if kind == "neuron-1core" else all_cores, kind))
         else:
             say(f"skipping neuron-all-cores: this process sees {all_cores} NeuronCore (NEURON_RT_VISIBLE_CORES)")
@@ -237,5 +241,5 @@ def _given_artifacts(directories: Sequence[str | Path], weights: str, model_id: 
             if all_cores > 1:
                 add("neuron-all-cores", directory, all_cores)
         else:
-            add(f"{backend}-torchscript-{_precision_label(manifest)}", directory, 1)
+            add(f"{backend}-artifact-{_precision_label(manifest)}", directory, 1)
     return given

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from neuron_encoder import hardware
+from neuron_encoder.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -99,6 +100,16 @@ def _git_dirty(cwd: str | Path | None = None) -> bool | None:
     return None if status is None else bool(status.strip())
 
 
+def _neuron_cores() -> int | None:
+    """The NeuronCores this process may use; None where they cannot be counted (a load there says why):
+    a record is never lost over it."""
+    try:
+        return hardware.neuron_core_count()
+    except ConfigError as error:
+        logger.warning("NeuronCores not recorded: %s", error)
+        return None
+
+
 def collect_environment(command: str, artifact_manifest_sha256: str | None = None) -> dict[str, Any]:
     """Everything a reader needs to trust or repeat a result: machine, devices, versions, commit."""
     metadata = ec2_metadata()
@@ -114,7 +125,7 @@ def collect_environment(command: str, artifact_manifest_sha256: str | None = Non
         "memory_gib": _memory_gib(),
         "gpu": hardware.cuda_devices(),
         "neuron_devices": hardware.neuron_device_count(),
-        "neuron_cores": hardware.neuron_core_count(),
+        "neuron_cores": _neuron_cores(),
         "neuron_sdk": hardware.neuron_sdk_problem() or "available",
         "python": platform.python_version(),
         "packages": _package_versions(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import textwrap
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -256,34 +257,58 @@ def _save_figure(fig: Any, path: Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def _plain_ticks(axis) -> None:
+    """Plain numbers on a log axis (200, not 2 x 10^2), with a few minor labels where decades are sparse."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+    plain = FuncFormatter(lambda value, _: f"{value:,.0f}" if value >= 10 else f"{value:g}")
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(FuncFormatter(lambda value, _: ""))
+
+
+def _plot_title(items: Sequence[ReportRow], what: str, width: int = 140) -> str:
+    """What the plot shows, on what: model(s), machine(s) with their CPU, precision(s)."""
+    models = sorted({i.row.model for i in items})
+    machines = sorted({f"{i.machine.name} ({i.machine.result.environment.get('cpu_model') or 'CPU unknown'})"
+                       for i in items})
+    precisions = sorted({i.row.precision for i in items})
+    return textwrap.fill(f"{what}: {', '.join(models)}, {', '.join(precisions)}", width) + "\n" + \
+        textwrap.fill(f"on {'; '.join(machines)}", width)
+
+
 def _plot_latency_vs_throughput(items: Sequence[ReportRow], path: Path) -> None:
+    """One line per engine, machine and batch size, concurrency (or open-loop rate) along it."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     many_models = len({item.row.model for item in items}) > 1
     series: dict[str, list[ReportRow]] = {}
     for item in items:
-        series.setdefault(_series_name(item, many_models), []).append(item)
-    fig = Figure(figsize=(12, 5), layout="constrained")
+        name = f"{_series_name(item, many_models)}, batch {item.row.batch_size}, seq {item.row.seq_len}" + \
+            (", open loop" if item.row.mode == "open" else "")
+        series.setdefault(name, []).append(item)
+    fig = Figure(figsize=(13, 5.5), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, 2, sharex=True, sharey=True)
     for ax, key in zip(axes, ("p50", "p99")):
         for name, members in sorted(series.items()):
-            members = sorted(members, key=lambda i: i.row.throughput_avg)
+            members = sorted(members, key=lambda i: (i.row.rate or 0.0, i.row.concurrency))
             ax.plot([i.row.throughput_avg for i in members], [i.row.latency_ms[key] for i in members],
-                    marker="o", linestyle="", label=name)
+                    marker="o", linestyle="-", label=name)
             for i in members:
-                load = _fmt_load(i.row) if i.row.mode == "open" else f"c{i.row.concurrency}"
-                ax.annotate(f"b{i.row.batch_size} {load}", (i.row.throughput_avg, i.row.latency_ms[key]),
-                            textcoords="offset points", xytext=(4, 4), fontsize=7, alpha=0.7)
+                load = f"{_fmt_rate(i.row.rate or 0.0)}/s" if i.row.mode == "open" else f"c{i.row.concurrency}"
+                ax.annotate(load, (i.row.throughput_avg, i.row.latency_ms[key]), textcoords="offset points",
+                            xytext=(4, 4), fontsize=7, alpha=0.7)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        _plain_ticks(ax.xaxis)
+        _plain_ticks(ax.yaxis)
         ax.set_xlabel("throughput (inferences/s, average)")
         ax.set_ylabel(f"{key} latency per call (ms)")
-        ax.set_title(f"{key} latency against throughput")
+        ax.set_title(f"{key} latency against throughput (points: c = concurrency)", fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize="small")
-    fig.suptitle("Latency per call against throughput (points: b = batch size, c = concurrency)")
+    axes[0].legend(fontsize="x-small")
+    fig.suptitle(_plot_title(items, "Latency against throughput"), fontsize=10)
     _save_figure(fig, path)
 
 
@@ -309,9 +334,10 @@ def _plot_throughput_by_batch(items: Sequence[ReportRow], path: Path) -> None:
     ax.set_xticks(all_batches, labels=[str(b) for b in all_batches])
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_yscale("log")
+    _plain_ticks(ax.yaxis)
     ax.set_xlabel("batch size")
     ax.set_ylabel("best throughput (inferences/s, average)")
-    ax.set_title("Throughput by batch size (best over concurrency and cores)")
+    ax.set_title(_plot_title(items, "Throughput by batch size (best over concurrency)", width=95), fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize="small")
     _save_figure(fig, path)

@@ -48,7 +48,7 @@ def _as_float(name: str, value: Any) -> float:
 class BenchRow:
     """One measured configuration: what ran, how it was loaded, and what came out."""
 
-    engine: str  # what ran, e.g. "cpu-eager", "cpu-torchscript-fp32", "cuda-eager-fp16", "neuron-1core"
+    engine: str  # what ran, e.g. "cpu-eager", "cpu-artifact-fp32", "cuda-eager-fp16", "neuron-1core"
     label: str  # free text, e.g. "TorchScript artifact; closed loop, 2 workers, 2 x 1 CPU thread"
     model: str
     precision: str

@@ -150,6 +150,16 @@ class Service:
                                                              self.settings.graceful_timeout)
 
 
+def where(replica, plan) -> str:
+    """Where a replica runs, as the runtime reports it (the NeuronCores its buckets hold)."""
+    if plan.backend == "neuron":
+        cores = sorted({core for held in replica.model.placement.values() for core in held})
+        return "NeuronCore " + ",".join(map(str, cores))
+    if plan.backend == "cuda":
+        return f"cuda:{replica.index}"
+    return f"CPU, {plan.intra_op_threads} thread(s)"
+
+
 def describe(settings: ServeSettings, plan, loaded: list[LoadedReplica], table: BucketTable) -> dict[str, Any]:
     """GET /info: the model, the backend, the buckets, the replicas and every limit."""
     import torch
@@ -164,8 +174,7 @@ def describe(settings: ServeSettings, plan, loaded: list[LoadedReplica], table: 
         "artifact_sha256": artifact.manifest_hash(model.directory),
         "buckets": [list(bucket) for bucket in sorted(model.buckets)],
         "replicas": plan.count, "replica_plan": plan.describe(),
-        "placement": [f"replica {r.index}: " + {"neuron": f"NeuronCore {r.index}", "cuda": f"cuda:{r.index}"}.get(
-            plan.backend, f"CPU, {plan.intra_op_threads} thread(s)") for r in loaded],
+        "placement": [f"replica {r.index}: " + where(r, plan) for r in loaded],
         "warm_up_ms": {f"b{b}_s{s}": round(ms, 3) for (b, s), ms in sorted(loaded[0].warm_ms.items())},
         "bucket_cost_ms": {f"b{b}_s{s}": round(ms, 3) for (b, s), ms in sorted(table.costs.items())},
         "max_input_length": table.max_length, "max_batch_tokens": settings.max_batch_tokens,

@@ -2,20 +2,19 @@
 through the cache) its own copy of the artifact, warms up every bucket, and then runs every torch
 call the server makes. Nothing here parses JSON or knows about queues.
 
-Replicas: one per NeuronCore on Neuron (each loads one copy with load_compiled(dir, replicas=1) and
-is pinned to its core, see neuron_core), one per GPU on CUDA (the thread's current device), one on
+Replicas: one per NeuronCore on Neuron (each loads one copy with load_compiled(dir, replicas=1,
+start_core=i)), one per GPU on CUDA (the thread's current device), one on
 the CPU with every core (the thread rule, threads.py).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -93,25 +92,6 @@ class ArtifactSource:
             return self._path
 
 
-@contextlib.contextmanager
-def neuron_core(index: int) -> Iterator[None]:
-    """Load inside this block to put the models on NeuronCore `index` (of the visible cores).
-
-    HOOK (issue 9, core placement): the runtime's default placement puts each torch.jit.load on the
-    least-used core, so one replica's buckets would spread over every core. Until load_compiled takes
-    a core, this uses the documented placement API (torch_neuronx.neuron_cores_context, still
-    torch_neuronx.experimental in the 2.x docs), one load at a time because the context is process-wide.
-    Replace it with load_compiled's placement argument once backends/neuron.py has one.
-    """
-    import torch_neuronx
-    context = getattr(torch_neuronx, "neuron_cores_context", None) or torch_neuronx.experimental.neuron_cores_context
-    with _PLACEMENT_LOCK, context(start_nc=index, nc_count=1):
-        yield
-
-
-_PLACEMENT_LOCK = threading.Lock()
-
-
 @dataclass
 class LoadedReplica:
     """What a replica thread holds: its model, and what warming it up measured."""
@@ -124,13 +104,9 @@ class LoadedReplica:
 def load_replica(source: ArtifactSource, index: int, backend: str) -> LoadedReplica:
     """Replica `index`'s own copy of the artifact, on its device, every bucket warmed up."""
     path = source.path()
-    if backend == "neuron":
-        with neuron_core(index):
-            model = load_compiled(path, replicas=1)
-    else:
-        if backend == "cuda":
-            torch.cuda.set_device(index)  # per thread: this replica's GPU for every later call
-        model = load_compiled(path, replicas=1)
+    if backend == "cuda":
+        torch.cuda.set_device(index)  # per thread: this replica's GPU for every later call
+    model = load_compiled(path, replicas=1, start_core=index)  # on Neuron: one copy, on core `index`
     try:
         return LoadedReplica(index, model, warm_up(model))
     except BaseException:
@@ -155,8 +131,11 @@ def warm_up(model: CompiledEncoder, runs: int = WARMUP_RUNS, timed: int = TIMED_
 
 
 def run_batch(model: CompiledEncoder, rows: Sequence[list[int]], seq: int) -> np.ndarray:
-    """Pooled, unnormalised vectors (N, H) float32 of token id rows, padded to `seq` (a bucket length)."""
+    """Pooled, unnormalised vectors (N, H) float32 of token id rows, padded to `seq` (a bucket length;
+    on the CPU, which runs any shape, only to the longest row)."""
     n, pad = len(rows), model.config.pad_token_id
+    if not model.fixed_shapes:
+        seq = max(len(ids) for ids in rows)
     flat: list[int] = []
     for ids in rows:
         flat += ids

@@ -1,0 +1,56 @@
+"""AMIs from SSM public parameters: configurable paths, and a missing one says which and what to do."""
+
+from __future__ import annotations
+
+import pytest
+
+from neuron_encoder.deploy.amis import FAMILIES, family_of, parse_ami_overrides, resolve_ami
+from neuron_encoder.deploy.aws import Aws
+from neuron_encoder.errors import ConfigError, DeployError
+from tests.moto_server import REGION, boto
+
+
+@pytest.mark.parametrize("instance_type, family", [("inf2.xlarge", "neuron"), ("trn1.2xlarge", "neuron"),
+                                                   ("trn1n.32xlarge", "neuron"), ("g5.xlarge", "gpu"),
+                                                   ("p4d.24xlarge", "gpu"), ("c7i.xlarge", "cpu"),
+                                                   ("m5.large", "cpu")])
+def test_family_of(instance_type, family):
+    assert family_of(instance_type) == family
+
+
+def test_an_unparsable_instance_type_is_a_config_error():
+    with pytest.raises(ConfigError, match="'inf2' is not an EC2 instance type"):
+        family_of("inf2")
+
+
+def test_ami_overrides():
+    assert parse_ami_overrides("ami-1") == {name: "ami-1" for name in FAMILIES}
+    assert parse_ami_overrides("neuron=ami-1, cpu=ami-2") == {"neuron": "ami-1", "cpu": "ami-2"}
+    with pytest.raises(ConfigError, match="FAMILY=AMI_ID"):
+        parse_ami_overrides("tpu=ami-1")
+
+
+def test_a_configured_parameter_resolves(aws_env):
+    boto("ssm").put_parameter(Name="/neuron-encoder-test/neuron/latest/image_id", Value="ami-0123456789abcdef0",
+                              Type="String")
+    assert resolve_ami(Aws(REGION), "neuron", "/neuron-encoder-test/neuron/latest/image_id") == "ami-0123456789abcdef0"
+
+
+def test_the_default_cpu_parameter_is_one_aws_publishes(aws_env):
+    # moto ships AWS's /aws/service/ami-amazon-linux-latest tree, so this path is checked against a copy of AWS's.
+    assert resolve_ami(Aws(REGION), "cpu").startswith("ami-")
+
+
+def test_a_missing_parameter_names_it_and_the_way_out(aws_env):
+    # moto has no Neuron parameters: the same answer AWS gives once a path is renamed.
+    with pytest.raises(DeployError) as info:
+        resolve_ami(Aws(REGION), "neuron")
+    message = str(info.value)
+    assert message.startswith(f"SSM parameter {FAMILIES['neuron'].ami_parameter} (neuron image) does not exist")
+    assert "--ami" in message and "ami_parameters.neuron" in message and "--path /aws/service/neuron" in message
+
+
+def test_moto_refuses_writes_under_aws_so_tests_use_their_own_prefix(aws_env):
+    from botocore.exceptions import ClientError
+    with pytest.raises(ClientError):
+        boto("ssm").put_parameter(Name=FAMILIES["neuron"].ami_parameter, Value="ami-1", Type="String")

@@ -1,0 +1,149 @@
+"""deploy/sagemaker/inference.py: the four SageMaker handlers on a real CPU artifact give embed_texts' vectors,
+speak the TEI /embed JSON contract, render every error as {"error", "error_type"}, and import nothing CLI-only."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+import tarfile
+import textwrap
+
+import pytest
+import torch
+
+from neuron_encoder import load_compiled
+from neuron_encoder.compiler import compile_model
+from neuron_encoder.deploy.sagemaker import package_model
+from neuron_encoder.deploy.staging import checkout_root
+from neuron_encoder.embeddings import embed_texts
+
+ENTRY_POINT = checkout_root() / "deploy" / "sagemaker" / "inference.py"
+TEXTS = ["A man plays a guitar.", "Someone strums a guitar.", "The tax law changed in May."]
+LONG = " ".join(["guitar"] * 80)  # over 32 tokens: longer than the artifact's only bucket
+
+
+def load_handlers():
+    spec = importlib.util.spec_from_file_location("inference_under_test", ENTRY_POINT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def minilm_artifact(tmp_path_factory):
+    out = tmp_path_factory.mktemp("artifacts") / "minilm-cpu"
+    compile_model("minilm", batch_sizes="1", seq_lens="32", backend="cpu", out=out, progress=lambda line: None)
+    assert (out / "tokenizer").is_dir()  # compile keeps the checkpoint's tokenizer in the artifact
+    return out
+
+
+@pytest.fixture(scope="module")
+def served(minilm_artifact):
+    handlers = load_handlers()
+    return handlers, handlers.model_fn(str(minilm_artifact))
+
+
+class Context:
+    """The part of TorchServe's context the handlers use: the response status."""
+
+    def __init__(self) -> None:
+        self.status = None
+
+    def set_response_status(self, code=200, phrase="", idx=0):
+        self.status = (code, phrase)
+
+
+def call(handlers, model, body, content_type="application/json", accept="application/json"):
+    context = Context()
+    data = handlers.input_fn(body if isinstance(body, (str, bytes)) else json.dumps(body), content_type)
+    text, media_type = handlers.output_fn(handlers.predict_fn(data, model), accept, context)
+    assert media_type == "application/json"
+    return json.loads(text), context.status
+
+
+def test_vectors_equal_embed_texts_on_the_same_texts(served, minilm_artifact):
+    handlers, model = served
+    vectors, status = call(handlers, model, {"inputs": TEXTS})
+    assert status is None  # success leaves the 200 alone
+    expected = embed_texts(load_compiled(minilm_artifact), TEXTS)  # with the artifact's own tokenizer
+    assert len(vectors) == len(TEXTS) and len(vectors[0]) == 384
+    assert torch.allclose(torch.tensor(vectors), torch.nn.functional.normalize(expected, dim=-1), atol=1e-6)
+
+
+def test_a_single_string_gives_a_list_of_one(served):
+    handlers, model = served
+    one, _ = call(handlers, model, {"inputs": TEXTS[0]})
+    many, _ = call(handlers, model, {"inputs": TEXTS})
+    assert len(one) == 1 and torch.allclose(torch.tensor(one[0]), torch.tensor(many[0]), atol=1e-6)
+
+
+def test_normalize_false_returns_the_pooled_vectors(served):
+    handlers, model = served
+    raw, _ = call(handlers, model, {"inputs": TEXTS, "normalize": False})
+    norms = torch.tensor(raw).norm(dim=-1)
+    assert not torch.allclose(norms, torch.ones(len(TEXTS)), atol=1e-3)  # MiniLM's mean pooling is not unit length
+    unit, _ = call(handlers, model, {"inputs": TEXTS})
+    assert torch.allclose(torch.nn.functional.normalize(torch.tensor(raw), dim=-1), torch.tensor(unit), atol=1e-6)
+
+
+def test_long_texts_are_refused_unless_truncate(served):
+    handlers, model = served
+    error, status = call(handlers, model, {"inputs": [TEXTS[0], LONG]})
+    assert status == (422, "validation") and error["error_type"] == "validation"
+    assert "longer than the largest compiled bucket (32)" in error["error"]
+    vectors, status = call(handlers, model, {"inputs": [TEXTS[0], LONG], "truncate": True})
+    assert status is None and len(vectors) == 2
+
+
+@pytest.mark.parametrize("body, content_type, accept, status, fragment", [
+    ("inputs=hi", "text/plain", "application/json", 415, "content type 'text/plain' is not supported"),
+    ("{not json", "application/json", "application/json", 400, "not JSON"),
+    ({"input": "hi"}, "application/json", "application/json", 422, '"inputs"'),
+    ({"inputs": "hi", "normalise": True}, "application/json", "application/json", 422,
+     "unknown field(s) ['normalise']"),
+    ({"inputs": []}, "application/json", "application/json", 422, "non-empty list of strings"),
+    ({"inputs": [1, 2]}, "application/json", "application/json", 422, "non-empty list of strings"),
+    ({"inputs": "hi", "truncate": "yes"}, "application/json", "application/json", 422, '"truncate" must be true'),
+    ({"inputs": "hi"}, "application/json", "text/csv", 406, "accept 'text/csv' is not supported"),
+])
+def test_bad_requests_are_json_errors_with_a_status(served, body, content_type, accept, status, fragment):
+    handlers, model = served
+    error, got = call(handlers, model, body, content_type, accept)
+    assert got[0] == status and set(error) == {"error", "error_type"} and fragment in error["error"]
+
+
+def test_a_model_without_tokenizer_says_so(tiny_artifact):
+    handlers = load_handlers()
+    error, status = call(handlers, handlers.model_fn(str(tiny_artifact)), {"inputs": "hello"})
+    assert status == (422, "tokenizer") and "no tokenizer" in error["error"]
+
+
+def test_the_packaged_model_serves_with_only_its_own_code(minilm_artifact, tmp_path):
+    """Extract model.tar.gz, put only its code/ on the path (as the container does), block CLI, web and AWS
+    libraries, and run the handlers: they must work with what the archive carries."""
+    package_model(minilm_artifact, tmp_path / "model.tar.gz")
+    model_dir = tmp_path / "opt-ml-model"
+    with tarfile.open(tmp_path / "model.tar.gz") as tar:
+        tar.extractall(model_dir, filter="data")
+    script = textwrap.dedent(f"""
+        import importlib.abc, json, sys
+        BLOCKED = ("typer", "click", "fastapi", "uvicorn", "boto3", "botocore", "matplotlib", "httpx")
+        class Block(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in BLOCKED:
+                    raise ImportError(f"{{name}} must not be imported by the SageMaker handlers")
+        sys.meta_path.insert(0, Block())
+        import inference, neuron_encoder
+        assert neuron_encoder.__file__.startswith({str(model_dir / "code")!r}), neuron_encoder.__file__
+        model = inference.model_fn({str(model_dir)!r})
+        body = inference.input_fn(json.dumps({{"inputs": ["hello world", "hi"]}}), "application/json")
+        text, _ = inference.output_fn(inference.predict_fn(body, model), "application/json")
+        print(len(json.loads(text)), len(json.loads(text)[0]))
+    """)
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                               env={"PYTHONPATH": str(model_dir / "code"), "PATH": "/usr/bin:/bin"}, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.split() == ["2", "384"]
