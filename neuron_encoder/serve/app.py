@@ -1,7 +1,7 @@
 """The HTTP room: FastAPI routes for SageMaker, OpenAI and text-embeddings-inference clients, the
 lifespan that loads and warms every replica, and the uvicorn server that drains on SIGTERM.
 
-Routes parse bodies (schemas.py), call Inference and shape the answer; they never touch torch. Every
+Routes parse bodies (schemas.py, invocations.py), call Inference and shape the answer; they never touch torch. Every
 error is a ServeError rendered once, as {"error", "error_type"}.
 
 Life of the server: it listens at once, /ping and /health answer 503 while the replicas load (or
@@ -31,7 +31,7 @@ from pydantic.json_schema import models_json_schema
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from neuron_encoder import __version__, artifact
-from neuron_encoder.serve import errors, schemas
+from neuron_encoder.serve import errors, invocations, schemas
 from neuron_encoder.serve.batcher import Batcher, BucketTable
 from neuron_encoder.serve.infer import Embedded, Inference
 from neuron_encoder.serve.metrics import Metrics
@@ -44,7 +44,7 @@ request_log = logging.getLogger("neuron_encoder.serve.requests")
 OPEN_PATHS = frozenset({"/ping", "/health"})  # answered without the API key: health checks carry none
 ROUTES = frozenset({"/ping", "/health", "/invocations", "/v1/embeddings", "/v1/models", "/embed", "/tokenize",
                     "/info", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"})
-JSON = schemas.JSON
+JSON = invocations.JSON
 
 
 class Service:
@@ -250,7 +250,7 @@ async def _send_error(send, error: errors.ServeError) -> None:
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The body after the media type check (415), refused past `limit` bytes (413) without reading it all."""
-    schemas.check_media_type(request.headers.get("content-type"))
+    invocations.check_media_type(request.headers.get("content-type"))
     declared = request.headers.get("content-length")
     too_large = errors.PayloadTooLarge(f"the body is larger than the limit of {limit} bytes (--payload-limit)")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -316,23 +316,23 @@ def create_app(settings: ServeSettings, run: Callable = run_batch, service: Serv
 
     @app.post("/invocations", responses={200: {"description": "one embedding per input, in order"}, **bad_input},
               openapi_extra=_body(schemas.InvocationRequest))
-    async def invocations(request: Request) -> Response:
+    async def sagemaker_invocations(request: Request) -> Response:
         """SageMaker: {"inputs": str | [str], "normalize": true, "truncate": false} -> [[float, ...], ...]."""
         inference = service.check_ready()
-        texts, body = schemas.parse_invocation(await read_body(request, limits.payload_limit),
-                                               request.headers.get("content-type"), limits.max_client_batch_size)
-        result = await inference.embed_texts(texts, body.truncate)
-        return _answer(schemas.embeddings_json(schemas.finish(result.vectors, body.normalize)), request, result,
-                       len(texts))
+        body = invocations.parse_invocation(await read_body(request, limits.payload_limit),
+                                            request.headers.get("content-type"), limits.max_client_batch_size)
+        result = await inference.embed_texts(body.texts, body.truncate)
+        return _answer(invocations.embeddings_json(invocations.finish(result.vectors, body.normalize)), request, result,
+                       len(body.texts))
 
     @app.post("/embed", responses=bad_input, openapi_extra=_body(schemas.EmbedRequest))
     async def embed(request: Request) -> Response:
         """text-embeddings-inference: {"inputs", "normalize", "truncate", "truncation_direction"}."""
         inference = service.check_ready()
         body = schemas.parse(schemas.EmbedRequest, await read_body(request, limits.payload_limit))
-        texts = schemas.as_list(body.inputs, limits.max_client_batch_size)
+        texts = invocations.as_list(body.inputs, limits.max_client_batch_size)
         result = await inference.embed_texts(texts, body.truncate, body.truncation_direction)
-        return _answer(schemas.embeddings_json(schemas.finish(result.vectors, body.normalize)), request, result,
+        return _answer(invocations.embeddings_json(invocations.finish(result.vectors, body.normalize)), request, result,
                        len(texts))
 
     @app.post("/v1/embeddings", responses={200: {"model": schemas.OpenAIEmbeddingResponse}, **bad_input},
@@ -346,7 +346,7 @@ def create_app(settings: ServeSettings, run: Callable = run_batch, service: Serv
                                     f"{service.info['hidden_size']}")
         texts, ids = schemas.openai_inputs(body, limits.max_client_batch_size)
         result = await (inference.embed_texts(texts) if texts is not None else inference.embed_ids(ids))
-        vectors = schemas.finish(result.vectors, True, body.dimensions)
+        vectors = invocations.finish(result.vectors, True, body.dimensions)
         return _answer(schemas.openai_response(vectors, service.info["model_id"], result.tokens,
                                                body.encoding_format), request, result, len(vectors))
 
@@ -355,14 +355,14 @@ def create_app(settings: ServeSettings, run: Callable = run_batch, service: Serv
         service.check_ready()
         card = {"id": service.info["model_id"], "object": "model", "created": int(service.started),
                 "owned_by": "neuron-encoder"}
-        return Response(schemas.dumps({"object": "list", "data": [card]}), media_type=JSON)
+        return Response(invocations.dumps({"object": "list", "data": [card]}), media_type=JSON)
 
     @app.post("/tokenize", responses=bad_input, openapi_extra=_body(schemas.TokenizeRequest))
     async def tokenize(request: Request) -> Response:
         """text-embeddings-inference: each input's tokens, with ids, text and character offsets."""
         inference = service.check_ready()
         body = schemas.parse(schemas.TokenizeRequest, await read_body(request, limits.payload_limit))
-        texts = schemas.as_list(body.inputs, limits.max_client_batch_size)
+        texts = invocations.as_list(body.inputs, limits.max_client_batch_size)
         return Response(schemas.tokenize_response(await inference.tokenize(texts, body.add_special_tokens)),
                         media_type=JSON)
 
@@ -370,7 +370,7 @@ def create_app(settings: ServeSettings, run: Callable = run_batch, service: Serv
     async def info() -> Response:
         """The model, backend, buckets, replicas and their placement, every limit, versions."""
         service.check_ready()
-        return Response(schemas.dumps(service.info), media_type=JSON)
+        return Response(invocations.dumps(service.info), media_type=JSON)
 
     @app.get("/metrics")
     async def metrics() -> Response:
@@ -427,11 +427,10 @@ def _handle_errors(app: FastAPI, service: Service) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:
-        from neuron_encoder.errors import NeuronEncoderError
-        if isinstance(error, NeuronEncoderError):
-            return render(errors.from_package_error(error))
-        log.exception("unexpected error in %s %s", request.method, request.url.path)
-        return render(errors.Internal("internal error; the server log has the details"))
+        served = invocations.as_serve_error(error)
+        if isinstance(served, errors.Internal):
+            log.exception("unexpected error in %s %s", request.method, request.url.path)
+        return render(served)
 
 
 # ----------------------------------------------------------------------------- the server

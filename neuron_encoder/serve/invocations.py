@@ -1,0 +1,127 @@
+"""The JSON every route shares, with nothing but the standard library and numpy: the media type, a list
+of inputs, SageMaker's /invocations body, embeddings as JSON, and errors as JSON.
+
+The server's routes and the handler for AWS's own inference containers (deploy/sagemaker/inference.py)
+both call these, so a SageMaker endpoint answers exactly as `neuron-encoder serve` does; those
+containers are not guaranteed pydantic or a web framework, so nothing here needs them.
+The /invocations contract: application/json {"inputs": str | [str], "normalize": bool = true,
+"truncate": bool | null = null}; a single string is one input; unknown fields are refused.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from neuron_encoder.serve import errors
+
+try:  # the server's extra has orjson; a bare SageMaker container may not, and gets the same JSON
+    import orjson
+except ImportError:  # pragma: no cover - exercised where orjson is absent
+    orjson = None
+
+JSON = "application/json"
+INVOCATION_FIELDS = ("inputs", "normalize", "truncate")
+
+
+@dataclass(frozen=True)
+class Invocation:
+    texts: list[str]
+    normalize: bool = True
+    truncate: bool | None = None  # None: the server's --auto-truncate (the handler's default: refuse)
+
+
+def check_media_type(content_type: str | None) -> None:
+    """415 unless the body is declared application/json (parameters such as charset are fine)."""
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type != JSON:
+        raise errors.UnsupportedMediaType(f"content type {content_type or 'none'!r} is not supported: "
+                                          f"send {JSON}")
+
+
+def as_list(inputs: str | list, max_inputs: int) -> list:
+    """A single input as a list of one; an empty list is a 422, more than max_inputs a 413."""
+    items = [inputs] if isinstance(inputs, str) else inputs
+    if not items:
+        raise errors.Validation("inputs cannot be empty")
+    if len(items) > max_inputs:
+        raise errors.TooManyInputs(f"{len(items)} inputs in one request; at most {max_inputs} "
+                                   "(--max-client-batch-size)")
+    return items
+
+
+def parse_invocation(body: bytes | str, content_type: str | None, max_inputs: int = 32,
+                     payload_limit: int | None = None) -> Invocation:
+    """A SageMaker /invocations body -> Invocation; a ServeError (415, 413, 400, 422) otherwise."""
+    check_media_type(content_type)
+    if payload_limit is not None and len(body) > payload_limit:
+        raise errors.PayloadTooLarge(f"the body has {len(body)} bytes, more than the limit {payload_limit}")
+    try:
+        value = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.NotJson("the body is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise errors.Validation('body: must be a JSON object with "inputs"')
+    unknown = sorted(set(value) - set(INVOCATION_FIELDS))
+    if unknown:
+        # worded as pydantic words it on the other routes, so every route refuses a field alike
+        raise errors.Validation("; ".join(f"{name}: Extra inputs are not permitted" for name in unknown))
+    inputs = value.get("inputs")
+    if not (isinstance(inputs, str) or isinstance(inputs, list) and all(isinstance(t, str) for t in inputs)):
+        raise errors.Validation("inputs: must be a text or a list of texts")
+    normalize, truncate = value.get("normalize", True), value.get("truncate")
+    if not isinstance(normalize, bool):
+        raise errors.Validation("normalize: must be true or false")
+    if truncate is not None and not isinstance(truncate, bool):
+        raise errors.Validation("truncate: must be true, false or null")
+    return Invocation(as_list(inputs, max_inputs), normalize, truncate)
+
+
+def finish(vectors: np.ndarray, normalize: bool, dimensions: int | None = None) -> np.ndarray:
+    """Pooled vectors (N, H) as a client asked for them: the first `dimensions` values, then L2-normalised
+    when asked (Matryoshka-style truncation, as OpenAI's `dimensions`)."""
+    if dimensions is not None:
+        if dimensions > vectors.shape[1]:
+            raise errors.Validation(f"dimensions {dimensions} is more than the model's {vectors.shape[1]}")
+        vectors = vectors[:, :dimensions]
+    if normalize:
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        vectors = vectors / np.maximum(norms, 1e-12)
+    return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+def dumps(value: Any) -> bytes:
+    """JSON bytes; numpy arrays become nested lists (orjson writes float32 in its shortest form)."""
+    if orjson is not None:
+        return orjson.dumps(value, option=orjson.OPT_SERIALIZE_NUMPY)
+    return json.dumps(value, default=lambda a: a.tolist()).encode()
+
+
+def embeddings_json(vectors: np.ndarray) -> bytes:
+    """[[float, ...], ...]: one embedding per input, in order (TEI's /embed, SageMaker's /invocations)."""
+    return dumps(np.ascontiguousarray(vectors, dtype=np.float32))
+
+
+def invocation_response(pooled: Any, normalize: bool = True) -> bytes:
+    """The /invocations answer for pooled vectors (N, H) (a numpy array or a torch tensor)."""
+    array = pooled.detach().cpu().float().numpy() if hasattr(pooled, "detach") else np.asarray(pooled)
+    return embeddings_json(finish(array.astype(np.float32, copy=False), normalize))
+
+
+def as_serve_error(error: Exception) -> errors.ServeError:
+    """ServeErrors as themselves, the package's errors mapped, anything else a 500 that names no internals."""
+    from neuron_encoder.errors import NeuronEncoderError
+    if isinstance(error, errors.ServeError):
+        return error
+    if isinstance(error, NeuronEncoderError):
+        return errors.from_package_error(error)
+    return errors.Internal("internal error; the server log has the details")
+
+
+def error_response(error: Exception) -> tuple[int, bytes]:
+    """(status, body) for any exception, as as_serve_error maps it."""
+    served = as_serve_error(error)
+    return served.status, served.body()
