@@ -14,14 +14,13 @@ import pytest
 import torch
 
 from neuron_encoder import load_compiled
-from neuron_encoder.compiler import compile_model
 from neuron_encoder.deploy.sagemaker import package_model
 from neuron_encoder.deploy.staging import checkout_root
 from neuron_encoder.embeddings import embed_texts
 
 ENTRY_POINT = checkout_root() / "deploy" / "sagemaker" / "inference.py"
 TEXTS = ["A man plays a guitar.", "Someone strums a guitar.", "The tax law changed in May."]
-LONG = " ".join(["guitar"] * 80)  # over 32 tokens: longer than the artifact's only bucket
+LONG = " ".join(["guitar"] * 80)  # over 32 tokens: longer than the artifact's longest bucket
 
 
 def load_handlers():
@@ -33,15 +32,8 @@ def load_handlers():
 
 
 @pytest.fixture(scope="module")
-def minilm_artifact(tmp_path_factory):
-    out = tmp_path_factory.mktemp("artifacts") / "minilm-cpu"
-    compile_model("minilm", batch_sizes="1", seq_lens="32", backend="cpu", out=out, progress=lambda line: None)
-    assert (out / "tokenizer").is_dir()  # compile keeps the checkpoint's tokenizer in the artifact
-    return out
-
-
-@pytest.fixture(scope="module")
-def served(minilm_artifact):
+def served(minilm_artifact):  # conftest's: buckets of length 16 and 32, the checkpoint's tokenizer inside
+    assert (minilm_artifact / "tokenizer").is_dir()
     handlers = load_handlers()
     return handlers, handlers.model_fn(str(minilm_artifact))
 

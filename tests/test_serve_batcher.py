@@ -42,6 +42,19 @@ def test_bucket_table_keeps_the_token_budget_and_the_request_limit():
         BucketTable.build(BUCKETS, max_batch_tokens=32)
 
 
+def test_where_shapes_are_free_a_part_filled_batch_pays_only_for_its_rows():
+    """Five inputs of 60 tokens. Fixed shapes (Neuron, CUDA graphs): a call of (8, 64) costs the same
+    with 5 rows as with 8, so (4, 64) exactly full wins. The CPU runs (5, 60) as it is, at 5 x 60 / (8 x 64)
+    of the bucket's cost, so all five go at once."""
+    fixed = BucketTable.build(BUCKETS, 16384, costs=PER_CALL)
+    plan = pack(queued(fixed, [60] * 5), fixed)
+    assert (plan.batch, plan.seq, len(plan.items)) == (4, 64, 4)
+    free = BucketTable.build(BUCKETS, 16384, costs=PER_CALL, fixed_shapes=False)
+    plan = pack(queued(free, [60] * 5), free)
+    assert (plan.batch, plan.seq, len(plan.items)) == (8, 64, 5)
+    assert free.computed_tokens(8, 64, rows=5, longest=60) == 300 and fixed.computed_tokens(8, 64, 5, 60) == 512
+
+
 def test_a_lone_input_runs_alone_in_the_smallest_bucket_that_fits():
     table = BucketTable.build(BUCKETS, 16384, costs=PER_CALL)
     plan = pack(queued(table, [20]), table)
@@ -176,6 +189,28 @@ def test_a_full_queue_refuses_at_once_with_retry_after():
 
     run(scenario())
     batcher.stop()
+
+
+def test_a_request_whose_computation_has_begun_is_finished_past_the_timeout():
+    """Two inputs of one request in different length classes: the first runs (held at the gate) past the
+    timeout; the second still waits, and is computed, not dropped with 503."""
+    batcher, recorder, threads = make_batcher(timeout_ms=50)
+
+    async def scenario():
+        await started(batcher, threads)
+        recorder.gate.clear()
+        both = batcher.submit([[1] * 3, [1] * 40])
+        while not recorder.holding.is_set():
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.1)  # twice the timeout
+        recorder.gate.set()
+        vectors = await both.future
+        assert vectors.shape[0] == 2 and batcher.in_flight == 0
+
+    run(scenario())
+    batcher.stop()
+    threads[0].close()
+    assert sorted(len(lengths) for _, lengths in recorder.batches) == [1, 1]  # two batches: both inputs ran
 
 
 def test_an_input_waiting_past_the_timeout_fails_with_503_and_never_runs():

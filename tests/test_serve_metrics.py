@@ -32,8 +32,8 @@ def test_every_listed_metric_is_exposed():
     metrics = Metrics(2, queue_depth=lambda: 3, in_flight=lambda: 5)
     metrics.requests.labels("/embed", "200").inc()
     metrics.rejected.labels("queue_full").inc()
-    metrics.batch_done(1, rows=3, tokens=30, bucket=(4, 16), seconds=0.01, failed=False)
-    metrics.batch_done(0, rows=2, tokens=9, bucket=(4, 16), seconds=0.01, failed=True)
+    metrics.batch_done(1, rows=3, tokens=30, bucket=(4, 16), computed=64, seconds=0.01, failed=False)
+    metrics.batch_done(0, rows=2, tokens=9, bucket=(4, 16), computed=64, seconds=0.01, failed=True)
     text = metrics.render().decode()
     for line in ('neuron_encoder_requests_total{route="/embed",status="200"} 1.0',
                  'neuron_encoder_rejected_total{reason="queue_full"} 1.0',

@@ -100,7 +100,8 @@ class Service:
 
     def _wire(self, loop: asyncio.AbstractEventLoop, loaded: list[LoadedReplica]) -> None:
         model, s = loaded[0].model, self.settings
-        table = BucketTable.build(model.buckets, s.max_batch_tokens, s.max_batch_requests, loaded[0].warm_ms)
+        table = BucketTable.build(model.buckets, s.max_batch_tokens, s.max_batch_requests, loaded[0].warm_ms,
+                                  fixed_shapes=model.fixed_shapes)
         self.batcher = Batcher(table, self.metrics, lambda replica, rows, seq: self.run(replica.model, rows, seq),
                                max_inputs=s.max_concurrent_requests, delay_ms=s.max_batch_delay_ms,
                                timeout_ms=s.request_timeout_ms)

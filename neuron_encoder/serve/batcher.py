@@ -8,7 +8,8 @@ The packing rule (text-embeddings-inference's queue.rs, for padded static-shape 
 - a batch holds at most the bucket's batch size, --max-batch-requests inputs, and
   batch x seq <= --max-batch-tokens padded tokens;
 - of the candidate (batch, seq) buckets, the one that wastes the least wins: the most real tokens per
-  unit of what a call of that bucket costs. The server measures each bucket's cost at warm-up, so
+  unit of what a call of that bucket costs (on the CPU, which runs a batch at its own shape, that cost
+  scaled to the rows and the longest input the batch really has). The server measures each bucket's cost at warm-up, so
   padding, each call's fixed cost and a host's own quirks (a batch too large for its caches) all count;
   without timings the cost is batch x seq, and the rule is the least padding. Ties go to more inputs,
   then to the shorter bucket.
@@ -17,7 +18,7 @@ so a lone request is computed alone; --max-batch-delay-ms trades latency for ful
 
 Admission is counted in inputs: --max-concurrent-requests inputs may be waiting or computing; one
 more is a 429 at once. An input still waiting after --request-timeout-ms fails its request with 503
-and is never computed. A batch the model raises on fails its requests (424) and nothing else.
+and is never computed; one whose computation has begun is finished. A batch the model raises on fails its requests (424) and nothing else.
 
 Threads: submit, expiry and delivery run on the event loop; packing and the model call run on the
 replica threads (threads.ModelThread); the lock guards only the waiting queues.
@@ -54,11 +55,12 @@ class BucketTable:
     batch_sizes: dict[int, tuple[int, ...]]  # per sequence length, ascending, within --max-batch-tokens
     max_rows: int  # --max-batch-requests, or the largest batch size
     costs: dict[tuple[int, int], float]  # what one call of each bucket costs (ms at warm-up, or batch x seq)
+    fixed_shapes: bool = True  # False (the CPU): a batch runs at its own (rows, longest), not the bucket's
 
     @classmethod
     def build(cls, buckets: Iterable[tuple[int, int]], max_batch_tokens: int,
               max_batch_requests: int | None = None,
-              costs: dict[tuple[int, int], float] | None = None) -> BucketTable:
+              costs: dict[tuple[int, int], float] | None = None, fixed_shapes: bool = True) -> BucketTable:
         buckets = sorted(set(buckets))
         seqs = sorted({seq for _, seq in buckets})
         sizes = {}
@@ -71,7 +73,25 @@ class BucketTable:
             sizes[seq] = within
         largest = max(size[-1] for size in sizes.values())
         costs = monotone(costs or {(batch, seq): float(batch * seq) for batch, seq in buckets})
-        return cls(tuple(seqs), sizes, min(max_batch_requests or largest, largest), costs)
+        return cls(tuple(seqs), sizes, min(max_batch_requests or largest, largest), costs, fixed_shapes)
+
+    def cost(self, batch: int, seq: int, rows: int, longest: int) -> float:
+        """What running `rows` inputs (the longest `longest` tokens) in bucket (batch, seq) costs: the
+        bucket's own cost where shapes are fixed. Where they are not, the batch runs at (rows, longest)
+        whatever bucket it is filed under: the cost of the smallest bucket that holds that shape, scaled
+        to the tokens it computes, so a part-filled batch is not charged for empty rows."""
+        if self.fixed_shapes:
+            return self.costs[(batch, seq)]
+        fit_seq = self.seq_for(longest)
+        sizes = self.batch_sizes[fit_seq]
+        fit_batch = sizes[min(bisect.bisect_left(sizes, rows), len(sizes) - 1)]
+        if fit_batch < rows:  # the token budget allows fewer rows at that length: use the candidate's own
+            fit_batch, fit_seq = batch, seq
+        return self.costs[(fit_batch, fit_seq)] * rows * longest / (fit_batch * fit_seq)
+
+    def computed_tokens(self, batch: int, seq: int, rows: int, longest: int) -> int:
+        """Tokens a batch computes, padding included: the bucket's, or (rows, longest) where shapes are free."""
+        return batch * seq if self.fixed_shapes else rows * longest
 
     @property
     def max_length(self) -> int:
@@ -86,7 +106,7 @@ class Pending:
     """One request's inputs on their way through the queue, and its future on the event loop."""
 
     __slots__ = ("future", "count", "items", "remaining", "vectors", "enqueued_ns", "first_start_ns",
-                 "last_end_ns", "timer", "finished")
+                 "last_end_ns", "timer", "finished", "begun")
 
     def __init__(self, future: asyncio.Future, count: int) -> None:
         self.future, self.count, self.remaining = future, count, count
@@ -96,6 +116,7 @@ class Pending:
         self.first_start_ns = self.last_end_ns = 0
         self.timer: asyncio.TimerHandle | None = None
         self.finished = False
+        self.begun = False  # a replica has taken one of its inputs
 
     @property
     def queue_s(self) -> float:
@@ -140,9 +161,10 @@ def pack(queues: dict[int, deque[Item]], table: BucketTable) -> Plan | None:
         capacity = min(sizes[-1], table.max_rows)
         chosen = _fill(queues, table, oldest, seq, capacity)
         tokens = list(itertools.accumulate(item.length for item in chosen))
+        longest = list(itertools.accumulate((item.length for item in chosen), max))
         for batch in sizes:
             rows = min(len(chosen), batch, table.max_rows)
-            score = (tokens[rows - 1] / table.costs[(batch, seq)], rows, -seq)
+            score = (tokens[rows - 1] / table.cost(batch, seq, rows, longest[rows - 1]), rows, -seq)
             if best_score is None or score > best_score:
                 best, best_score = Plan(chosen[:rows], batch, seq, capacity), score
             if rows == len(chosen) or rows == table.max_rows:
@@ -247,8 +269,12 @@ class Batcher:
         return removed
 
     def _expire(self, pending: Pending) -> None:
-        if pending.finished or not self.withdraw(pending):
-            return  # answered, or every input is computing already: it will be answered
+        """The request's timeout: 503 if none of its inputs has started. One that has begun is finished:
+        dropping its rest would waste what was computed, and under overload the requests at the head
+        of the queue are always the ones about to expire, so goodput would collapse."""
+        if pending.finished or pending.begun:
+            return
+        self.withdraw(pending)
         self._finish(pending, errors.QueueTimeout(
             f"waited more than {self.timeout_s * 1000:g} ms for a replica (--request-timeout-ms); not computed"))
 
@@ -279,7 +305,8 @@ class Batcher:
 
     def _deliver(self, replica: int, items: list[Item], bucket: tuple[int, int], vectors: np.ndarray | None,
                  error: Exception | None, start_ns: int, end_ns: int) -> None:
-        self.metrics.batch_done(replica, len(items), sum(item.length for item in items), bucket,
+        computed = self.table.computed_tokens(*bucket, len(items), max(item.length for item in items))
+        self.metrics.batch_done(replica, len(items), sum(item.length for item in items), bucket, computed,
                                 (end_ns - start_ns) / 1e9, error is not None)
         self.last_batch_failed = error is not None
         if error is not None:
@@ -346,7 +373,7 @@ class Batcher:
             for item in plan.items:
                 popped = self._queues[item.seq].popleft()
                 assert popped is item, "a plan takes a prefix of each queue"
-                item.started = True
+                item.started = item.request.begun = True
             self._waiting -= len(plan.items)
             if self._waiting:
                 self._cond.notify()  # another idle replica can take the rest

@@ -114,8 +114,9 @@ class Metrics:
     def _efficiency(self) -> float:
         return self._real / self._padded if self._padded else 1.0
 
-    def batch_done(self, replica: int, rows: int, tokens: int, bucket: tuple[int, int], seconds: float,
-                   failed: bool) -> None:
+    def batch_done(self, replica: int, rows: int, tokens: int, bucket: tuple[int, int], computed: int,
+                   seconds: float, failed: bool) -> None:
+        """One batch: `tokens` real, `computed` with padding (the bucket's, or on the CPU rows x longest)."""
         batch, seq = bucket
         self.inference_duration.observe(seconds)
         self.busy_seconds.labels(str(replica)).inc(seconds)
@@ -126,9 +127,9 @@ class Metrics:
         self.batch_tokens.observe(tokens)
         self.bucket_hits.labels(str(batch), str(seq)).inc()
         self.real_tokens.inc(tokens)
-        self.padded_tokens.inc(batch * seq)
+        self.padded_tokens.inc(computed)
         self._real += tokens
-        self._padded += batch * seq
+        self._padded += computed
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
