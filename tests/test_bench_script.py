@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,14 +11,13 @@ from neuron_encoder.backends import resolve_precision
 from neuron_encoder.errors import InputFileError
 from neuron_encoder.options import load_config, split_job
 
+from . import scripts
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bench_script", ROOT / "benchmarks" / "bench.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return scripts.load_script("benchmarks/bench.py", "bench_script")
 
 
 def test_shipped_configs_load_as_the_script_loads_them():

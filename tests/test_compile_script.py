@@ -9,6 +9,7 @@ from pathlib import Path
 
 from neuron_encoder import load_compiled
 
+from . import scripts
 from .test_cli import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,11 +34,7 @@ def test_script_compiles_every_job(tmp_path):
 
 
 def load_script():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("compile_script", ROOT / "compile" / "compile.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return scripts.load_script("compile/compile.py", "compile_script")
 
 
 def test_shipped_configs_are_valid_jobs():

@@ -3,7 +3,6 @@ speak the TEI /embed JSON contract, render every error as {"error", "error_type"
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -15,20 +14,16 @@ import torch
 
 from neuron_encoder import load_compiled
 from neuron_encoder.deploy.sagemaker import package_model
-from neuron_encoder.deploy.staging import checkout_root
 from neuron_encoder.embeddings import embed_texts
 
-ENTRY_POINT = checkout_root() / "deploy" / "sagemaker" / "inference.py"
+from . import scripts
+
 TEXTS = ["A man plays a guitar.", "Someone strums a guitar.", "The tax law changed in May."]
 LONG = " ".join(["guitar"] * 80)  # over 32 tokens: longer than the artifact's longest bucket
 
 
 def load_handlers():
-    spec = importlib.util.spec_from_file_location("inference_under_test", ENTRY_POINT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is made
-    spec.loader.exec_module(module)
-    return module
+    return scripts.load_script("deploy/sagemaker/inference.py", "inference_under_test")
 
 
 @pytest.fixture(scope="module")

@@ -276,7 +276,7 @@ def test_the_runtime_refuses_non_contiguous_cores(monkeypatch, spec):
 @pytest.mark.parametrize("platform, lnc, cores", [("inf2", None, 4), ("trn1", None, 4), ("trn2", None, 8),
                                                   ("trn2", "2", 8), ("trn2", "1", 16)])
 def test_cores_per_device_follow_the_family_and_lnc(monkeypatch, platform, lnc, cores):
-    tnx = install(monkeypatch, devices=2, platform=platform)
+    install(monkeypatch, devices=2, platform=platform)  # registers torch.classes.neuron (the double)
     if lnc:
         monkeypatch.setenv("NEURON_LOGICAL_NC_CONFIG", lnc)
     assert torch.classes.neuron.Runtime().get_visible_nc_count() == cores

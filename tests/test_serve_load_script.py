@@ -3,22 +3,16 @@ server on loopback, and the table with its targets (the full run is minutes: a b
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from neuron_encoder import load_compiled
 from neuron_encoder.bench.workload import CORPUS
 
+from . import scripts
 from .serve_helpers import ThreadServer
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("serve_load", ROOT / "benchmarks" / "serve_load.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return scripts.load_script("benchmarks/serve_load.py", "serve_load")
 
 
 def test_offline_and_served_numbers_and_the_verdicts(tiny_text_artifact, capsys, tmp_path, monkeypatch):
