@@ -271,7 +271,8 @@ def targets(name: str, result: dict, best: float, best_batch: int, rows: list[di
     verdict = lambda ok: "met" if ok else "MISSED"
     if ours32:
         ratio = ours32["rate"] / best
-        print(f"  {name}: 32 clients / offline best (b{best_batch}) = {ratio:.2f}x (target >= 0.8): {verdict(ratio >= 0.8)}")
+        print(f"  {name}: 32 clients / offline best (b{best_batch}) = {ratio:.2f}x (target >= 0.8): "
+              f"{verdict(ratio >= 0.8)}")
     if ours32 and infinity32:
         ratio = ours32["rate"] / infinity32["rate"]
         print(f"  {name}: 32 clients / Infinity = {ratio:.2f}x (target >= 3): {verdict(ratio >= 3)}")

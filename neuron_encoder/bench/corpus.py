@@ -53,7 +53,7 @@ def sentence_transformers_pass(checkpoint_dir, texts: Sequence[str], batch_size:
     except ImportError:
         return None
     model = SentenceTransformer(str(checkpoint_dir), device="cpu")
-    return lambda: model.encode(list(texts), batch_size=batch_size)
+    return lambda: model.encode(list(texts), batch_size=batch_size, show_progress_bar=False)
 
 
 def race(passes: Mapping[str, Pass], sentences: int, repeats: int = 3) -> dict[str, float]:

@@ -17,8 +17,9 @@ No delay timer by default: an idle replica runs whatever is waiting at once (con
 so a lone request is computed alone; --max-batch-delay-ms trades latency for fuller batches.
 
 Admission is counted in inputs: --max-concurrent-requests inputs may be waiting or computing; one
-more is a 429 at once. An input still waiting after --request-timeout-ms fails its request with 503
-and is never computed; one whose computation has begun is finished. A batch the model raises on fails its requests (424) and nothing else.
+more is a 429 at once. A request none of whose inputs has started after --request-timeout-ms fails
+with 503 and is never computed; one whose computation has begun is finished. A batch the model
+raises on fails its requests (424) and nothing else.
 
 Threads: submit, expiry and delivery run on the event loop; packing and the model call run on the
 replica threads (threads.ModelThread); the lock guards only the waiting queues.
