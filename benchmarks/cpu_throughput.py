@@ -51,7 +51,7 @@ def main() -> None:
 
     sizes = sorted({args.batch, args.small_batch}, reverse=True)
     reference = f"sentence-transformers (batch {args.batch})"
-    passes, efficiency = {}, {}
+    passes, efficiency, batch_of = {}, {}, {}
     for batch in sizes:
         theirs = sentence_transformers_pass(resolved.encoder.checkpoint_dir, texts, batch)
         if theirs is None:
@@ -73,6 +73,7 @@ def main() -> None:
             artifact_batches = length_sorted_batches(model.tokenizer, texts, batch)
             passes[name] = model_pass(model, artifact_batches)
             efficiency[name] = padding_efficiency(artifact_batches, bucket_padding(model))
+            batch_of[name] = batch
     speed = race(passes, len(texts))  # interleaved, best pass of each
     for model in loaded:
         model.close()
@@ -81,8 +82,8 @@ def main() -> None:
     print(f"{'candidate':<66} {'sentences/s':>12} {'ratio':>7} {'padding eff.':>13}")
     for name, value in speed.items():
         print(f"{name:<66} {value:>12.1f} {value / base:>7.2f} {efficiency.get(name, float('nan')):>13.0%}")
-    best = max((n for n in speed if n.startswith("ours artifact")), key=speed.get)
-    same = f"sentence-transformers (batch {best.split('(batch ')[1].split(',')[0]})"
+    best = max(batch_of, key=speed.get)
+    same = f"sentence-transformers (batch {batch_of[best]})"
     print(f"the auto policy picks {auto.auto_cast_type if auto.auto_cast != 'none' else 'fp32'} here; fastest "
           f"artifact {best}: {speed[best] / base:.2f}x {reference} (target >= 2), "
           f"{speed[best] / speed[same]:.2f}x {same}")

@@ -11,14 +11,15 @@ from .text import Tokenizer, load_tokenizer
 
 
 def embed_texts(model, texts: Sequence[str], tokenizer: Tokenizer | None = None,
-                batch_size: int = 32) -> torch.Tensor:
-    """Pooled embeddings (N, H) of texts, in batches, with the checkpoint's own tokenizer."""
+                batch_size: int = 32, normalize: bool | None = None) -> torch.Tensor:
+    """Pooled embeddings (N, H) of texts, in batches, with the checkpoint's own tokenizer; L2-normalised
+    as the model's config says unless `normalize` is given."""
     tokenizer = tokenizer or load_tokenizer(model)
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(texts), batch_size):
             batch = tokenizer.encode(texts[start:start + batch_size])
-            chunks.append(model.embed(*batch.as_tuple()))
+            chunks.append(model.embed(*batch.as_tuple(), normalize=normalize))
     return torch.cat(chunks)
 
 

@@ -153,10 +153,12 @@ class Encoder(nn.Module):
         return x if self.final_norm is None else self.final_norm(x)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-              token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """One vector per sequence, pooled as the config says: (B, H)."""
+              token_type_ids: torch.Tensor | None = None, normalize: bool | None = None) -> torch.Tensor:
+        """One vector per sequence, pooled as the config says, L2-normalised as it says unless
+        `normalize` is given: (B, H)."""
         hidden = self.forward(input_ids, attention_mask, token_type_ids)
-        return pool(hidden, attention_mask, self.config.pooling, self.config.normalize)
+        return pool(hidden, attention_mask, self.config.pooling,
+                    self.config.normalize if normalize is None else normalize)
 
     def with_fused_attention(self, fused: bool) -> Encoder:
         """This encoder with the other attention form, sharing its parameters (no copy): a backend

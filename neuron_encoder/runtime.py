@@ -105,13 +105,16 @@ class CompiledEncoder:
         return hidden if (rows, T) == (bucket_batch, bucket_seq) else hidden[:rows, :T]
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-              token_type_ids: torch.Tensor | None = None, truncate: bool = False) -> torch.Tensor:
-        """Pooled vectors (B, H), as the model's config says (cls or mean, normalised or not)."""
+              token_type_ids: torch.Tensor | None = None, truncate: bool = False,
+              normalize: bool | None = None) -> torch.Tensor:
+        """Pooled vectors (B, H), as the model's config says (cls or mean), L2-normalised as it says
+        unless `normalize` is given (a server normalises per request)."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden = self(input_ids, attention_mask, token_type_ids, truncate)
         mask = attention_mask[:, :hidden.shape[1]]
-        return pool(hidden, mask, self.config.pooling, self.config.normalize)
+        return pool(hidden, mask, self.config.pooling,
+                    self.config.normalize if normalize is None else normalize)
 
     def close(self) -> None:
         """Free what the buckets hold (NeuronCores, GPU memory, process settings); calls fail after."""

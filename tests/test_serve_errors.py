@@ -44,3 +44,12 @@ def test_package_errors_map_to_http_in_one_place():
     assert isinstance(errors.from_package_error(ConfigError("bad")), errors.Validation)
     backend = errors.from_package_error(ArtifactError("gone"))
     assert backend.status == 424 and backend.message == "ArtifactError: gone"
+
+
+def test_any_exception_becomes_a_serve_error_that_names_no_internals():
+    served = errors.as_serve_error(KeyError("secret internals"))
+    assert (served.status, served.body()) == (
+        500, b'{"error": "internal error; the server log has the details", "error_type": "Backend"}')
+    assert errors.as_serve_error(ShapeError("too long")).status == 413
+    refusal = errors.Overloaded("full")
+    assert errors.as_serve_error(refusal) is refusal

@@ -38,15 +38,8 @@ def test_bad_invocations_are_errors_with_their_status(body, content_type, kind, 
     with pytest.raises(kind) as raised:
         invocations.parse_invocation(body, content_type, max_inputs=2, payload_limit=100)
     assert type(raised.value) is kind and raised.value.status == status
-    code, rendered = invocations.error_response(raised.value)
-    assert code == status and set(json.loads(rendered)) == {"error", "error_type"}
-
-
-def test_error_response_names_no_internals():
-    assert invocations.error_response(KeyError("secret internals")) == (
-        500, b'{"error": "internal error; the server log has the details", "error_type": "Backend"}')
-    from neuron_encoder.errors import ShapeError
-    assert invocations.error_response(ShapeError("too long"))[0] == 413
+    served = errors.as_serve_error(raised.value)
+    assert served.status == status and set(json.loads(served.body())) == {"error", "error_type"}
 
 
 def test_finish_truncates_then_renormalises():

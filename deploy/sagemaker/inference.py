@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from neuron_encoder.serve import errors
-from neuron_encoder.serve.invocations import JSON, Invocation, as_serve_error, embeddings_json, finish, parse_invocation
+from neuron_encoder.serve.invocations import JSON, Invocation, embeddings_json, finish, parse_invocation
 
 MAX_INPUTS = 256  # texts per request; a bigger batch belongs in several requests (and instances)
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class NotAcceptable(errors.ServeError):
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-    """The artifact loaded without output normalisation (normalize is per request) and its tokenizers."""
+    """The loaded artifact and its tokenizers (normalize is per request)."""
 
     encoder: Any
     strict: Any  # tokenizer that keeps long texts long, so the runtime refuses them (truncate=false)
@@ -51,8 +51,6 @@ def model_fn(model_dir: str) -> Model:
         directory = Path(model_dir)
     loaded = load_compiled(directory)
     tokenizer = loaded.tokenizer  # the artifact's tokenizer/, None for random weights
-    encoder = copy.copy(loaded)  # shares the loaded buckets; pools without normalising
-    encoder.config = dataclasses.replace(loaded.config, normalize=False)
     strict = truncating = None
     if tokenizer is not None:
         strict, truncating = copy.copy(tokenizer), copy.copy(tokenizer)
@@ -60,7 +58,7 @@ def model_fn(model_dir: str) -> Model:
         truncating.max_length = loaded.max_seq_len
     log.info("loaded %s (%s, buckets %s), tokenizer %s", directory, loaded.manifest.get("backend"),
              [bucket["name"] for bucket in loaded.manifest["buckets"]], "yes" if tokenizer is not None else "none")
-    return Model(encoder, strict, truncating)
+    return Model(loaded, strict, truncating)
 
 
 def input_fn(request_body: str | bytes, request_content_type: str) -> Invocation | errors.ServeError:
@@ -81,9 +79,9 @@ def predict_fn(data: Invocation | errors.ServeError, model: Model) -> np.ndarray
     if tokenizer is None:
         return errors.TokenizerFailed("this model has no tokenizer (random weights), so it cannot embed text")
     try:
-        vectors = embed_texts(model.encoder, data.texts, tokenizer).float().numpy()
+        vectors = embed_texts(model.encoder, data.texts, tokenizer, normalize=False).float().numpy()
     except Exception as exc:  # the server's mapping: a long input is 413, a failed model 424, a bug 500
-        error = as_serve_error(exc)
+        error = errors.as_serve_error(exc)
         if isinstance(error, errors.Internal):
             log.exception("inference failed")
         return error

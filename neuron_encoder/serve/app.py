@@ -151,7 +151,7 @@ class Service:
                                                              self.settings.graceful_timeout)
 
 
-def where(replica, plan) -> str:
+def replica_location(replica: LoadedReplica, plan) -> str:
     """Where a replica runs, as the runtime reports it (the NeuronCores its buckets hold)."""
     if plan.backend == "neuron":
         cores = sorted({core for held in replica.model.placement.values() for core in held})
@@ -175,7 +175,7 @@ def describe(settings: ServeSettings, plan, loaded: list[LoadedReplica], table: 
         "artifact_sha256": artifact.manifest_hash(model.directory),
         "buckets": [list(bucket) for bucket in sorted(model.buckets)],
         "replicas": plan.count, "replica_plan": plan.describe(),
-        "placement": [f"replica {r.index}: " + where(r, plan) for r in loaded],
+        "placement": [f"replica {r.index}: " + replica_location(r, plan) for r in loaded],
         "warm_up_ms": {f"b{b}_s{s}": round(ms, 3) for (b, s), ms in sorted(loaded[0].warm_ms.items())},
         "bucket_cost_ms": {f"b{b}_s{s}": round(ms, 3) for (b, s), ms in sorted(table.costs.items())},
         "max_input_length": table.max_length, "max_batch_tokens": settings.max_batch_tokens,
@@ -428,7 +428,7 @@ def _handle_errors(app: FastAPI, service: Service) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> Response:
-        served = invocations.as_serve_error(error)
+        served = errors.as_serve_error(error)
         if isinstance(served, errors.Internal):
             log.exception("unexpected error in %s %s", request.method, request.url.path)
         return render(served)

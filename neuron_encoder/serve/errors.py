@@ -2,7 +2,7 @@
 text-embeddings-inference error type, rendered once as {"error": "...", "error_type": "..."}.
 
 The package's own exception family (neuron_encoder.errors) maps onto these in `from_package_error`,
-the one place a library error becomes an HTTP answer. A body never carries a stack trace.
+and any exception at all in `as_serve_error`: the one place an error becomes an HTTP answer. A body never carries a stack trace.
 """
 
 from __future__ import annotations
@@ -141,3 +141,12 @@ def from_package_error(error: NeuronEncoderError) -> ServeError:
     if isinstance(error, ConfigError):
         return Validation(str(error))
     return BackendFailed(f"{type(error).__name__}: {error}")
+
+
+def as_serve_error(error: Exception) -> ServeError:
+    """ServeErrors as themselves, the package's errors mapped, anything else a 500 that names no internals."""
+    if isinstance(error, ServeError):
+        return error
+    if isinstance(error, NeuronEncoderError):
+        return from_package_error(error)
+    return Internal("internal error; the server log has the details")

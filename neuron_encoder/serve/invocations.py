@@ -109,19 +109,3 @@ def invocation_response(pooled: Any, normalize: bool = True) -> bytes:
     """The /invocations answer for pooled vectors (N, H) (a numpy array or a torch tensor)."""
     array = pooled.detach().cpu().float().numpy() if hasattr(pooled, "detach") else np.asarray(pooled)
     return embeddings_json(finish(array.astype(np.float32, copy=False), normalize))
-
-
-def as_serve_error(error: Exception) -> errors.ServeError:
-    """ServeErrors as themselves, the package's errors mapped, anything else a 500 that names no internals."""
-    from neuron_encoder.errors import NeuronEncoderError
-    if isinstance(error, errors.ServeError):
-        return error
-    if isinstance(error, NeuronEncoderError):
-        return errors.from_package_error(error)
-    return errors.Internal("internal error; the server log has the details")
-
-
-def error_response(error: Exception) -> tuple[int, bytes]:
-    """(status, body) for any exception, as as_serve_error maps it."""
-    served = as_serve_error(error)
-    return served.status, served.body()

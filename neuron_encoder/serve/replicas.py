@@ -21,7 +21,6 @@ import torch
 
 from neuron_encoder import artifact, hardware
 from neuron_encoder.errors import ConfigError
-from neuron_encoder.model import pool
 from neuron_encoder.runtime import CompiledEncoder, load_compiled
 from neuron_encoder.serve.settings import ServeSettings
 from neuron_encoder.threads import ModelThread, plan_threads
@@ -144,8 +143,7 @@ def run_batch(model: CompiledEncoder, rows: Sequence[list[int]], seq: int) -> np
         input_ids = torch.tensor(flat, dtype=torch.long).view(n, seq)
         lengths = torch.tensor([len(ids) for ids in rows])
         mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()  # (N, T)
-        hidden = model(input_ids, mask)
-        return pool(hidden, mask[:, :hidden.shape[1]], model.config.pooling, normalize=False).float().numpy()
+        return model.embed(input_ids, mask, normalize=False).float().numpy()  # normalised per request
 
 
 class Replicas:
