@@ -327,16 +327,46 @@ def auto_precision(backend: str) -> Precision:
     """What `--auto-cast auto` compiles to on `backend`; the numerics gate still has the last word.
 
     neuron: bf16 matmuls, AWS's published setting. cuda: fp16, which every CUDA GPU runs fast.
-    cpu: bf16 only where the CPU has it natively (AMX or AVX512-BF16); emulated bf16 is several
-    times slower than fp32, so fp32 everywhere else.
+    cpu: NEURON_ENCODER_CPU_PRECISION when it names one; else bf16 only where the CPU has it natively
+    (AMX or AVX512-BF16): emulated bf16 is several times slower than fp32, so fp32 everywhere else.
     """
     if backend == "neuron":
         return Precision("matmult", "bf16", "auto: bf16 matmuls, as AWS's published Neuron numbers")
     if backend == "cuda":
         return Precision("matmult", "fp16", "auto: fp16 on the GPU")
+    chosen = cpu_precision_override()
+    if chosen == "fp32":
+        return Precision("none", "bf16", f"auto: fp32 ({CPU_PRECISION_VARIABLE})")
+    if chosen == "bf16":
+        if not cpu_has_fast_bf16():
+            _warn_emulated_bf16()
+        return Precision("matmult", "bf16", f"auto: bf16 ({CPU_PRECISION_VARIABLE})")
     if cpu_has_fast_bf16():
         return Precision("matmult", "bf16", f"auto: bf16, this CPU has it natively ({', '.join(_bf16_flags())})")
     return Precision("none", "bf16", "auto: fp32, this CPU has no native bf16 (no AMX or AVX512-BF16)")
+
+
+# The one override of the CPU's auto precision, for users (exact fp32 on an AMX host; bf16 where a VM
+# hides the CPU's flags) and for the test suite, which runs under each value whatever the host.
+CPU_PRECISION_VARIABLE = "NEURON_ENCODER_CPU_PRECISION"
+CPU_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def cpu_precision_override() -> str | None:
+    """fp32 or bf16 as NEURON_ENCODER_CPU_PRECISION says; None for auto or unset (decide by the flags)."""
+    text = os.environ.get(CPU_PRECISION_VARIABLE, "").strip().lower()
+    if text not in CPU_PRECISIONS + ("",):
+        raise ConfigError(f"{CPU_PRECISION_VARIABLE}={os.environ[CPU_PRECISION_VARIABLE]!r}: "
+                          f"use one of {', '.join(CPU_PRECISIONS)}")
+    return None if text in ("", "auto") else text
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_emulated_bf16() -> None:
+    """Once per process: the user asked for bf16 on a CPU that emulates it (correct, but slow)."""
+    logging.getLogger(__name__).warning(
+        "%s=bf16 on a CPU without native bf16 (no AMX or AVX512-BF16): correct, but emulated and several "
+        "times slower than fp32", CPU_PRECISION_VARIABLE)
 
 
 def _bf16_flags() -> list[str]:

@@ -2,18 +2,44 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
 from neuron_encoder import Encoder, EncoderConfig, hardware, preset
 
 
-@pytest.fixture(autouse=True)
-def cpu_without_native_bf16(monkeypatch):
-    """The auto policy as on a CPU without native bf16, whatever this machine has, so `auto` means fp32
-    on the CPU in every test; tests of the policy itself set the flags they need."""
-    flags = hardware.cpu_flags() - {"avx512_bf16", "amx_bf16"}
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: flags)
+# The CPU's auto precision is fixed for the whole session, before any fixture of any scope and for every
+# subprocess (servers, CLIs): fp32 unless the run asks for bf16 (.ci/run runs the suite under both), so
+# no test depends on whether this host has native bf16. Tests of the policy itself use `cpu_host`.
+os.environ.setdefault(hardware.CPU_PRECISION_VARIABLE, "fp32")
+
+
+def cpu_precision() -> str:
+    """What `--auto-cast auto` compiles to on the CPU in this run: fp32 or bf16."""
+    return "fp32" if hardware.auto_precision("cpu").auto_cast == "none" else "bf16"
+
+
+def assert_close(got: torch.Tensor, expected: torch.Tensor, mask: torch.Tensor, precision: str) -> None:
+    """A compiled output against eager fp32 on the real tokens: 1e-4 at fp32, the gate's cosine at bf16.
+    A routing, padding or splitting fault breaks both by far more."""
+    from neuron_encoder.numerics import Tolerance, compare_outputs
+    numerics = compare_outputs(got, expected, mask)
+    if precision == "fp32":
+        assert numerics["max_abs"] < 1e-4, numerics
+    else:
+        assert numerics["min_cosine"] >= Tolerance().min_cosine, numerics
+
+
+@pytest.fixture
+def cpu_host(monkeypatch):
+    """A factory: this CPU as one with `flags`, the auto policy deciding by them (no override)."""
+    def make(*flags: str) -> None:
+        monkeypatch.delenv(hardware.CPU_PRECISION_VARIABLE, raising=False)
+        monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(flags))
+    return make
+
 
 pytest_plugins = ["tests.moto_server"]  # the deploy tests' moto server and AWS environment fixtures
 
@@ -105,8 +131,8 @@ def neuron_host(monkeypatch):
 
 
 @pytest.fixture
-def inf2_host(monkeypatch, neuron_host):
+def inf2_host(monkeypatch, neuron_host, cpu_host):
     """An inf2.xlarge as far as our probes can tell: one Neuron device (2 cores) and the SDK (the double)."""
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))
+    cpu_host("avx2")
     monkeypatch.setattr(hardware, "is_cuda_available", lambda: False)
     return neuron_host("inf2.xlarge", devices=1)

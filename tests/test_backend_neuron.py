@@ -27,6 +27,7 @@ from neuron_encoder.errors import ArtifactError, BackendUnavailable, CompileErro
 from neuron_encoder.numerics import compare_outputs, sample_inputs
 
 from . import neuron_double
+from .conftest import cpu_precision
 
 FP32_INF2 = CompileOptions(target="inf2", auto_cast="none")
 
@@ -103,7 +104,7 @@ def test_auto_on_a_build_host_is_cpu_and_says_why(build_host, monkeypatch):
     monkeypatch.setattr(hardware, "is_cuda_available", lambda: False)
     backend, options, reason = select_backend("auto", CompileOptions())
     assert backend.name == "cpu" and "no Neuron devices" in reason
-    assert options.auto_cast == "none" and "no native bf16" in reason  # conftest: a CPU without bf16
+    assert options.precision == cpu_precision() and hardware.auto_precision("cpu").reason in reason
 
 
 def test_cross_compile_on_a_build_host(build_host, tiny_model, tmp_path):

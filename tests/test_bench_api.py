@@ -13,16 +13,19 @@ from neuron_encoder.bench.report import format_summary_table, write_report
 from neuron_encoder.bench.results import read_result
 from neuron_encoder.errors import BackendUnavailable, ConfigError, ShapeError
 
+from .conftest import cpu_precision
+
 
 @pytest.fixture(autouse=True)
 def offline_cpu_host(monkeypatch):
     monkeypatch.setenv("NEURON_ENCODER_NO_IMDS", "1")  # no metadata probe leaves this machine
     monkeypatch.setattr(hardware, "is_cuda_available", lambda: False)
     monkeypatch.setattr(hardware, "has_neuron_devices", lambda: False)
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))  # the cpu family: eager + fp32
 
 
 def test_tiny_cpu_run_end_to_end(tmp_path):
+    """The cpu family: eager and the fp32 artifact, and the bf16 one where this run's policy picks bf16."""
+    engines = ("cpu-eager", "cpu-artifact-fp32") + (("cpu-artifact-bf16",) if cpu_precision() == "bf16" else ())
     messages: list[str] = []
     result, path = run_bench("random:tiny", engines=["cpu"], batch_sizes=[1, 2], seq_lens=[16, 32], concurrency=[1],
                              duration_s=None, calls=16, warmup=1, out_dir=tmp_path / "results",
@@ -32,19 +35,22 @@ def test_tiny_cpu_run_end_to_end(tmp_path):
     again = read_result(path)
     assert again.to_dict() == result.to_dict()
     assert [(r.engine, r.batch_size, r.seq_len) for r in again.rows] == [
-        (engine, b, s) for engine in ("cpu-eager", "cpu-artifact-fp32") for s in (16, 32) for b in (1, 2)]
+        (engine, b, s) for engine in engines for s in (16, 32) for b in (1, 2)]
     for row in again.rows:
         assert row.calls == 16 and row.errors == 0 and row.model == "random:tiny"
         assert 0 < row.padding_efficiency < 1  # log-normal lengths, not full rows
-        assert row.accuracy_cosine_min > 0.9999
+        assert row.accuracy_cosine_min > (0.999 if row.engine.endswith("bf16") else 0.9999)
         assert row.harness_overhead_ms > 0 and row.mem_mb > 0
         assert row.tokens_per_s > 0 and row.throughput_peak > 0 and row.latency_ms["p50"] > 0
     eager, compiled = again.rows[0], again.rows[-1]
     assert eager.artifact_sha256 is None and len(compiled.artifact_sha256) == 64
     env = again.environment
     assert env["command"] == "neuron-encoder bench (test)" and env["instance_type"] is None
-    assert env["artifact_manifest_sha256"] == compiled.artifact_sha256
-    assert any(m.startswith("[8/8] cpu-artifact-fp32 b2 s32 c1") for m in messages)
+    assert env["artifacts"][compiled.engine] == compiled.artifact_sha256
+    # the one-artifact field holds a hash only when the run had one artifact
+    assert env["artifact_manifest_sha256"] == (compiled.artifact_sha256 if len(engines) == 2 else None)
+    last = len(engines) * 4
+    assert any(m.startswith(f"[{last}/{last}] {engines[-1]} b2 s32 c1") for m in messages)
 
     report = write_report([path], tmp_path / "report")
     text = report.read_text()

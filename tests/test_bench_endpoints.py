@@ -19,7 +19,7 @@ from neuron_encoder.bench.endpoints import endpoint_engines, http_engine, parse_
 from neuron_encoder.bench.workload import make_workload
 from neuron_encoder.errors import BenchmarkFailed, ConfigError
 
-from .conftest import tiny_text_model
+from .conftest import cpu_precision, tiny_text_model
 from .serve_helpers import ThreadServer
 
 
@@ -40,7 +40,7 @@ def test_one_result_holds_device_rows_and_every_endpoint_kind(server, tmp_path):
     assert {(row.batch_size, row.mode) for row in http_rows} == {(1, "closed"), (4, "closed"), (1, "open"),
                                                                   (4, "open")}
     for row in http_rows:
-        assert row.errors == 0 and row.calls > 0 and row.precision == "fp32" and row.cores == 1
+        assert row.errors == 0 and row.calls > 0 and row.precision == cpu_precision() and row.cores == 1
         assert row.accuracy_cosine_min > 0.999  # the server computes what eager fp32 does
         assert "openai endpoint" in row.label and row.threads_per_worker is None
     saved = json.loads(path.read_text())

@@ -17,8 +17,8 @@ from neuron_encoder.models import load_model
 
 
 @pytest.fixture
-def cpu_only_host(monkeypatch):
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))  # no native bf16
+def cpu_only_host(monkeypatch, cpu_host):
+    cpu_host("avx2")  # no native bf16, and the auto policy decides by that
     monkeypatch.setattr(hardware, "is_cuda_available", lambda: False)
     monkeypatch.setattr(hardware, "has_neuron_devices", lambda: False)
     monkeypatch.setattr(hardware, "neuron_device_count", lambda: 0)
@@ -37,9 +37,14 @@ def test_auto_on_a_cpu_host(cpu_only_host):
     assert any(m.startswith("auto: skipping cuda") for m in messages)
 
 
-def test_the_cpu_family_adds_bf16_only_where_the_cpu_has_it_natively(cpu_only_host, monkeypatch):
+def test_the_cpu_family_adds_bf16_where_the_policy_picks_it(cpu_only_host, cpu_host, monkeypatch):
     assert resolve_engines("cpu") == ["cpu-eager", "cpu-artifact-fp32"]
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16", "amx_tile"}))
+    cpu_host("avx512f", "amx_bf16", "amx_tile")
+    assert resolve_engines("cpu") == ["cpu-eager", "cpu-artifact-fp32", "cpu-artifact-bf16"]
+    monkeypatch.setenv(hardware.CPU_PRECISION_VARIABLE, "fp32")  # exact fp32 on an AMX host
+    assert resolve_engines("cpu") == ["cpu-eager", "cpu-artifact-fp32"]
+    cpu_host("avx2")
+    monkeypatch.setenv(hardware.CPU_PRECISION_VARIABLE, "bf16")  # bf16 where the flags do not show it
     assert resolve_engines("cpu") == ["cpu-eager", "cpu-artifact-fp32", "cpu-artifact-bf16"]
 
 

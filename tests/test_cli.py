@@ -99,7 +99,33 @@ def test_a_sequence_too_long_is_the_same_error_in_bench_and_compile(monkeypatch,
     (("report", "x.json", "--prices", "inf2.xlarge=-1"), 2, "inf2.xlarge"),
 ])
 def test_bench_and_report_bad_input(monkeypatch, capsys, tmp_path, args, code, words):
+    from neuron_encoder import hardware
     monkeypatch.chdir(tmp_path)
+    # a host without the Neuron SDK, even where the suite runs on an instance that has it
+    monkeypatch.setattr(hardware, "neuron_sdk_problem", lambda: "torch_neuronx is not installed")
     got, out, err = run_cli(monkeypatch, capsys, *args)
     assert got == code and words in err and out == ""
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+@pytest.mark.parametrize("value, precision", [("fp32", "fp32"), ("bf16", "bf16")])
+def test_compile_writes_the_precision_the_variable_names(monkeypatch, capsys, tmp_path, value, precision):
+    """NEURON_ENCODER_CPU_PRECISION decides `--auto-cast auto` on the CPU whatever this CPU's flags say."""
+    from neuron_encoder import hardware
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"} if value == "bf16" else {"amx_bf16"}))
+    monkeypatch.setenv(hardware.CPU_PRECISION_VARIABLE, value)
+    out_dir = tmp_path / "art"
+    code, _, err = run_cli(monkeypatch, capsys, "compile", "--model", "random:tiny", "--backend", "cpu",
+                           "--batch-sizes", "1", "--seq-lens", "16", "--out", str(out_dir))
+    assert code == 0, err
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["precision"] == precision and "(NEURON_ENCODER_CPU_PRECISION)" in manifest["backend_reason"]
+
+
+def test_a_bad_cpu_precision_is_exit_2_and_writes_nothing(monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("NEURON_ENCODER_CPU_PRECISION", "fp64")
+    code, out, err = run_cli(monkeypatch, capsys, "compile", "--model", "random:tiny", "--backend", "cpu",
+                             "--batch-sizes", "1", "--seq-lens", "16", "--out", str(tmp_path / "art"))
+    assert code == 2 and out == "" and "Traceback" not in err
+    assert "NEURON_ENCODER_CPU_PRECISION='fp64': use one of auto, fp32, bf16" in err
+    assert list(tmp_path.iterdir()) == []

@@ -133,8 +133,8 @@ def test_a_container_without_its_devices_has_no_cores_and_says_how_to_fix_it(hos
     ({"avx512f", "avx512_bf16"}, ("matmult", "bf16"), "natively (avx512_bf16)"),
     ({"avx512f", "amx_bf16", "amx_tile"}, ("matmult", "bf16"), "natively (amx_bf16)"),
 ])
-def test_the_auto_policy_picks_bf16_only_on_cpus_with_native_bf16(monkeypatch, flags, precision, reason):
-    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset(flags))
+def test_the_auto_policy_picks_bf16_only_on_cpus_with_native_bf16(monkeypatch, cpu_host, flags, precision, reason):
+    cpu_host(*flags)
     policy = hardware.auto_precision("cpu")
     assert (policy.auto_cast, policy.auto_cast_type) == precision and reason in policy.reason
     from neuron_encoder.backends import CompileOptions, select_backend
@@ -145,6 +145,36 @@ def test_the_auto_policy_picks_bf16_only_on_cpus_with_native_bf16(monkeypatch, f
     assert reason in why
     _, explicit, _ = select_backend("auto", CompileOptions(auto_cast="none"))
     assert explicit.precision == "fp32"  # the user can always say --auto-cast none
+
+
+@pytest.mark.parametrize("flags", [{"avx2"}, {"avx512f", "amx_bf16", "amx_tile"}])
+def test_the_cpu_precision_variable_overrides_the_flags_and_says_so(monkeypatch, cpu_host, caplog, flags):
+    cpu_host(*flags)
+    monkeypatch.setenv(hardware.CPU_PRECISION_VARIABLE, "fp32")
+    policy = hardware.auto_precision("cpu")
+    assert policy.auto_cast == "none" and policy.reason == "auto: fp32 (NEURON_ENCODER_CPU_PRECISION)"
+    monkeypatch.setenv(hardware.CPU_PRECISION_VARIABLE, " BF16 ")
+    hardware._warn_emulated_bf16.cache_clear()
+    with caplog.at_level("WARNING", logger="neuron_encoder.hardware"):
+        for _ in range(2):
+            policy = hardware.auto_precision("cpu")
+    assert (policy.auto_cast, policy.auto_cast_type) == ("matmult", "bf16")
+    assert policy.reason == "auto: bf16 (NEURON_ENCODER_CPU_PRECISION)"
+    warnings = [r for r in caplog.records if "emulated" in r.getMessage()]
+    assert len(warnings) == (0 if "amx_bf16" in flags else 1)  # slow but allowed, said once
+    monkeypatch.setenv(hardware.CPU_PRECISION_VARIABLE, "auto")
+    assert hardware.auto_precision("cpu").reason.startswith("auto: " + ("bf16, this CPU" if "amx_bf16" in flags
+                                                                        else "fp32, this CPU"))
+    # the override is the CPU's: accelerators keep their own policy
+    monkeypatch.setenv(hardware.CPU_PRECISION_VARIABLE, "fp32")
+    assert hardware.auto_precision("cuda").auto_cast_type == "fp16"
+
+
+@pytest.mark.parametrize("value", ["fp16", "float32", "yes"])
+def test_a_bad_cpu_precision_names_the_accepted_values(monkeypatch, value):
+    monkeypatch.setenv(hardware.CPU_PRECISION_VARIABLE, value)
+    with pytest.raises(ConfigError, match=f"NEURON_ENCODER_CPU_PRECISION='{value}': use one of auto, fp32, bf16"):
+        hardware.auto_precision("cpu")
 
 
 def test_the_auto_policy_for_accelerators():

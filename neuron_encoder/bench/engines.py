@@ -73,10 +73,10 @@ class LazyEngine:
 
 
 def family_kinds(family: str) -> tuple[str, ...]:
-    """The engines of a backend family on this host (bf16 only where it is native)."""
+    """The engines of a backend family on this host (on the CPU, bf16 where the auto policy picks it)."""
     if family == "cpu":
-        return ("cpu-eager", "cpu-artifact-fp32") + (("cpu-artifact-bf16",) if hardware.cpu_has_fast_bf16()
-                                                        else ())
+        bf16 = hardware.auto_precision("cpu").auto_cast != "none"
+        return ("cpu-eager", "cpu-artifact-fp32") + (("cpu-artifact-bf16",) if bf16 else ())
     if family == "cuda":
         bf16 = ("cuda-eager-bf16", "cuda-artifact-bf16") if hardware.cuda_bf16_supported() else ()
         return ("cuda-eager-fp32", "cuda-eager-fp16", "cuda-artifact-fp16") + bf16
