@@ -80,7 +80,7 @@ def test_long_texts_are_refused_unless_truncate(served):
     handlers, model = served
     error, status = call(handlers, model, {"inputs": [TEXTS[0], LONG]})
     assert status == (413, "Validation") and error["error_type"] == "Validation"  # as the server: 413
-    assert "longer than the largest compiled bucket (32)" in error["error"]
+    assert "input 1 has 82 tokens, more than the largest compiled bucket (32)" in error["error"]
     vectors, status = call(handlers, model, {"inputs": [TEXTS[0], LONG], "truncate": True})
     assert status is None and len(vectors) == 2
 
@@ -94,10 +94,11 @@ def test_long_texts_are_refused_unless_truncate(served):
     ({"inputs": "hi", "normalise": True}, "application/json", "application/json", 422,
      "normalise: Extra inputs are not permitted"),
     ({"inputs": []}, "application/json", "application/json", 422, "inputs cannot be empty"),
-    ({"inputs": ["hi"] * 257}, "application/json", "application/json", 413, "257 inputs in one request; at most 256"),
+    ({"inputs": ["hi"] * 33}, "application/json", "application/json", 413, "33 inputs in one request; at most 32"),
+    ('{"inputs": "' + "x" * 2_000_000 + '"}', "application/json", "application/json", 413,
+     "larger than the limit of 2000000 bytes"),
     ({"inputs": [1, 2]}, "application/json", "application/json", 422, "inputs: must be a text or a list of texts"),
     ({"inputs": "hi", "truncate": "yes"}, "application/json", "application/json", 422, "truncate: must be true"),
-    ({"inputs": "hi"}, "application/json", "text/csv", 406, "accept 'text/csv' is not supported"),
 ])
 def test_bad_requests_are_json_errors_with_a_status(served, body, content_type, accept, status, fragment):
     handlers, model = served
@@ -137,3 +138,27 @@ def test_the_packaged_model_serves_with_only_its_own_code(minilm_artifact, tmp_p
                                env={"PYTHONPATH": str(model_dir / "code"), "PATH": "/usr/bin:/bin"}, timeout=120)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout.split() == ["2", "384"]
+
+
+def test_the_handler_and_the_server_answer_alike(served, minilm_artifact):
+    """One /invocations contract: the same bodies get the same status, error and vectors from the SageMaker
+    handler and from `neuron-encoder serve` with its defaults (32 inputs, 2 MB, no auto-truncation)."""
+    import httpx
+    import numpy as np
+
+    from .serve_helpers import ThreadServer
+    handlers, model = served
+    bodies = [{"inputs": TEXTS}, {"inputs": ["hi"] * 33}, {"inputs": [TEXTS[0], LONG]},
+              {"inputs": [TEXTS[0], LONG], "truncate": None}, {"inputs": LONG, "truncate": True},
+              '{"inputs": "' + "x" * 2_000_001 + '"}', {"inputs": "hi", "normalize": "no"}]
+    with ThreadServer(artifact=str(minilm_artifact)) as server:
+        for body in bodies:
+            text = body if isinstance(body, str) else json.dumps(body)
+            answer = httpx.post(f"{server.url}/invocations", content=text, timeout=60,
+                                headers={"content-type": "application/json"})
+            got, status = call(handlers, model, text)
+            assert (status or (200,))[0] == answer.status_code, (body if len(text) < 200 else text[:80], got)
+            if answer.status_code == 200:
+                np.testing.assert_allclose(np.array(got), np.array(answer.json()), atol=2e-3)
+            else:
+                assert got == answer.json()

@@ -2,10 +2,12 @@
 
 Shipped as code/inference.py in model.tar.gz, beside code/neuron_encoder/ (this package) and
 artifact/ (a compiled artifact); the container puts code/ on the Python path. The contract is our
-server's /invocations route, parsed and answered by the same functions (neuron_encoder.serve.invocations):
+server's /invocations route, parsed and answered by the same functions (neuron_encoder.serve.invocations)
+and held to the server's default limits (neuron_encoder.serve.settings.ServeSettings):
 
-    request  application/json  {"inputs": str | [str], "normalize": bool = true, "truncate": bool = false}
-    response application/json  [[float, ...], ...]   one embedding per input, in order
+    request  application/json  {"inputs": str | [str], "normalize": bool = true, "truncate": bool | null = null}
+             at most 32 inputs and 2,000,000 bytes; truncate null is the server's default, --auto-truncate off
+    response application/json  [[float, ...], ...]   one embedding per input, in order, whatever Accept says
     error    application/json  {"error": "...", "error_type": "..."} with the server's status and TEI's types
 
 Only torch, tokenizers, numpy and this package's runtime are imported: no CLI, web, pydantic or AWS libraries.
@@ -22,16 +24,12 @@ from typing import Any
 import numpy as np
 
 from neuron_encoder.serve import errors
-from neuron_encoder.serve.invocations import JSON, Invocation, embeddings_json, finish, parse_invocation
+from neuron_encoder.serve.invocations import (JSON, Invocation, embeddings_json, finish, input_too_long,
+                                               parse_invocation)
+from neuron_encoder.serve.settings import ServeSettings
 
-MAX_INPUTS = 256  # texts per request; a bigger batch belongs in several requests (and instances)
+LIMITS = ServeSettings()  # `neuron-encoder serve`'s defaults: one contract for both ways to serve
 log = logging.getLogger(__name__)
-
-
-class NotAcceptable(errors.ServeError):
-    status = 406
-    error_type = "Validation"
-
 
 @dataclasses.dataclass(frozen=True)
 class Model:
@@ -64,7 +62,8 @@ def model_fn(model_dir: str) -> Model:
 def input_fn(request_body: str | bytes, request_content_type: str) -> Invocation | errors.ServeError:
     """Parse and check the body as the server does; an error is data, for output_fn to render."""
     try:
-        return parse_invocation(request_body, request_content_type, MAX_INPUTS)
+        return parse_invocation(request_body, request_content_type, LIMITS.max_client_batch_size,
+                                LIMITS.payload_limit)
     except errors.ServeError as error:
         return error
 
@@ -75,9 +74,15 @@ def predict_fn(data: Invocation | errors.ServeError, model: Model) -> np.ndarray
 
     if isinstance(data, errors.ServeError):
         return data
-    tokenizer = model.truncating if data.truncate else model.strict
+    truncate = LIMITS.auto_truncate if data.truncate is None else data.truncate
+    tokenizer = model.truncating if truncate else model.strict
     if tokenizer is None:
         return errors.TokenizerFailed("this model has no tokenizer (random weights), so it cannot embed text")
+    if not truncate:  # refused as the server refuses it, before anything runs
+        limit = model.encoder.max_seq_len
+        for number, ids in enumerate(tokenizer.token_ids(data.texts)):
+            if len(ids) > limit:
+                return input_too_long(number, len(ids), limit)
     try:
         vectors = embed_texts(model.encoder, data.texts, tokenizer, normalize=False).float().numpy()
     except Exception as exc:  # the server's mapping: a long input is 413, a failed model 424, a bug 500
@@ -89,9 +94,8 @@ def predict_fn(data: Invocation | errors.ServeError, model: Model) -> np.ndarray
 
 
 def output_fn(prediction: np.ndarray | errors.ServeError, accept: str, context: Any = None) -> tuple[str, str]:
-    """A JSON list of embeddings, or the error object with its status (set through the model server's context)."""
-    if (accept or JSON).split(";")[0].strip().lower() not in (JSON, "*/*"):
-        prediction = NotAcceptable(f"accept {accept!r} is not supported: accept {JSON}")
+    """A JSON list of embeddings, or the error object with its status (set through the model server's context).
+    JSON whatever `accept` says, as the server answers (HTTP lets a server disregard Accept)."""
     if isinstance(prediction, errors.ServeError):
         if context is not None:
             context.set_response_status(code=prediction.status, phrase=prediction.error_type)

@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from neuron_encoder.serve import errors
+from neuron_encoder.serve import errors, invocations
 from neuron_encoder.serve.batcher import Batcher
 from neuron_encoder.serve.metrics import Metrics
 from neuron_encoder.text import Token, Tokenizer, cut
@@ -107,9 +107,7 @@ class Inference:
         for number, ids in enumerate(rows):
             if len(ids) > limit:
                 if not truncate:
-                    raise errors.InputTooLong(
-                        f"input {number} has {len(ids)} tokens, more than the largest compiled bucket ({limit}); "
-                        "send truncate=true, start the server with --auto-truncate, or compile a longer bucket")
+                    raise invocations.input_too_long(number, len(ids), limit)
                 rows[number] = cut(ids, limit, direction)
         return rows
 

@@ -53,12 +53,20 @@ def as_list(inputs: str | list, max_inputs: int) -> list:
     return items
 
 
+def input_too_long(number: int, length: int, limit: int) -> errors.InputTooLong:
+    """The 413 for an input longer than the largest compiled bucket, worded once for the server and the handler."""
+    return errors.InputTooLong(
+        f"input {number} has {length} tokens, more than the largest compiled bucket ({limit}); "
+        "send truncate=true, start the server with --auto-truncate, or compile a longer bucket")
+
+
 def parse_invocation(body: bytes | str, content_type: str | None, max_inputs: int = 32,
                      payload_limit: int | None = None) -> Invocation:
     """A SageMaker /invocations body -> Invocation; a ServeError (415, 413, 400, 422) otherwise."""
     check_media_type(content_type)
     if payload_limit is not None and len(body) > payload_limit:
-        raise errors.PayloadTooLarge(f"the body has {len(body)} bytes, more than the limit {payload_limit}")
+        # worded as the server's streaming check (app.read_body) words it
+        raise errors.PayloadTooLarge(f"the body is larger than the limit of {payload_limit} bytes (--payload-limit)")
     try:
         value = json.loads(body)
     except (ValueError, UnicodeDecodeError):
