@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from neuron_encoder.bench import checks
-from neuron_encoder.bench.loop import measure
+from neuron_encoder.bench.loop import Measurement, measure
 from neuron_encoder.bench.stats import latency_summary, window_throughput
 from neuron_encoder.bench.engines import Engine
 from neuron_encoder.bench.workload import Workload
@@ -20,7 +20,7 @@ def find_capacity(engine: Engine, slo_p99_ms: float, workload: Workload, *, sear
                   max_concurrency: int = 64, start_rate: float | None = None, open_workers: int | None = None,
                   duration_s: float | None = 2.0, calls: int | None = None, warmup: int = 3,
                   arrival: str = "poisson", seed: int = 0, rate_tolerance: float = 0.1, max_probes: int = 16,
-                  progress: Progress | None = None) -> dict[str, Any]:
+                  progress: Progress | None = None, measure_fn: Callable[..., Measurement] = measure) -> dict[str, Any]:
     """The highest throughput whose p99 latency stays within slo_p99_ms (and without errors).
 
     search="concurrency": closed loop at 1, 2, 4, ... workers until the SLO breaks (or throughput
@@ -28,7 +28,8 @@ def find_capacity(engine: Engine, slo_p99_ms: float, workload: Workload, *, sear
     the first bad count. search="rate": open loop (latency from scheduled send time, so queueing
     counts) from start_rate (default: half the one-worker call rate), doubling until the SLO
     breaks, then bisecting until the bounds are within rate_tolerance.
-    Both assume p99 grows with load; every probe is kept in "probes".
+    Both assume p99 grows with load; every probe is kept in "probes". `measure_fn` times one probe
+    (loop.measure; the tests give a queueing model, so the search is checked without a clock).
     Returns the entry for BenchResult.slo: {engine, slo_p99_ms, best_throughput, at_concurrency,
     p99_ms} plus search, rate, met, batch_size, seq_len, precision, stopped, probes.
     """
@@ -40,7 +41,7 @@ def find_capacity(engine: Engine, slo_p99_ms: float, workload: Workload, *, sear
     probes: list[dict[str, Any]] = []
 
     def probe(concurrency: int, rate: float | None = None) -> dict[str, Any]:
-        m = measure(engine.run, workload, mode="closed" if rate is None else "open", concurrency=concurrency,
+        m = measure_fn(engine.run, workload, mode="closed" if rate is None else "open", concurrency=concurrency,
                     rate=rate, duration_s=duration_s, calls=calls, warmup=warmup, arrival=arrival, seed=seed,
                     threads=engine.thread_plan(concurrency))
         p99 = latency_summary(m.latencies_ns)["p99"] if m.calls else None
