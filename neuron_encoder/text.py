@@ -166,4 +166,4 @@ def load_tokenizer(model) -> Tokenizer:
     if directory is None:
         raise CheckpointError("this model has random weights and no tokenizer; "
                               "load a checkpoint with Encoder.from_pretrained")
-    return Tokenizer(directory, max_length=model.config.max_position_embeddings)
+    return Tokenizer(directory, max_length=model.config.max_length)

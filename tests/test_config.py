@@ -42,7 +42,7 @@ def test_config_is_frozen():
     ({"vocab_size": -1}, ["vocab_size"]),
     ({"hidden_act": "swish"}, ["swish"]),
     ({"layer_norm_eps": 0.0}, ["layer_norm_eps"]),
-    ({"pooling": "max"}, ["max"]),
+    ({"pooling": "weighted"}, ["weighted"]),
     ({"pad_token_id": 99999}, ["pad_token_id=99999"]),
 ])
 def test_invalid_configs_name_the_values(changes, words):

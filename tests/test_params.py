@@ -63,5 +63,5 @@ def test_cli_unknown_preset_is_a_config_error_with_the_known_presets():
     result = CliRunner().invoke(app, ["params", "--preset", "nope"])
     assert isinstance(result.exception, ConfigError) and result.exception.exit_code == 2
     assert str(result.exception) == ("unknown preset 'nope'; known presets: bert-base, bert-large, minilm-l6, "
-                                     "keras-bert, tiny")
+                                     "keras-bert, distilbert-base, roberta-base, xlm-roberta-base, tiny")
     assert result.output == ""  # nothing half-printed

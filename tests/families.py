@@ -1,0 +1,54 @@
+"""Small random checkpoints of every encoder family, built with transformers (save_pretrained, fixed
+seeds), since real ones cannot be downloaded in tests: the reference our Encoder is held to."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+VOCAB = 120
+PAD = {"bert": 0, "distilbert": 0, "electra": 0, "roberta": 1, "xlm-roberta": 1, "camembert": 1, "mpnet": 1}
+
+
+def hf_config(family: str, vocab_size: int = VOCAB):
+    """A two-layer, 32-wide config of `family` in transformers' own class and key names."""
+    import transformers as t
+    common = dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=64, max_position_embeddings=66)
+    roberta = dict(common, pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1,
+                   max_position_embeddings=66, layer_norm_eps=1e-5)
+    return {
+        "bert": lambda: t.BertConfig(**common),
+        "distilbert": lambda: t.DistilBertConfig(vocab_size=vocab_size, dim=32, hidden_dim=64, n_layers=2,
+                                                 n_heads=4, max_position_embeddings=64),
+        "roberta": lambda: t.RobertaConfig(**roberta),
+        "xlm-roberta": lambda: t.XLMRobertaConfig(**roberta),
+        "camembert": lambda: t.CamembertConfig(**roberta),
+        "electra": lambda: t.ElectraConfig(**common, embedding_size=16),
+        "mpnet": lambda: t.MPNetConfig(**dict(common, pad_token_id=1, layer_norm_eps=1e-5)),
+    }[family]()
+
+
+def build_checkpoint(family: str, directory: Path, seed: int = 0, vocab_size: int = VOCAB):
+    """A random `family` base model saved to `directory`; returns the transformers model, in eval mode."""
+    import transformers
+    torch.manual_seed(seed)
+    model = transformers.AutoModel.from_config(hf_config(family, vocab_size)).eval()
+    with torch.no_grad():  # transformers zeroes biases and LayerNorm shifts; make every weight count
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    model.save_pretrained(directory)
+    return model
+
+
+def padded_ids(family: str, batch: int = 3, seq: int = 20, pad_from: int = 12, seed: int = 0):
+    """Token ids (never the pad id on real tokens), a mask with the rows after the first padded, segments
+    zero: what a tokenizer gives for a batch of uneven texts."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (batch, seq), generator=g)
+    mask = torch.ones_like(ids)
+    mask[1:, pad_from:] = 0
+    mask[2, pad_from // 2:] = 0
+    ids[mask == 0] = PAD[family]
+    return ids, mask, torch.zeros_like(ids)
