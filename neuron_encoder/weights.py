@@ -183,7 +183,7 @@ def _download(repo_id: str) -> Path:
                               "Hugging Face hub needs: pip install huggingface_hub") from None
     try:
         return Path(snapshot_download(repo_id, allow_patterns=[
-            "*.json", "*.safetensors", "pytorch_model.bin", "vocab.txt", "1_Pooling/*"]))
+            "*.json", "*.safetensors", "pytorch_model.bin", "vocab.txt", "sentencepiece.bpe.model", "1_Pooling/*"]))
     except Exception as exc:  # the hub raises many types: offline, 404, auth
         raise CheckpointError(f"could not fetch {repo_id!r} from the Hugging Face hub "
                               f"(no network, or no such model?): {exc}") from exc
@@ -230,8 +230,10 @@ def _sentence_transformers_pooling(directory: Path) -> dict:
         mode = "mean"
     elif settings.get("pooling_mode_cls_token"):
         mode = "cls"
+    elif settings.get("pooling_mode_max_tokens"):
+        mode = "max"
     else:
-        raise CheckpointError(f"{pooling_file}: only cls and mean pooling are supported")
+        raise CheckpointError(f"{pooling_file}: only cls, mean and max pooling are supported")
     modules_file = directory / "modules.json"
     modules = _read_json(modules_file) if modules_file.exists() else []
     if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):

@@ -52,3 +52,51 @@ def padded_ids(family: str, batch: int = 3, seq: int = 20, pad_from: int = 12, s
     mask[2, pad_from // 2:] = 0
     ids[mask == 0] = PAD[family]
     return ids, mask, torch.zeros_like(ids)
+
+
+# A little of several scripts, so each tokenizer kind learns pieces of each.
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "A man is playing a guitar on stage tonight.",
+    "Le renard brun rapide saute par-dessus le chien paresseux.",
+    "Der schnelle braune Fuchs springt über den faulen Hund.",
+    "El rápido zorro marrón salta sobre el perro perezoso.",
+    "Быстрая коричневая лиса прыгает через ленивую собаку.",
+    "敏捷的棕色狐狸跳过了懒狗。",
+    "素早い茶色の狐がのろまな犬を飛び越える。",
+]
+TOKENIZER_KINDS = ("wordpiece", "byte-level-bpe", "unigram", "vocab.txt")
+
+
+def build_tokenizer(kind: str, directory: Path) -> int:
+    """Train a tiny tokenizer of `kind` with the `tokenizers` library and save it as transformers would
+    (tokenizer.json and tokenizer_config.json; a bare vocab.txt for "vocab.txt"). Returns its size."""
+    import json
+
+    import transformers
+    from tokenizers import ByteLevelBPETokenizer, BertWordPieceTokenizer, SentencePieceUnigramTokenizer
+    directory.mkdir(parents=True, exist_ok=True)
+    corpus = CORPUS * 10
+    if kind in ("wordpiece", "vocab.txt"):
+        trained = BertWordPieceTokenizer(lowercase=kind == "wordpiece")
+        trained.train_from_iterator(corpus, vocab_size=300, show_progress=False)
+        if kind == "vocab.txt":  # the layout before tokenizer.json, here cased, as its config says
+            trained.save_model(str(directory))
+            (directory / "tokenizer_config.json").write_text(json.dumps(
+                {"do_lower_case": False, "tokenizer_class": "BertTokenizer"}))
+            return trained.get_vocab_size()
+        tokenizer = transformers.BertTokenizer(vocab=trained.get_vocab())
+    elif kind == "byte-level-bpe":
+        trained = ByteLevelBPETokenizer()
+        trained.train_from_iterator(corpus, vocab_size=400, show_progress=False,
+                                    special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+        model = json.loads(trained.to_str())["model"]
+        tokenizer = transformers.RobertaTokenizer(vocab=model["vocab"], merges=[tuple(m) for m in model["merges"]])
+    else:
+        trained = SentencePieceUnigramTokenizer()
+        trained.train_from_iterator(corpus, vocab_size=300, show_progress=False, unk_token="<unk>",
+                                    special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
+        pieces = json.loads(trained.to_str())["model"]["vocab"]
+        tokenizer = transformers.XLMRobertaTokenizer(vocab=[tuple(piece) for piece in pieces])
+    tokenizer.save_pretrained(directory)
+    return len(tokenizer)
