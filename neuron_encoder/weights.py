@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .config import FAMILIES, EncoderConfig
+from .config import FAMILIES, POOLINGS, EncoderConfig
 from .errors import CheckpointError
 from .files import read_json_file
 
@@ -226,14 +226,12 @@ def _sentence_transformers_pooling(directory: Path) -> dict:
     settings = _read_json(pooling_file)
     if not isinstance(settings, dict):
         raise CheckpointError(f"{pooling_file}: expected a JSON object")
-    if settings.get("pooling_mode_mean_tokens"):
-        mode = "mean"
-    elif settings.get("pooling_mode_cls_token"):
-        mode = "cls"
-    elif settings.get("pooling_mode_max_tokens"):
-        mode = "max"
-    else:
-        raise CheckpointError(f"{pooling_file}: only cls, mean and max pooling are supported")
+    # sentence-transformers 6 writes {"pooling_mode": "mean"}; earlier versions one flag per mode.
+    flags = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens"}
+    chosen = [mode for mode, flag in flags.items() if settings.get(flag)]
+    mode = settings.get("pooling_mode", chosen[0] if len(chosen) == 1 else None)
+    if mode not in POOLINGS:
+        raise CheckpointError(f"{pooling_file}: only one of {', '.join(POOLINGS)} pooling is supported")
     modules_file = directory / "modules.json"
     modules = _read_json(modules_file) if modules_file.exists() else []
     if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):

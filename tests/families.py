@@ -100,3 +100,19 @@ def build_tokenizer(kind: str, directory: Path) -> int:
         tokenizer = transformers.XLMRobertaTokenizer(vocab=[tuple(piece) for piece in pieces])
     tokenizer.save_pretrained(directory)
     return len(tokenizer)
+
+
+def build_sentence_transformer(directory: Path, family: str = "xlm-roberta", kind: str = "unigram",
+                               pooling: str = "mean", seed: int = 0):
+    """A sentence-transformers layout (modules.json, 1_Pooling, 2_Normalize) over a random `family`
+    checkpoint with a `kind` tokenizer trained here. Returns (its directory, the SentenceTransformer)."""
+    from sentence_transformers import SentenceTransformer, models
+    base = directory / "base"
+    size = build_tokenizer(kind, base)
+    build_checkpoint(family, base, seed=seed, vocab_size=size)
+    transformer = models.Transformer(str(base), max_seq_length=64)
+    modules = [transformer, models.Pooling(transformer.get_embedding_dimension(), pooling_mode=pooling),
+               models.Normalize()]
+    model = SentenceTransformer(modules=modules, device="cpu")
+    model.save(str(directory / "st"))
+    return directory / "st", model
