@@ -224,7 +224,6 @@ class Encoder(nn.Module):
             if name not in state:
                 owner, _, leaf = name.rpartition(".")
                 setattr(twin.get_submodule(owner), leaf, buffer)
-        twin.__dict__.update({k: v for k, v in self.__dict__.items() if k in ("name_or_path", "checkpoint_dir")})
         return twin.train(self.training)
 
     def get_num_params(self) -> int:
@@ -235,14 +234,13 @@ class Encoder(nn.Module):
         """Load a checkpoint of one of config.FAMILIES: a directory, `minilm`, or a Hugging Face hub id.
 
         weights.py reads the checkpoint into a config and a state dict; every key and shape is
-        checked against this model before it is loaded.
+        checked against this model before it is loaded. The tokenizer beside it and where it came
+        from are models.load_model's record, not the model's.
         """
         from . import weights  # lazy: importing the model (e.g. to run an artifact) needs no checkpoint code
         directory = weights.resolve(name_or_path)
         model = cls(weights.read_config(directory))
         model.load_state_dict(weights.convert_hf_state_dict(weights.read_state_dict(directory), model), strict=True)
-        model.checkpoint_dir = directory
-        model.name_or_path = str(name_or_path)
         return model.eval()
 
 

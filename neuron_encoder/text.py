@@ -234,13 +234,10 @@ def _convert_sentencepiece(directory: Path):
 
 
 def load_tokenizer(model) -> Tokenizer:
-    """The tokenizer of a model: a compiled artifact's own, or the one beside a checkpoint loaded
-    with Encoder.from_pretrained."""
+    """The tokenizer a compiled artifact carries; an Encoder carries none (models.load_model gives a
+    checkpoint's)."""
     tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None:
-        return tokenizer
-    directory = getattr(model, "checkpoint_dir", None)
-    if directory is None:
-        raise CheckpointError("this model has random weights and no tokenizer; "
-                              "load a checkpoint with Encoder.from_pretrained")
-    return Tokenizer(directory, max_length=model.config.max_length)
+    if tokenizer is None:
+        raise CheckpointError("this model carries no tokenizer: pass one, e.g. "
+                              "models.load_model(spec).tokenizer for a checkpoint's")
+    return tokenizer
