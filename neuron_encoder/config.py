@@ -16,7 +16,7 @@ from .errors import ConfigError, ShapeError
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 POOLINGS = ("cls", "mean", "max")
 # Hugging Face model_type values we read; weights.py holds each one's checkpoint names.
-FAMILIES = ("bert", "distilbert", "roberta", "xlm-roberta", "camembert", "electra", "mpnet")
+FAMILIES = ("bert", "distilbert", "roberta", "xlm-roberta", "camembert", "electra", "mpnet", "albert")
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class EncoderConfig:
     embedding_size: int | None = None  # ELECTRA: embeddings this wide, normed, then projected to hidden
     position_offset: int = 0  # RoBERTa, MPNet: positions start at pad_token_id + 1, not 0
     relative_attention_buckets: int = 0  # MPNet: 32, a learned bias per head and relative-distance bucket
+    share_layers: bool = False  # ALBERT: one layer's weights applied num_hidden_layers times
 
     def __post_init__(self) -> None:
         positive = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -55,6 +56,8 @@ class EncoderConfig:
                if not isinstance(getattr(self, name), int) or getattr(self, name) < 0}
         if bad:
             raise ConfigError(f"these config values must be integers >= 0: {bad}")
+        if not isinstance(self.share_layers, bool):
+            raise ConfigError(f"share_layers={self.share_layers!r} must be true or false")
         if self.family not in FAMILIES:
             raise ConfigError(f"family={self.family!r} is not one of {FAMILIES}")
         if self.position_offset >= self.max_position_embeddings:
@@ -133,14 +136,22 @@ class EncoderConfig:
         values.update(family=family, hidden_act=act)
         if family in ("roberta", "xlm-roberta", "camembert"):
             values["position_offset"] = values.get("pad_token_id", 1) + 1
-        elif family == "electra" and hf.get("embedding_size", values.get("hidden_size")) != values.get("hidden_size"):
-            values["embedding_size"] = hf["embedding_size"]
+        elif family == "electra":  # the projection exists only where the widths differ
+            hidden = values.get("hidden_size", cls.hidden_size)
+            if hf.get("embedding_size", hidden) != hidden:
+                values["embedding_size"] = hf["embedding_size"]
         elif family == "mpnet":
             # MPNet's code fixes the padding index (1) and the bucket count (32) whatever its config says.
             if hf.get("relative_attention_num_buckets", 32) != 32:
                 raise ConfigError(f"relative_attention_num_buckets={hf['relative_attention_num_buckets']} is "
                                   "not supported: transformers' MPNet always computes 32 buckets")
             values.update(type_vocab_size=0, position_offset=2, relative_attention_buckets=32)
+        elif family == "albert":
+            groups = (hf.get("num_hidden_groups", 1), hf.get("inner_group_num", 1))
+            if groups != (1, 1):
+                raise ConfigError(f"num_hidden_groups, inner_group_num = {groups} is not supported: only "
+                                  "ALBERT's one shared layer (1, 1), as every released ALBERT has")
+            values.update(embedding_size=hf.get("embedding_size", 128), share_layers=True)
         return cls(**values)
 
 

@@ -4,7 +4,8 @@ attention -> multi-head attention -> feed-forward -> add & norm -> layer -> embe
 The other families are this encoder with small differences, each switched on by one config field:
 DistilBERT has no segment embeddings; RoBERTa (XLM-R, CamemBERT) counts positions from an offset;
 ELECTRA projects narrower embeddings up to the hidden size; MPNet adds a relative position bias to
-every layer's attention scores.
+every layer's attention scores; ALBERT projects its embeddings as ELECTRA does and applies one
+layer's weights num_hidden_layers times.
 There is no data-dependent control flow, so the model traces at fixed shapes (the Neuron compiler's
 requirement) and the traced graph computes exactly what eager does. Inference only: no dropout.
 """
@@ -109,7 +110,7 @@ class Embeddings(nn.Module):
     Families differ here: without segments (type_vocab_size 0); with one segment row added to every
     token (RoBERTa: 1, so any type ids mean segment 0); with positions from an offset (RoBERTa counts
     from pad_token_id + 1: with right padding, real tokens sit at offset + arange(T)); narrower
-    (ELECTRA's embedding_size, normed at that width, then projected to hidden).
+    (ELECTRA's and ALBERT's embedding_size, normed at that width, then projected to hidden).
     """
 
     def __init__(self, config: EncoderConfig) -> None:
@@ -174,8 +175,9 @@ class Encoder(nn.Module):
         self.config = config
         self.fused_attention = fused_attention
         self.embeddings = Embeddings(config)
+        # ALBERT: one layer whose weights every one of the num_hidden_layers applications shares.
         self.layers = nn.ModuleList(EncoderLayer(config, fused_attention)
-                                    for _ in range(config.num_hidden_layers))
+                                    for _ in range(1 if config.share_layers else config.num_hidden_layers))
         self.relative_bias = RelativePositionBias(config) if config.relative_attention_buckets else None
         # Pre-norm stacks end with a norm, or the last residual stream is never normalised.
         self.final_norm = (nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
@@ -199,8 +201,8 @@ class Encoder(nn.Module):
         if self.relative_bias is not None:  # one bias for every layer, the padding mask folded in
             bias = self.relative_bias(input_ids.size(1)).to(x.dtype)  # (1, nh, T, T)
             keep = bias if keep is None else bias.masked_fill(~keep, torch.finfo(x.dtype).min)  # (B, nh, T, T)
-        for layer in self.layers:
-            x = layer(x, keep)
+        for i in range(self.config.num_hidden_layers):
+            x = self.layers[i % len(self.layers)](x, keep)  # layers[0] every time when they are shared
         return x if self.final_norm is None else self.final_norm(x)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,

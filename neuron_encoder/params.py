@@ -19,7 +19,7 @@ def breakdown(config: EncoderConfig) -> dict[str, int]:
     a default tanh pooler (BERT, RoBERTa, MPNet) would add, shown for comparison and not part of
     `total`. What only some families have counts 0 elsewhere: ELECTRA's `embedding_projection`,
     MPNet's `relative_bias` (one table every layer shares, counted once), segments (none in
-    DistilBERT and MPNet).
+    DistilBERT and MPNet). ALBERT's one shared layer is counted once in `all_layers`.
     """
     from .model import Encoder
     import torch
@@ -45,7 +45,7 @@ def breakdown(config: EncoderConfig) -> dict[str, int]:
         "final_norm": count(model.final_norm),
         "relative_bias": count(model.relative_bias),
         "total": model.get_num_params(),
-        "pooler": 0 if config.family in ("distilbert", "electra") else h * h + h,
+        "pooler": 0 if config.family in ("distilbert", "electra") else h * h + h,  # ALBERT's too
     }
     return result
 
@@ -65,7 +65,8 @@ def format_table(name: str, config: EncoderConfig, counts: dict[str, int]) -> st
          f"{h}x{ff} + {ff} + {ff}x{h} + {h}"),
         ("per layer: feed-forward add & norm", counts["feed_forward_norm"], f"LayerNorm ({h})"),
         ("one layer", counts["layer"], ""),
-        (f"{counts['layers']} layers", counts["all_layers"], ""),
+        (f"{counts['layers']} layers", counts["all_layers"],
+         "one layer's weights, shared by every application (counted once)" if config.share_layers else ""),
     ]
     if counts["relative_bias"]:
         rows.append(("relative position bias (all layers share it)", counts["relative_bias"],

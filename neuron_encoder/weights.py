@@ -60,6 +60,21 @@ MPNET_NAMES: dict[str, str] = {
     "encoder.relative_attention_bias": "relative_bias.table",
 }
 
+# ALBERT: narrow embeddings projected by the encoder, one shared layer (group 0, layer 0) of its own names.
+ALBERT_LAYER = "encoder.albert_layer_groups.0.albert_layers.0."
+ALBERT_NAMES: dict[str, str] = {
+    **{hf: ours for hf, ours in BERT_NAMES.items() if hf.startswith("embeddings.")},
+    "encoder.embedding_hidden_mapping_in": "embeddings.project",
+    ALBERT_LAYER + "attention.query": "layers.0.attention.qkv[q]",
+    ALBERT_LAYER + "attention.key": "layers.0.attention.qkv[k]",
+    ALBERT_LAYER + "attention.value": "layers.0.attention.qkv[v]",
+    ALBERT_LAYER + "attention.dense": "layers.0.attention.out",
+    ALBERT_LAYER + "attention.LayerNorm": "layers.0.attention_norm",
+    ALBERT_LAYER + "ffn": "layers.0.feed_forward.up",
+    ALBERT_LAYER + "ffn_output": "layers.0.feed_forward.down",
+    ALBERT_LAYER + "full_layer_layer_norm": "layers.0.feed_forward_norm",
+}
+
 # model_type -> its names. RoBERTa's family keeps BERT's names (its differences are in the config);
 # ELECTRA adds the projection of its narrower embeddings.
 HF_NAMES: dict[str, dict[str, str]] = {
@@ -67,6 +82,7 @@ HF_NAMES: dict[str, dict[str, str]] = {
     "electra": {**BERT_NAMES, "embeddings_project": "embeddings.project"},
     "distilbert": DISTILBERT_NAMES,
     "mpnet": MPNET_NAMES,
+    "albert": ALBERT_NAMES,
 }
 assert set(HF_NAMES) == set(FAMILIES), "every family config.py reads needs its names here"
 
@@ -74,12 +90,14 @@ assert set(HF_NAMES) == set(FAMILIES), "every family config.py reads needs its n
 IGNORED = (
     re.compile(r"^embeddings\.(position_ids|token_type_ids)$"),  # buffers older transformers saved
     re.compile(r"^pooler\."),  # BertModel's tanh pooler; embeddings use cls/mean pooling
-    # pre-training heads: BERT's (masked LM, next sentence), RoBERTa's and MPNet's, DistilBERT's, ELECTRA's
-    re.compile(r"^(cls|lm_head|vocab_transform|vocab_layer_norm|vocab_projector|discriminator_predictions)\."),
+    # pre-training heads: BERT's (masked LM, next sentence), RoBERTa's and MPNet's, DistilBERT's, ELECTRA's,
+    # ALBERT's
+    re.compile(r"^(cls|lm_head|vocab_transform|vocab_layer_norm|vocab_projector|discriminator_predictions|"
+               r"predictions|sop_classifier)\."),
 )
 
 # Prefixes that task models and sentence-transformers put before the base model's names.
-PREFIXES = ("bert.", "roberta.", "distilbert.", "electra.", "mpnet.", "model.", "0.auto_model.")
+PREFIXES = ("bert.", "roberta.", "distilbert.", "electra.", "mpnet.", "albert.", "model.", "0.auto_model.")
 
 STACK = ("q", "k", "v")
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 VOCAB = 120
-PAD = {"bert": 0, "distilbert": 0, "electra": 0, "roberta": 1, "xlm-roberta": 1, "camembert": 1, "mpnet": 1}
+PAD = {"bert": 0, "distilbert": 0, "electra": 0, "roberta": 1, "xlm-roberta": 1, "camembert": 1, "mpnet": 1,
+       "albert": 0}
 
 
 def hf_config(family: str, vocab_size: int = VOCAB):
@@ -27,6 +28,7 @@ def hf_config(family: str, vocab_size: int = VOCAB):
         "camembert": lambda: t.CamembertConfig(**roberta),
         "electra": lambda: t.ElectraConfig(**common, embedding_size=16),
         "mpnet": lambda: t.MPNetConfig(**dict(common, pad_token_id=1, layer_norm_eps=1e-5)),
+        "albert": lambda: t.AlbertConfig(**dict(common, num_hidden_layers=3), embedding_size=16, pad_token_id=0),
     }[family]()
 
 
@@ -65,7 +67,7 @@ CORPUS = [
     "敏捷的棕色狐狸跳过了懒狗。",
     "素早い茶色の狐がのろまな犬を飛び越える。",
 ]
-TOKENIZER_KINDS = ("wordpiece", "byte-level-bpe", "unigram", "vocab.txt")
+TOKENIZER_KINDS = ("wordpiece", "byte-level-bpe", "unigram", "albert-unigram", "vocab.txt")
 
 
 def build_tokenizer(kind: str, directory: Path) -> int:
@@ -92,12 +94,13 @@ def build_tokenizer(kind: str, directory: Path) -> int:
                                     special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
         model = json.loads(trained.to_str())["model"]
         tokenizer = transformers.RobertaTokenizer(vocab=model["vocab"], merges=[tuple(m) for m in model["merges"]])
-    else:
+    else:  # Unigram with Metaspace: XLM-R's specials and template, or ALBERT's ([CLS] A [SEP] B [SEP])
+        specials = ["<s>", "<pad>", "</s>", "<unk>"] if kind == "unigram" else ["<pad>", "<unk>", "[CLS]", "[SEP]"]
         trained = SentencePieceUnigramTokenizer()
         trained.train_from_iterator(corpus, vocab_size=300, show_progress=False, unk_token="<unk>",
-                                    special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
-        pieces = json.loads(trained.to_str())["model"]["vocab"]
-        tokenizer = transformers.XLMRobertaTokenizer(vocab=[tuple(piece) for piece in pieces])
+                                    special_tokens=specials)
+        pieces = [tuple(piece) for piece in json.loads(trained.to_str())["model"]["vocab"]]
+        tokenizer = (transformers.XLMRobertaTokenizer if kind == "unigram" else transformers.AlbertTokenizer)(vocab=pieces)
     tokenizer.save_pretrained(directory)
     return len(tokenizer)
 

@@ -13,7 +13,7 @@ from neuron_encoder import Encoder, load_compiled
 from neuron_encoder.backends import CompileOptions
 from neuron_encoder.compiler import compile_model
 from neuron_encoder.config import FAMILIES
-from neuron_encoder.errors import CheckpointError
+from neuron_encoder.errors import CheckpointError, ConfigError
 from neuron_encoder.numerics import compare_outputs
 from neuron_encoder.params import breakdown, format_table
 
@@ -102,6 +102,17 @@ def test_params_name_what_differs(checkpoints):
     counts = breakdown(mpnet)
     assert counts["relative_bias"] == 32 * 4 and counts["segment_embeddings"] == 0
     assert "all layers share it" in format_table("mpnet", mpnet, counts)
+    albert = Encoder.from_pretrained(checkpoints["albert"][0]).config
+    counts = breakdown(albert)
+    assert counts["layers"] == 3 and counts["all_layers"] == counts["layer"]  # one shared layer, counted once
+    assert "counted once" in format_table("albert", albert, counts)
+
+
+def test_albert_with_several_layer_groups_is_refused(checkpoints, tmp_path):
+    config = json.loads((checkpoints["albert"][0] / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, "num_hidden_groups": 3}))
+    with pytest.raises(ConfigError, match=r"num_hidden_groups, inner_group_num = \(3, 1\) is not supported"):
+        Encoder.from_pretrained(tmp_path)
 
 
 def test_a_wrong_checkpoint_lists_every_mismatch(checkpoints, tmp_path):
@@ -123,5 +134,5 @@ def test_a_wrong_checkpoint_lists_every_mismatch(checkpoints, tmp_path):
 def test_an_unknown_model_type_names_the_supported_families(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
     with pytest.raises(CheckpointError, match="'gpt2' is not supported; supported families: bert, distilbert, "
-                                              "roberta, xlm-roberta, camembert, electra, mpnet"):
+                                              "roberta, xlm-roberta, camembert, electra, mpnet, albert"):
         Encoder.from_pretrained(tmp_path)

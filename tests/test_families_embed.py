@@ -42,6 +42,7 @@ def xlm_r(tmp_path_factory):
     ("electra", "wordpiece", "mean"),
     ("distilbert", "wordpiece", "cls"),
     ("bert", "wordpiece", "max"),
+    ("albert", "albert-unigram", "mean"),
 ])
 def test_sentence_transformers_layouts_embed_as_sentence_transformers(tmp_path, family, kind, pooling):
     directory, model = build_sentence_transformer(tmp_path, family, kind, pooling)

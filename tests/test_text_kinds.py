@@ -1,6 +1,6 @@
-"""Tokenizer parity: each kind of tokenizer (WordPiece, byte-level BPE, Unigram, a bare vocab.txt), trained
-locally, gives our Tokenizer the ids and masks transformers' AutoTokenizer gives, singles and pairs,
-truncation included."""
+"""Tokenizer parity: each kind of tokenizer (WordPiece, byte-level BPE, Unigram as XLM-R and as ALBERT,
+a bare vocab.txt), trained locally, gives our Tokenizer the ids and masks transformers' AutoTokenizer
+gives, singles and pairs, truncation included."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from .families import CORPUS, TOKENIZER_KINDS, build_tokenizer
 transformers = pytest.importorskip("transformers")
 
 PAIRS = [(CORPUS[0], CORPUS[2]), (CORPUS[6], CORPUS[3] + " " + CORPUS[4]), ("short", CORPUS[5] * 2)]
-PAD_TOKENS = {"wordpiece": "[PAD]", "vocab.txt": "[PAD]", "byte-level-bpe": "<pad>", "unigram": "<pad>"}
+PAD_TOKENS = {"wordpiece": "[PAD]", "vocab.txt": "[PAD]", "byte-level-bpe": "<pad>", "unigram": "<pad>",
+              "albert-unigram": "<pad>"}
 
 
 @pytest.fixture(scope="module", params=TOKENIZER_KINDS)
