@@ -84,3 +84,23 @@ def test_an_unreadable_sentencepiece_model_is_a_clear_error(tmp_path):
     (tmp_path / "sentencepiece.bpe.model").write_bytes(b"not a model")
     with pytest.raises(CheckpointError, match="cannot convert .*sentencepiece.bpe.model"):
         Tokenizer(tmp_path)
+
+
+def test_a_sentencepiece_only_repository_is_converted_as_transformers_reads_it(tmp_path):
+    """Some XLM-R repositories ship only sentencepiece.bpe.model: converted once, and an artifact then
+    carries the conversion as tokenizer.json."""
+    import io
+    spm = pytest.importorskip("sentencepiece")
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(CORPUS * 10), model_writer=model, vocab_size=150,
+                                   model_type="unigram", character_coverage=1.0, hard_vocab_limit=False,
+                                   bos_id=0, pad_id=1, eos_id=2, unk_id=3, minloglevel=2)
+    (tmp_path / "sentencepiece.bpe.model").write_bytes(model.getvalue())
+    (tmp_path / "config.json").write_text('{"model_type": "xlm-roberta"}')
+    auto = transformers.AutoTokenizer.from_pretrained(str(tmp_path))
+    ours = Tokenizer(tmp_path, max_length=12)
+    assert_same(ours.encode(CORPUS), auto(CORPUS, padding=True, truncation=True, max_length=12, return_tensors="pt"))
+    assert ours.pad_id == auto.pad_token_id
+    ours.save(tmp_path / "artifact")
+    assert Tokenizer(tmp_path / "artifact").token_ids(CORPUS) == ours.token_ids(CORPUS)
+    assert (tmp_path / "artifact" / "tokenizer.json").exists()
