@@ -57,7 +57,8 @@ def format_table(name: str, config: EncoderConfig, counts: dict[str, int]) -> st
              (f"projection {config.embedding_size}->{h}", "embedding_projection")]
     rows = [
         ("embeddings", counts["embeddings"],
-         " + ".join(f"{label} {counts[key]:,}" for label, key in parts if counts[key] or key == "segment_embeddings")),
+         " + ".join(f"{label} {counts[key]:,}" for label, key in parts if counts[key])
+         + ("" if config.type_vocab_size else " (no segments)")),
         ("per layer: multi-head attention", counts["attention"],
          f"4 x {h}x{h} weights (W_Q, W_K, W_V, W_O) + 4 x {h} biases; {nh} heads of {h // nh}"),
         ("per layer: attention add & norm", counts["attention_norm"], f"LayerNorm gamma, beta ({h})"),

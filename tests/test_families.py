@@ -102,6 +102,7 @@ def test_params_name_what_differs(checkpoints):
     counts = breakdown(mpnet)
     assert counts["relative_bias"] == 32 * 4 and counts["segment_embeddings"] == 0
     assert "all layers share it" in format_table("mpnet", mpnet, counts)
+    assert "(no segments)" in format_table("mpnet", mpnet, counts)
     albert = Encoder.from_pretrained(checkpoints["albert"][0]).config
     counts = breakdown(albert)
     assert counts["layers"] == 3 and counts["all_layers"] == counts["layer"]  # one shared layer, counted once
