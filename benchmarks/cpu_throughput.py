@@ -53,7 +53,7 @@ def main() -> None:
     reference = f"sentence-transformers (batch {args.batch})"
     passes, efficiency, batch_of = {}, {}, {}
     for batch in sizes:
-        theirs = sentence_transformers_pass(resolved.encoder.checkpoint_dir, texts, batch)
+        theirs = sentence_transformers_pass(resolved.checkpoint_dir, texts, batch)
         if theirs is None:
             raise SystemExit("sentence-transformers is not installed: pip install sentence-transformers")
         passes[f"sentence-transformers (batch {batch})"] = theirs

@@ -89,7 +89,7 @@ def _plan(model, batch_sizes, sequences: tuple, backend: str, options: CompileOp
     encoder = resolved.encoder
     batches = parse_sizes(batch_sizes, "batch sizes")
     seq_lens, lengths_from, max_buckets = sequences
-    seqs, choice = plan_seq_lens(seq_lens, encoder.config.max_position_embeddings, resolved.tokenizer,
+    seqs, choice = plan_seq_lens(seq_lens, encoder.config.max_length, resolved.tokenizer,
                                  lengths_from, max_buckets)
     encoder.config.check_sequence_length(seqs[-1])
     buckets = [(b, s) for s in seqs for b in batches]

@@ -12,8 +12,8 @@ from .text import Tokenizer, load_tokenizer
 
 def embed_texts(model, texts: Sequence[str], tokenizer: Tokenizer | None = None,
                 batch_size: int = 32, normalize: bool | None = None) -> torch.Tensor:
-    """Pooled embeddings (N, H) of texts, in batches, with the checkpoint's own tokenizer; L2-normalised
-    as the model's config says unless `normalize` is given."""
+    """Pooled embeddings (N, H) of texts, in batches, with `tokenizer` (a compiled artifact's own by
+    default); L2-normalised as the model's config says unless `normalize` is given."""
     tokenizer = tokenizer or load_tokenizer(model)
     chunks = []
     with torch.inference_mode():
@@ -31,8 +31,8 @@ def cosine_matrix(embeddings: torch.Tensor) -> torch.Tensor:
 def embed_model_texts(spec: str, texts: Sequence[str]) -> torch.Tensor:
     """`neuron-encoder embed`: resolve a model spec and embed texts with its own tokenizer."""
     from .models import load_model
-    encoder, model_id, tokenizer = load_model(spec)
-    if tokenizer is None:
-        raise ConfigError(f"{model_id} has no tokenizer (random weights, or a checkpoint without tokenizer "
+    resolved = load_model(spec)
+    if resolved.tokenizer is None:
+        raise ConfigError(f"{resolved.model_id} has no tokenizer (random weights, or a checkpoint without tokenizer "
                           "files), so it cannot embed text: use 'minilm', a checkpoint directory or a hub id")
-    return embed_texts(encoder, texts, tokenizer)
+    return embed_texts(resolved.encoder, texts, resolved.tokenizer)

@@ -1,6 +1,11 @@
 """The Transformer encoder of "Attention Is All You Need", as BERT uses it, built bottom-up.
 
 attention -> multi-head attention -> feed-forward -> add & norm -> layer -> embeddings -> encoder.
+The other families are this encoder with small differences, each switched on by one config field:
+DistilBERT has no segment embeddings; RoBERTa (XLM-R, CamemBERT) counts positions from an offset;
+ELECTRA projects narrower embeddings up to the hidden size; MPNet adds a relative position bias to
+every layer's attention scores; ALBERT projects its embeddings as ELECTRA does and applies one
+layer's weights num_hidden_layers times.
 There is no data-dependent control flow, so the model traces at fixed shapes (the Neuron compiler's
 requirement) and the traced graph computes exactly what eager does. Inference only: no dropout.
 """
@@ -19,7 +24,8 @@ from .config import EncoderConfig
 
 def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                                  keep: torch.Tensor | None, fused: bool = True) -> torch.Tensor:
-    """softmax(Q K^T / sqrt(d_k)) V over (B, nh, T, hs) tensors; `keep` is (B, 1, 1, T) bool.
+    """softmax(Q K^T / sqrt(d_k) + bias) V over (B, nh, T, hs) tensors; `keep` is a (B, 1, 1, T) bool
+    mask of the keys to attend to, or a float bias added to the scores (MPNet's, with the mask in it).
 
     `fused` uses torch's kernel (fast on CPU and CUDA); the written-out form is what backends
     that do not know aten::scaled_dot_product_attention (the Neuron compiler) are given.
@@ -27,8 +33,10 @@ def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tens
     if fused:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, nh, T, T)
-    if keep is not None:
+    if keep is not None and keep.dtype == torch.bool:
         scores = scores.masked_fill(~keep, torch.finfo(scores.dtype).min)
+    elif keep is not None:
+        scores = scores + keep
     return scores.softmax(dim=-1) @ v  # (B, nh, T, hs)
 
 
@@ -97,22 +105,62 @@ class EncoderLayer(nn.Module):
 
 
 class Embeddings(nn.Module):
-    """Token + position + segment embeddings, then LayerNorm."""
+    """Token + position + segment embeddings, then LayerNorm.
+
+    Families differ here: without segments (type_vocab_size 0); with one segment row added to every
+    token (RoBERTa: 1, so any type ids mean segment 0); with positions from an offset (RoBERTa counts
+    from pad_token_id + 1: with right padding, real tokens sit at offset + arange(T)); narrower
+    (ELECTRA's and ALBERT's embedding_size, normed at that width, then projected to hidden).
+    """
 
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
-        self.token = nn.Embedding(config.vocab_size, config.hidden_size,
-                                  padding_idx=config.pad_token_id)
-        self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.segment = nn.Embedding(config.type_vocab_size, config.hidden_size)
-        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.register_buffer("position_ids", torch.arange(config.max_position_embeddings),
+        width = config.embedding_size or config.hidden_size
+        self.token = nn.Embedding(config.vocab_size, width, padding_idx=config.pad_token_id)
+        self.position = nn.Embedding(config.max_position_embeddings, width)
+        self.segment = nn.Embedding(config.type_vocab_size, width) if config.type_vocab_size else None
+        self.norm = nn.LayerNorm(width, eps=config.layer_norm_eps)
+        self.project = nn.Linear(width, config.hidden_size) if config.embedding_size else None
+        self.register_buffer("position_ids",
+                             torch.arange(config.position_offset, config.max_position_embeddings),
                              persistent=False)
 
     def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
         T = input_ids.size(1)
-        x = self.token(input_ids) + self.position(self.position_ids[:T]) + self.segment(token_type_ids)
-        return self.norm(x)  # (B, T, H)
+        x = self.token(input_ids) + self.position(self.position_ids[:T])
+        if self.segment is not None:
+            x = x + (self.segment(token_type_ids) if self.segment.num_embeddings > 1 else self.segment.weight[0])
+        x = self.norm(x)
+        return x if self.project is None else self.project(x)  # (B, T, H)
+
+
+def relative_position_buckets(length: int, num_buckets: int, max_distance: int = 128) -> torch.Tensor:
+    """MPNet's (T5's) bucket of each (query i, key j): half the buckets per direction, the first half
+    of those exact distances, the rest log-spaced up to max_distance: (T, T) int64."""
+    position = torch.arange(length)
+    n = position[:, None] - position[None, :]  # i - j: (T, T)
+    half = num_buckets // 2
+    exact = half // 2
+    direction = (n < 0).long() * half
+    n = n.abs()
+    far = exact + (torch.log(n.clamp(min=1).float() / exact) / math.log(max_distance / exact)
+                   * (half - exact)).long()
+    return direction + torch.where(n < exact, n, far.clamp(max=half - 1))
+
+
+class RelativePositionBias(nn.Module):
+    """MPNet: one learned bias per head and bucket of relative distance, added to the attention scores
+    of every layer. A bucket depends on j - i alone, so the buckets of the longest sequence, sliced,
+    serve every length: a buffer, nothing computed at run time, shapes static for Neuron."""
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.table = nn.Embedding(config.relative_attention_buckets, config.num_attention_heads)
+        self.register_buffer("buckets", relative_position_buckets(
+            config.max_position_embeddings, config.relative_attention_buckets), persistent=False)
+
+    def forward(self, T: int) -> torch.Tensor:
+        return self.table(self.buckets[:T, :T]).permute(2, 0, 1)[None]  # (T, T, nh) -> (1, nh, T, T)
 
 
 class Encoder(nn.Module):
@@ -127,8 +175,10 @@ class Encoder(nn.Module):
         self.config = config
         self.fused_attention = fused_attention
         self.embeddings = Embeddings(config)
+        # ALBERT: one layer whose weights every one of the num_hidden_layers applications shares.
         self.layers = nn.ModuleList(EncoderLayer(config, fused_attention)
-                                    for _ in range(config.num_hidden_layers))
+                                    for _ in range(1 if config.share_layers else config.num_hidden_layers))
+        self.relative_bias = RelativePositionBias(config) if config.relative_attention_buckets else None
         # Pre-norm stacks end with a norm, or the last residual stream is never normalised.
         self.final_norm = (nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
                            if config.norm_first else None)
@@ -148,8 +198,11 @@ class Encoder(nn.Module):
             token_type_ids = torch.zeros_like(input_ids)
         keep = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
         x = self.embeddings(input_ids, token_type_ids)
-        for layer in self.layers:
-            x = layer(x, keep)
+        if self.relative_bias is not None:  # one bias for every layer, the padding mask folded in
+            bias = self.relative_bias(input_ids.size(1)).to(x.dtype)  # (1, nh, T, T)
+            keep = bias if keep is None else bias.masked_fill(~keep, torch.finfo(x.dtype).min)  # (B, nh, T, T)
+        for i in range(self.config.num_hidden_layers):
+            x = self.layers[i % len(self.layers)](x, keep)  # layers[0] every time when they are shared
         return x if self.final_norm is None else self.final_norm(x)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -167,9 +220,12 @@ class Encoder(nn.Module):
             return self
         with torch.device("meta"):  # no memory: the parameters are assigned below
             twin = Encoder(self.config, fused_attention=fused)
-        twin.load_state_dict(self.state_dict(), assign=True)
-        twin.embeddings.position_ids = self.embeddings.position_ids  # not in the state dict
-        twin.__dict__.update({k: v for k, v in self.__dict__.items() if k in ("name_or_path", "checkpoint_dir")})
+        state = self.state_dict()
+        twin.load_state_dict(state, assign=True)
+        for name, buffer in self.named_buffers():  # non-persistent ones (position ids, MPNet's buckets)
+            if name not in state:
+                owner, _, leaf = name.rpartition(".")
+                setattr(twin.get_submodule(owner), leaf, buffer)
         return twin.train(self.training)
 
     def get_num_params(self) -> int:
@@ -177,25 +233,29 @@ class Encoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path = "minilm") -> Encoder:
-        """Load a BERT-architecture checkpoint: a directory, `minilm`, or a Hugging Face hub id.
+        """Load a checkpoint of one of config.FAMILIES: a directory, `minilm`, or a Hugging Face hub id.
 
         weights.py reads the checkpoint into a config and a state dict; every key and shape is
-        checked against this model before it is loaded.
+        checked against this model before it is loaded. The tokenizer beside it and where it came
+        from are models.load_model's record, not the model's.
         """
         from . import weights  # lazy: importing the model (e.g. to run an artifact) needs no checkpoint code
         directory = weights.resolve(name_or_path)
         model = cls(weights.read_config(directory))
         model.load_state_dict(weights.convert_hf_state_dict(weights.read_state_dict(directory), model), strict=True)
-        model.checkpoint_dir = directory
-        model.name_or_path = str(name_or_path)
         return model.eval()
 
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, mode: str,
          normalize: bool) -> torch.Tensor:
-    """CLS token or the mean over unmasked tokens, optionally L2-normalised: (B, T, H) -> (B, H)."""
+    """CLS token, or the mean or the maximum over unmasked tokens, optionally L2-normalised:
+    (B, T, H) -> (B, H)."""
     if mode == "cls":
         pooled = hidden[:, 0]
+    elif mode == "max":
+        if attention_mask is not None:
+            hidden = hidden.masked_fill(attention_mask[..., None] == 0, torch.finfo(hidden.dtype).min)
+        pooled = hidden.max(dim=1).values
     else:
         if attention_mask is None:
             attention_mask = torch.ones(hidden.shape[:2], dtype=hidden.dtype, device=hidden.device)

@@ -16,8 +16,8 @@ import torch
 from .config import preset
 from .errors import ConfigError
 from .model import Encoder
-from .text import Tokenizer, has_tokenizer, load_tokenizer
-from .weights import DEFAULT_MODEL
+from .text import Tokenizer, has_tokenizer
+from .weights import DEFAULT_MODEL, resolve
 
 log = logging.getLogger(__name__)
 
@@ -25,9 +25,12 @@ RANDOM_PREFIX = "random:"
 
 
 class ResolvedModel(NamedTuple):
+    """What a spec resolved to, and where it came from (the encoder itself carries no provenance)."""
+
     encoder: Encoder
     model_id: str  # the spec as the user gave it, recorded in artifacts and results
     tokenizer: Tokenizer | None  # None for random weights, or a checkpoint without tokenizer files
+    checkpoint_dir: Path | None = None  # the local checkpoint directory; None for random weights
 
 
 def load_model(spec: str | Path | Encoder = DEFAULT_MODEL, seed: int = 0) -> ResolvedModel:
@@ -36,8 +39,8 @@ def load_model(spec: str | Path | Encoder = DEFAULT_MODEL, seed: int = 0) -> Res
     random:PRESET is seeded, so its weights hash, and with it the compile cache, stay stable.
     """
     if isinstance(spec, Encoder):
-        encoder = spec.eval()
-    elif str(spec).startswith(RANDOM_PREFIX):
+        return ResolvedModel(spec.eval(), "custom", None)
+    if str(spec).startswith(RANDOM_PREFIX):
         name = str(spec)[len(RANDOM_PREFIX):]
         if not name:
             raise ConfigError(f"{spec!r} names no preset: use e.g. random:bert-base")
@@ -45,11 +48,9 @@ def load_model(spec: str | Path | Encoder = DEFAULT_MODEL, seed: int = 0) -> Res
         with torch.random.fork_rng(devices=[]):  # seed our init, leave the caller's RNG as it was
             torch.manual_seed(seed)
             encoder = Encoder(config).eval()
-        encoder.name_or_path = str(spec)
-    else:
-        encoder = Encoder.from_pretrained(spec)
-        log.info("loaded %s from %s", spec, encoder.checkpoint_dir)
-    model_id = str(getattr(encoder, "name_or_path", "custom"))
-    directory = getattr(encoder, "checkpoint_dir", None)
-    tokenizer = load_tokenizer(encoder) if directory is not None and has_tokenizer(directory) else None
-    return ResolvedModel(encoder, model_id, tokenizer)
+        return ResolvedModel(encoder, str(spec), None)
+    directory = resolve(spec)
+    encoder = Encoder.from_pretrained(directory)
+    log.info("loaded %s from %s", spec, directory)
+    tokenizer = Tokenizer(directory, max_length=encoder.config.max_length) if has_tokenizer(directory) else None
+    return ResolvedModel(encoder, str(spec), tokenizer, directory)

@@ -37,7 +37,7 @@ def run_quickstart(model: str = "minilm", run_dir: str | Path | None = None, dur
     ./artifacts cache, so a second run reuses them.
     """
     resolved = load_model(model)
-    encoder, model_id, tokenizer = resolved
+    encoder, model_id, tokenizer, checkpoint_dir = resolved
     counts = breakdown(encoder.config)
     echo(format_table(model_id, encoder.config, counts))
     similarity = None
@@ -66,12 +66,12 @@ def run_quickstart(model: str = "minilm", run_dir: str | Path | None = None, dur
     echo("\n" + format_summary_table(result.rows))
     outcome.update(result=result, result_path=result_path, report_path=report_path, artifact=auto.path)
     if tokenizer is not None:
-        outcome["corpus"] = corpus_summary(auto.path, encoder, echo, corpus_sentences)
+        outcome["corpus"] = corpus_summary(auto.path, checkpoint_dir, echo, corpus_sentences)
     echo(f"\nreport: {report_path}\nresults: {result_path} (and .csv)")
     return outcome
 
 
-def corpus_summary(artifact_dir: Path, encoder, echo: Callable[[str], None], sentences: int = 512,
+def corpus_summary(artifact_dir: Path, checkpoint_dir: Path, echo: Callable[[str], None], sentences: int = 512,
                    theirs_batch: int = 32) -> dict:
     """Sentences/s of the artifact on the built-in corpus, raced against sentence-transformers' encode
     (its default batch of 32) on the same sentences. The artifact takes length-sorted batches of its
@@ -85,7 +85,7 @@ def corpus_summary(artifact_dir: Path, encoder, echo: Callable[[str], None], sen
         batch_size = max(max(sizes) for sizes in model.batch_sizes.values())
         batches = length_sorted_batches(model.tokenizer, texts, batch_size)
         passes = {"artifact": model_pass(model, batches)}
-        theirs = sentence_transformers_pass(encoder.checkpoint_dir, texts, theirs_batch)
+        theirs = sentence_transformers_pass(checkpoint_dir, texts, theirs_batch)
         if theirs is not None:
             passes["sentence-transformers"] = theirs
         speed = race(passes, len(texts))

@@ -1,4 +1,9 @@
-"""Tokenization with the checkpoint's own tokenizer, and padding to a fixed (bucket) length."""
+"""Tokenization with the checkpoint's own tokenizer, and padding to a fixed (bucket) length.
+
+Every kind of tokenizer (WordPiece, byte-level BPE, Unigram) runs through the `tokenizers` library from
+the checkpoint's tokenizer.json, with the checkpoint's own post-processor for special tokens and pairs;
+older layouts (a bare vocab.txt, or sentencepiece.bpe.model) are read or converted into one.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ from typing import Sequence
 import torch
 
 from .errors import CheckpointError, ShapeError
+from .files import read_json_file
 
 
 @dataclass
@@ -30,7 +36,8 @@ class Batch:
 
 # What a tokenizer is made of in a checkpoint: copied as they are into a compiled artifact.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
-TRUNCATION_DIRECTIONS = ("right", "left")
+# The files a tokenizer can be read from, in order of preference.
+SOURCES = ("tokenizer.json", "vocab.txt", "sentencepiece.bpe.model")
 
 
 @dataclass(frozen=True)
@@ -54,29 +61,46 @@ def cut(ids: list[int], limit: int, direction: str = "right") -> list[int]:
     return ids[:limit - 1] + ids[-1:]
 
 
+def longest_first(first: int, second: int, budget: int) -> tuple[int, int]:
+    """How many tokens of each text of a pair to keep within `budget`: the longer one is cut first, and
+    when both must be, each keeps half. Hugging Face tokenizers' `longest_first` rule, to the token."""
+    if first + second <= budget:
+        return first, second
+    short, long = sorted((first, second))
+    long = short if short > budget else max(short, budget - short)
+    if short + long > budget:
+        short, long = budget // 2, budget // 2 + budget % 2
+    return (long, short) if first > second else (short, long)
+
+
 def has_tokenizer(directory: str | Path) -> bool:
-    return any((Path(directory) / name).exists() for name in TOKENIZER_FILES[:2])
+    return any((Path(directory) / name).exists() for name in SOURCES)
 
 
 class Tokenizer:
-    """A thin wrapper over Hugging Face `tokenizers`, reading tokenizer.json or vocab.txt."""
+    """A thin wrapper over Hugging Face `tokenizers`, reading tokenizer.json, vocab.txt (BERT's
+    WordPiece, lowercased as tokenizer_config.json says) or sentencepiece.bpe.model (converted)."""
 
     def __init__(self, directory: str | Path, max_length: int = 512) -> None:
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers.implementations import BertWordPieceTokenizer
         directory = Path(directory)
         self.directory = directory
+        settings = _settings(directory)
         if (directory / "tokenizer.json").exists():
             self._tok = HFTokenizer.from_file(str(directory / "tokenizer.json"))
         elif (directory / "vocab.txt").exists():
-            self._tok = BertWordPieceTokenizer(str(directory / "vocab.txt"), lowercase=True)
+            self._tok = BertWordPieceTokenizer(str(directory / "vocab.txt"),
+                                               lowercase=settings.get("do_lower_case", True))
+        elif (directory / "sentencepiece.bpe.model").exists():
+            self._tok = _convert_sentencepiece(directory)
         else:
-            raise CheckpointError(f"{directory} has no tokenizer.json or vocab.txt")
+            raise CheckpointError(f"{directory} has no tokenizer.json, vocab.txt or sentencepiece.bpe.model")
         # We pad and truncate ourselves, to bucket lengths; the file's own settings would fight that.
         self._tok.no_padding()
         self._tok.no_truncation()
         self.max_length = max_length
-        self.pad_id = self._tok.token_to_id("[PAD]") or 0
+        self.pad_id = _pad_id(self._tok, settings)
 
     def lengths(self, texts: Sequence[str]) -> list[int]:
         """Token counts of texts, special tokens included, before any truncation."""
@@ -89,6 +113,8 @@ class Tokenizer:
         for name in TOKENIZER_FILES:
             if (self.directory / name).exists():
                 shutil.copyfile(self.directory / name, directory / name)
+        if not has_tokenizer(directory):  # converted from sentencepiece: keep the conversion
+            self._tok.save(str(directory / "tokenizer.json"))
 
     def encode(self, texts: Sequence[str] | Sequence[tuple[str, str]], pad_to: int | None = None,
                truncate: bool = True) -> Batch:
@@ -109,7 +135,10 @@ class Tokenizer:
                 if not truncate:
                     raise ShapeError(f"a text has {len(ids)} tokens, more than the limit {limit}: "
                                      f"{str(text)[:60]!r}...")
-                ids, types = cut(ids, limit), cut(types, limit)  # keeps [SEP]
+                if isinstance(text, str):
+                    ids, types = cut(ids, limit), cut(types, limit)  # keeps [SEP]
+                else:
+                    ids, types = self._truncated_pair(text, limit)
             rows.append((ids, types))
         length = pad_to or max(len(ids) for ids, _ in rows)
         input_ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
@@ -120,6 +149,17 @@ class Tokenizer:
             attention_mask[i, :len(ids)] = 1
             token_type_ids[i, :len(ids)] = torch.tensor(types)
         return Batch(input_ids, attention_mask, token_type_ids)
+
+    def _truncated_pair(self, pair: tuple[str, str], limit: int) -> tuple[list[int], list[int]]:
+        """A pair cut to `limit` tokens as Hugging Face cuts it: each text without special tokens, cut by
+        longest_first, then the checkpoint's post-processor adds the specials."""
+        first, second = (self._tok.encode(text, add_special_tokens=False) for text in pair)
+        budget = limit - self._tok.num_special_tokens_to_add(is_pair=True)
+        keep_first, keep_second = longest_first(len(first.ids), len(second.ids), budget)
+        first.truncate(keep_first)
+        second.truncate(keep_second)
+        enc = self._tok.post_process(first, second)
+        return enc.ids, enc.type_ids
 
     def token_ids(self, texts: Sequence[str]) -> list[list[int]]:
         """The ids of each text with its special tokens, neither padded nor cut: for callers that pack
@@ -156,14 +196,48 @@ def random_batch(config, lengths: torch.Tensor, seq_len: int, generator: torch.G
     return Batch(ids, mask, torch.zeros_like(ids))
 
 
+def _settings(directory: Path) -> dict:
+    """tokenizer_config.json (lowercasing, the pad token), or nothing when the checkpoint has none."""
+    path = directory / "tokenizer_config.json"
+    settings = read_json_file(path, "tokenizer file", CheckpointError) if path.exists() else {}
+    if not isinstance(settings, dict):
+        raise CheckpointError(f"{path}: expected a JSON object")
+    return settings
+
+
+def _pad_id(tokenizer, settings: dict) -> int:
+    """The pad token's id: the one tokenizer_config.json names, else BERT's or RoBERTa's spelling
+    ("<pad>" is 1 in RoBERTa's vocabulary, where 0 is "<s>"), else 0."""
+    named = settings.get("pad_token")
+    if isinstance(named, dict):  # older files: {"content": "<pad>", ...}
+        named = named.get("content")
+    for token in (named, "[PAD]", "<pad>"):
+        token_id = tokenizer.token_to_id(token) if isinstance(token, str) else None
+        if token_id is not None:
+            return token_id
+    return 0
+
+
+def _convert_sentencepiece(directory: Path):
+    """A `tokenizers` tokenizer converted from sentencepiece.bpe.model by transformers (some XLM-R
+    repositories ship only that file)."""
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise CheckpointError(f"{directory} has only sentencepiece.bpe.model; converting it needs "
+                              "transformers: pip install transformers sentencepiece protobuf") from None
+    try:
+        return AutoTokenizer.from_pretrained(str(directory)).backend_tokenizer
+    except Exception as exc:  # a missing sentencepiece or protobuf, or a file it cannot read
+        raise CheckpointError(f"cannot convert {directory / 'sentencepiece.bpe.model'} "
+                              f"(pip install sentencepiece protobuf): {exc}") from exc
+
+
 def load_tokenizer(model) -> Tokenizer:
-    """The tokenizer of a model: a compiled artifact's own, or the one beside a checkpoint loaded
-    with Encoder.from_pretrained."""
+    """The tokenizer a compiled artifact carries; an Encoder carries none (models.load_model gives a
+    checkpoint's)."""
     tokenizer = getattr(model, "tokenizer", None)
-    if tokenizer is not None:
-        return tokenizer
-    directory = getattr(model, "checkpoint_dir", None)
-    if directory is None:
-        raise CheckpointError("this model has random weights and no tokenizer; "
-                              "load a checkpoint with Encoder.from_pretrained")
-    return Tokenizer(directory, max_length=model.config.max_position_embeddings)
+    if tokenizer is None:
+        raise CheckpointError("this model carries no tokenizer: pass one, e.g. "
+                              "models.load_model(spec).tokenizer for a checkpoint's")
+    return tokenizer

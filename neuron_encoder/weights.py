@@ -1,7 +1,8 @@
-"""Reading Hugging Face BERT checkpoints (plain or sentence-transformers layout): a directory becomes
+"""Reading Hugging Face encoder checkpoints (plain or sentence-transformers layout): a directory becomes
 an EncoderConfig and a state dict in our names. Building the Encoder is model.py's job.
 
-Hugging Face's names live here, in one table, and nowhere else in the package.
+Hugging Face's names live here, one table per family (BERT's, and what each other family renames or
+adds), and nowhere else in the package.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from pathlib import Path
 
 import torch
 
-from .config import EncoderConfig
+from .config import FAMILIES, POOLINGS, EncoderConfig
 from .errors import CheckpointError
 from .files import read_json_file
 
 DEFAULT_MODEL = "minilm"
 
 # Hugging Face BertModel name pattern -> our name. {i} is the layer number.
-HF_TO_OURS: dict[str, str] = {
+BERT_NAMES: dict[str, str] = {
     "embeddings.word_embeddings": "embeddings.token",
     "embeddings.position_embeddings": "embeddings.position",
     "embeddings.token_type_embeddings": "embeddings.segment",
@@ -34,29 +35,84 @@ HF_TO_OURS: dict[str, str] = {
     "encoder.layer.{i}.output.LayerNorm": "layers.{i}.feed_forward_norm",
 }
 
+DISTILBERT_NAMES: dict[str, str] = {
+    "embeddings.word_embeddings": "embeddings.token",
+    "embeddings.position_embeddings": "embeddings.position",
+    "embeddings.LayerNorm": "embeddings.norm",
+    "transformer.layer.{i}.attention.q_lin": "layers.{i}.attention.qkv[q]",
+    "transformer.layer.{i}.attention.k_lin": "layers.{i}.attention.qkv[k]",
+    "transformer.layer.{i}.attention.v_lin": "layers.{i}.attention.qkv[v]",
+    "transformer.layer.{i}.attention.out_lin": "layers.{i}.attention.out",
+    "transformer.layer.{i}.sa_layer_norm": "layers.{i}.attention_norm",
+    "transformer.layer.{i}.ffn.lin1": "layers.{i}.feed_forward.up",
+    "transformer.layer.{i}.ffn.lin2": "layers.{i}.feed_forward.down",
+    "transformer.layer.{i}.output_layer_norm": "layers.{i}.feed_forward_norm",
+}
+
+# MPNet: BERT's names but for attention's, plus the relative position bias every layer shares.
+MPNET_NAMES: dict[str, str] = {
+    **{hf: ours for hf, ours in BERT_NAMES.items() if ".attention." not in hf},
+    "encoder.layer.{i}.attention.attn.q": "layers.{i}.attention.qkv[q]",
+    "encoder.layer.{i}.attention.attn.k": "layers.{i}.attention.qkv[k]",
+    "encoder.layer.{i}.attention.attn.v": "layers.{i}.attention.qkv[v]",
+    "encoder.layer.{i}.attention.attn.o": "layers.{i}.attention.out",
+    "encoder.layer.{i}.attention.LayerNorm": "layers.{i}.attention_norm",
+    "encoder.relative_attention_bias": "relative_bias.table",
+}
+
+# ALBERT: narrow embeddings projected by the encoder, one shared layer (group 0, layer 0) of its own names.
+ALBERT_LAYER = "encoder.albert_layer_groups.0.albert_layers.0."
+ALBERT_NAMES: dict[str, str] = {
+    **{hf: ours for hf, ours in BERT_NAMES.items() if hf.startswith("embeddings.")},
+    "encoder.embedding_hidden_mapping_in": "embeddings.project",
+    ALBERT_LAYER + "attention.query": "layers.0.attention.qkv[q]",
+    ALBERT_LAYER + "attention.key": "layers.0.attention.qkv[k]",
+    ALBERT_LAYER + "attention.value": "layers.0.attention.qkv[v]",
+    ALBERT_LAYER + "attention.dense": "layers.0.attention.out",
+    ALBERT_LAYER + "attention.LayerNorm": "layers.0.attention_norm",
+    ALBERT_LAYER + "ffn": "layers.0.feed_forward.up",
+    ALBERT_LAYER + "ffn_output": "layers.0.feed_forward.down",
+    ALBERT_LAYER + "full_layer_layer_norm": "layers.0.feed_forward_norm",
+}
+
+# model_type -> its names. RoBERTa's family keeps BERT's names (its differences are in the config);
+# ELECTRA adds the projection of its narrower embeddings.
+HF_NAMES: dict[str, dict[str, str]] = {
+    "bert": BERT_NAMES, "roberta": BERT_NAMES, "xlm-roberta": BERT_NAMES, "camembert": BERT_NAMES,
+    "electra": {**BERT_NAMES, "embeddings_project": "embeddings.project"},
+    "distilbert": DISTILBERT_NAMES,
+    "mpnet": MPNET_NAMES,
+    "albert": ALBERT_NAMES,
+}
+assert set(HF_NAMES) == set(FAMILIES), "every family config.py reads needs its names here"
+
 # Checkpoint entries we know and deliberately do not use.
 IGNORED = (
-    re.compile(r"^embeddings\.position_ids$"),  # a buffer older transformers saved
+    re.compile(r"^embeddings\.(position_ids|token_type_ids)$"),  # buffers older transformers saved
     re.compile(r"^pooler\."),  # BertModel's tanh pooler; embeddings use cls/mean pooling
-    re.compile(r"^cls\."),  # pre-training heads (masked LM, next sentence)
+    # pre-training heads: BERT's (masked LM, next sentence), RoBERTa's and MPNet's, DistilBERT's, ELECTRA's,
+    # ALBERT's
+    re.compile(r"^(cls|lm_head|vocab_transform|vocab_layer_norm|vocab_projector|discriminator_predictions|"
+               r"predictions|sop_classifier)\."),
 )
 
-# Prefixes that task models and sentence-transformers put before BertModel's names.
-PREFIXES = ("bert.", "model.", "0.auto_model.")
+# Prefixes that task models and sentence-transformers put before the base model's names.
+PREFIXES = ("bert.", "roberta.", "distilbert.", "electra.", "mpnet.", "albert.", "model.", "0.auto_model.")
 
 STACK = ("q", "k", "v")
 
-_RULES = [(re.compile("^" + re.escape(hf).replace(r"\{i\}", r"(\d+)") + r"\.(weight|bias)$"), ours)
-          for hf, ours in HF_TO_OURS.items()]
+_RULES = {family: [(re.compile("^" + re.escape(hf).replace(r"\{i\}", r"(\d+)") + r"\.(weight|bias)$"), ours)
+                    for hf, ours in names.items()]
+          for family, names in HF_NAMES.items()}
 
 
-def hf_to_ours(hf_name: str) -> str | None:
-    """Our parameter name for a Hugging Face one, or None when it is not an encoder weight."""
+def hf_to_ours(hf_name: str, family: str = "bert") -> str | None:
+    """Our parameter name for a Hugging Face one of `family`, or None when it is not an encoder weight."""
     for prefix in PREFIXES:
         if hf_name.startswith(prefix):
             hf_name = hf_name[len(prefix):]
             break
-    for pattern, ours in _RULES:
+    for pattern, ours in _RULES[family]:
         match = pattern.match(hf_name)
         if match:
             *layer, kind = match.groups()
@@ -73,7 +129,8 @@ def _split_block(name: str) -> tuple[str, int | None]:
 
 
 def convert_hf_state_dict(hf_state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Rename a BertModel state dict to ours, checking every key and shape against `model`."""
+    """Rename a Hugging Face state dict of the model's family to ours, checking every key and shape
+    against `model`."""
     expected = model.state_dict()
     wanted = {f"{name}[{b}]" for name in expected if ".attention.qkv." in name for b in STACK}
     wanted |= {name for name in expected if ".attention.qkv." not in name}
@@ -81,7 +138,7 @@ def convert_hf_state_dict(hf_state: dict[str, torch.Tensor], model: torch.nn.Mod
     blocks: dict[str, dict[int, torch.Tensor]] = {}
     unexpected, wrong_shape, seen = [], [], set()
     for hf_name, tensor in hf_state.items():
-        ours = hf_to_ours(hf_name)
+        ours = hf_to_ours(hf_name, model.config.family)
         if ours is None or ours not in wanted:
             bare = hf_name.split(".", 1)[1] if hf_name.startswith(PREFIXES) else hf_name
             if not any(p.match(bare) for p in IGNORED):
@@ -144,7 +201,7 @@ def _download(repo_id: str) -> Path:
                               "Hugging Face hub needs: pip install huggingface_hub") from None
     try:
         return Path(snapshot_download(repo_id, allow_patterns=[
-            "*.json", "*.safetensors", "pytorch_model.bin", "vocab.txt", "1_Pooling/*"]))
+            "*.json", "*.safetensors", "pytorch_model.bin", "vocab.txt", "sentencepiece.bpe.model", "1_Pooling/*"]))
     except Exception as exc:  # the hub raises many types: offline, 404, auth
         raise CheckpointError(f"could not fetch {repo_id!r} from the Hugging Face hub "
                               f"(no network, or no such model?): {exc}") from exc
@@ -172,9 +229,9 @@ def read_config(directory: Path) -> EncoderConfig:
     hf = _read_json(config_file)
     if not isinstance(hf, dict):
         raise CheckpointError(f"{config_file}: expected a JSON object")
-    if hf.get("model_type", "bert") != "bert":
-        raise CheckpointError(f"{config_file}: model_type {hf.get('model_type')!r} is not a "
-                              "BERT architecture")
+    if hf.get("model_type", "bert") not in FAMILIES:
+        raise CheckpointError(f"{config_file}: model_type {hf.get('model_type')!r} is not supported; "
+                              f"supported families: {', '.join(FAMILIES)}")
     config = EncoderConfig.from_hf_config(hf)
     return config.replace(**_sentence_transformers_pooling(directory))
 
@@ -187,12 +244,12 @@ def _sentence_transformers_pooling(directory: Path) -> dict:
     settings = _read_json(pooling_file)
     if not isinstance(settings, dict):
         raise CheckpointError(f"{pooling_file}: expected a JSON object")
-    if settings.get("pooling_mode_mean_tokens"):
-        mode = "mean"
-    elif settings.get("pooling_mode_cls_token"):
-        mode = "cls"
-    else:
-        raise CheckpointError(f"{pooling_file}: only cls and mean pooling are supported")
+    # sentence-transformers 6 writes {"pooling_mode": "mean"}; earlier versions one flag per mode.
+    flags = {"cls": "pooling_mode_cls_token", "mean": "pooling_mode_mean_tokens", "max": "pooling_mode_max_tokens"}
+    chosen = [mode for mode, flag in flags.items() if settings.get(flag)]
+    mode = settings.get("pooling_mode", chosen[0] if len(chosen) == 1 else None)
+    if mode not in POOLINGS:
+        raise CheckpointError(f"{pooling_file}: only one of {', '.join(POOLINGS)} pooling is supported")
     modules_file = directory / "modules.json"
     modules = _read_json(modules_file) if modules_file.exists() else []
     if not isinstance(modules, list) or not all(isinstance(m, dict) for m in modules):

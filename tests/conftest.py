@@ -56,8 +56,15 @@ def tiny_model(tiny_config) -> Encoder:
 
 
 @pytest.fixture(scope="session")
-def minilm() -> Encoder:
-    return Encoder.from_pretrained("minilm")
+def minilm_resolved():
+    """The shipped all-MiniLM-L6-v2 as the commands resolve it: encoder, id, tokenizer, directory."""
+    from neuron_encoder.models import load_model
+    return load_model("minilm")
+
+
+@pytest.fixture(scope="session")
+def minilm(minilm_resolved) -> Encoder:
+    return minilm_resolved.encoder
 
 
 def random_inputs(config: EncoderConfig, batch: int, seq: int, seed: int = 0, pad_from: int | None = None):

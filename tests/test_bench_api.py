@@ -59,8 +59,8 @@ def test_tiny_cpu_run_end_to_end(tmp_path):
     assert "cpu-eager" in format_summary_table(again.rows)
 
 
-def test_minilm_on_real_text_with_an_slo(tmp_path, minilm):
-    result, path = run_bench(minilm, engines="cpu-eager", batch_sizes=[1, 2], seq_lens=[16], concurrency=[1],
+def test_minilm_on_real_text_with_an_slo(tmp_path, minilm_resolved):
+    result, path = run_bench(minilm_resolved, engines="cpu-eager", batch_sizes=[1, 2], seq_lens=[16], concurrency=[1],
                              duration_s=0.2, warmup=1, out_dir=tmp_path, slo_p99_ms=10_000.0)
     data = json.loads(path.read_text())
     assert data["schema"] == "neuron-encoder/bench-result" and data["command"].startswith("run_bench(")

@@ -10,12 +10,12 @@ import torch
 from neuron_encoder.bench.workload import (CORPUS, Workload, corpus_workload, draw_lengths, make_workload,
                                            synthetic_workload)
 from neuron_encoder.errors import ConfigError, ShapeError
-from neuron_encoder.text import Batch, load_tokenizer
+from neuron_encoder.text import Batch
 
 
 @pytest.fixture(scope="module")
-def tokenizer(minilm):
-    return load_tokenizer(minilm)
+def tokenizer(minilm_resolved):
+    return minilm_resolved.tokenizer
 
 
 def test_corpus_is_varied_english_from_queries_to_paragraphs(tokenizer):

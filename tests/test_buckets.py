@@ -76,9 +76,8 @@ def test_the_default_grid_stops_at_the_model_maximum():
     assert default_grid(100) == [32, 64, 100]
 
 
-def test_lengths_come_from_the_models_tokenizer(tmp_path, minilm):
-    from neuron_encoder.models import load_model
-    tokenizer = load_model(minilm).tokenizer
+def test_lengths_come_from_the_models_tokenizer(tmp_path, minilm_resolved):
+    tokenizer = minilm_resolved.tokenizer
     texts = ["A man is playing a guitar.", "hi", "", "  "]
     histogram = length_histogram(texts, tokenizer)
     assert sum(histogram.values()) == 2  # blank lines are not texts

@@ -256,17 +256,16 @@ def test_force_never_removes_a_directory_that_is_not_an_artifact(tiny_model, tmp
     assert [p.name for p in tmp_path.iterdir()] == ["my-notes"]  # no partial left beside it
 
 
-def test_the_artifact_carries_the_tokenizer_and_serves_text(tmp_path, minilm):
+def test_the_artifact_carries_the_tokenizer_and_serves_text(tmp_path, minilm_resolved):
     from neuron_encoder.embeddings import embed_texts
-    from neuron_encoder.models import load_model
-    result = compile_model(minilm, batch_sizes="2", seq_lens="32", backend="cpu", out=tmp_path / "art",
+    result = compile_model(minilm_resolved, batch_sizes="2", seq_lens="32", backend="cpu", out=tmp_path / "art",
                            options=CompileOptions(auto_cast="none"))
     assert "tokenizer/tokenizer.json" in result.manifest["files"]
     with load_compiled(result.path) as model:
         assert model.tokenizer is not None and model.tokenizer.max_length == 32
         texts = ["A man plays a guitar.", "Someone strums a guitar.", "Stocks fell sharply."]
         got = embed_texts(model, texts)  # the artifact's own tokenizer
-        expected = embed_texts(minilm, texts, load_model(minilm).tokenizer)
+        expected = embed_texts(minilm_resolved.encoder, texts, minilm_resolved.tokenizer)
         assert torch.nn.functional.cosine_similarity(got, expected).min() > 0.9999
 
 
@@ -303,10 +302,10 @@ def test_auto_precision_that_fails_the_gate_falls_back_to_fp32(tiny_model, tmp_p
                       options=CompileOptions(auto_cast="matmult"), tolerance=Tolerance(min_cosine=1.5))
 
 
-def test_seq_lens_auto_chooses_buckets_for_the_texts_and_records_why(tmp_path, minilm):
+def test_seq_lens_auto_chooses_buckets_for_the_texts_and_records_why(tmp_path, minilm_resolved):
     texts = tmp_path / "traffic.txt"
     texts.write_text("\n".join(["hi there"] * 30 + ["a much longer sentence " * 6] * 10))
-    result = compile_model(minilm, batch_sizes="1", seq_lens="auto", lengths_from=texts, max_buckets=2,
+    result = compile_model(minilm_resolved, batch_sizes="1", seq_lens="auto", lengths_from=texts, max_buckets=2,
                            backend="cpu", out=tmp_path / "art", options=CompileOptions(auto_cast="none"))
     choice = result.manifest["bucket_choice"]
     seqs = sorted({b["seq"] for b in result.manifest["buckets"]})

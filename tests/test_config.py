@@ -5,7 +5,7 @@ import dataclasses
 import pytest
 
 from neuron_encoder.config import PRESETS, EncoderConfig, preset
-from neuron_encoder.errors import ConfigError
+from neuron_encoder.errors import ConfigError, ShapeError
 
 
 def test_bert_base_defaults_are_berts():
@@ -42,8 +42,14 @@ def test_config_is_frozen():
     ({"vocab_size": -1}, ["vocab_size"]),
     ({"hidden_act": "swish"}, ["swish"]),
     ({"layer_norm_eps": 0.0}, ["layer_norm_eps"]),
-    ({"pooling": "max"}, ["max"]),
+    ({"pooling": "weighted"}, ["weighted"]),
     ({"pad_token_id": 99999}, ["pad_token_id=99999"]),
+    ({"type_vocab_size": -1}, ["type_vocab_size", "-1"]),
+    ({"embedding_size": 0}, ["embedding_size", "0"]),
+    ({"position_offset": 512}, ["position_offset=512", "max_position_embeddings=512"]),
+    ({"relative_attention_buckets": 30}, ["relative_attention_buckets=30"]),
+    ({"family": "gpt2"}, ["gpt2", "distilbert"]),
+    ({"share_layers": "yes"}, ["share_layers='yes'"]),
 ])
 def test_invalid_configs_name_the_values(changes, words):
     with pytest.raises(ValueError) as info:
@@ -72,3 +78,30 @@ def test_round_trip_dict():
     assert EncoderConfig.from_dict(c.to_dict()) == c
     with pytest.raises(ConfigError, match="colour"):
         EncoderConfig.from_dict({"colour": 1})
+
+
+def test_the_usable_length_leaves_out_robertas_offset():
+    c = preset("roberta-base")
+    assert (c.max_position_embeddings, c.position_offset, c.max_length) == (514, 2, 512)
+    c.check_sequence_length(512)
+    with pytest.raises(ShapeError, match="longer than the model's 512 positions"):
+        c.check_sequence_length(513)
+
+
+def test_from_hf_config_reads_each_familys_names():
+    distil = EncoderConfig.from_hf_config({"model_type": "distilbert", "dim": 384, "hidden_dim": 1536, "n_layers": 3,
+                                           "n_heads": 6, "activation": "relu", "max_position_embeddings": 512})
+    assert (distil.hidden_size, distil.intermediate_size, distil.num_hidden_layers, distil.num_attention_heads,
+            distil.hidden_act, distil.type_vocab_size, distil.layer_norm_eps) == (384, 1536, 3, 6, "relu", 0, 1e-12)
+    roberta = EncoderConfig.from_hf_config({"model_type": "xlm-roberta", "pad_token_id": 1, "type_vocab_size": 1})
+    assert roberta.position_offset == 2 and roberta.family == "xlm-roberta"
+    assert EncoderConfig.from_hf_config({"model_type": "electra", "embedding_size": 768}).embedding_size is None
+    assert EncoderConfig.from_hf_config({"model_type": "electra", "embedding_size": 128}).embedding_size == 128
+    mpnet = EncoderConfig.from_hf_config({"model_type": "mpnet", "relative_attention_num_buckets": 32})
+    assert (mpnet.type_vocab_size, mpnet.position_offset, mpnet.relative_attention_buckets) == (0, 2, 32)
+    with pytest.raises(ConfigError, match="always computes 32 buckets"):
+        EncoderConfig.from_hf_config({"model_type": "mpnet", "relative_attention_num_buckets": 64})
+    albert = EncoderConfig.from_hf_config({"model_type": "albert", "embedding_size": 128, "hidden_act": "gelu_new"})
+    assert albert.share_layers and albert.embedding_size == 128 and albert.hidden_act == "gelu_tanh"
+    with pytest.raises(ConfigError, match="supported families: bert, distilbert"):
+        EncoderConfig.from_hf_config({"model_type": "t5"})

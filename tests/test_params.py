@@ -63,5 +63,22 @@ def test_cli_unknown_preset_is_a_config_error_with_the_known_presets():
     result = CliRunner().invoke(app, ["params", "--preset", "nope"])
     assert isinstance(result.exception, ConfigError) and result.exception.exit_code == 2
     assert str(result.exception) == ("unknown preset 'nope'; known presets: bert-base, bert-large, minilm-l6, "
-                                     "keras-bert, tiny")
+                                     "keras-bert, distilbert-base, roberta-base, xlm-roberta-base, tiny")
     assert result.output == ""  # nothing half-printed
+
+
+@pytest.mark.parametrize("name, published", [
+    ("distilbert-base", 66_362_880),  # distilbert-base-uncased: DistilBertModel, which has no pooler
+    ("roberta-base", 124_645_632),  # roberta-base: RobertaModel with its pooler
+    ("xlm-roberta-base", 278_043_648),  # xlm-roberta-base: XLMRobertaModel with its pooler
+])
+def test_family_presets_count_the_published_models(name, published):
+    counts = breakdown(preset(name))
+    assert counts["total"] + counts["pooler"] == published
+
+
+def test_random_family_presets_load_seeded():
+    from neuron_encoder.models import load_model
+    resolved = load_model("random:distilbert-base")
+    assert resolved.encoder.config.family == "distilbert" and resolved.encoder.embeddings.segment is None
+    assert resolved.model_id == "random:distilbert-base" and resolved.tokenizer is None

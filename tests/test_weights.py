@@ -41,17 +41,17 @@ def test_minilm_config_from_its_files(minilm):
 
 
 @pytest.mark.slow
-def test_minilm_embeddings_equal_sentence_transformers(minilm):
+def test_minilm_embeddings_equal_sentence_transformers(minilm_resolved):
     st = pytest.importorskip("sentence_transformers")
     reference = st.SentenceTransformer(str(resolve("minilm")), device="cpu")
     expected = torch.tensor(reference.encode(SENTENCES, normalize_embeddings=True))
-    ours = embed_texts(minilm, SENTENCES)
+    ours = embed_texts(minilm_resolved.encoder, SENTENCES, minilm_resolved.tokenizer)
     cosines = torch.nn.functional.cosine_similarity(ours, expected, dim=-1)
     assert cosines.min().item() >= 0.9999, cosines
 
 
-def test_paraphrase_scores_above_unrelated(minilm):
-    sim = cosine_matrix(embed_texts(minilm, SENTENCES))
+def test_paraphrase_scores_above_unrelated(minilm_resolved):
+    sim = cosine_matrix(embed_texts(minilm_resolved.encoder, SENTENCES, minilm_resolved.tokenizer))
     assert sim[0, 1] > sim[0, 2] + 0.3 and sim[0, 1] > sim[0, 3] + 0.3
     torch.testing.assert_close(sim.diagonal(), torch.ones(4))
 

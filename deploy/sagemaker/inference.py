@@ -52,7 +52,7 @@ def model_fn(model_dir: str) -> Model:
     strict = truncating = None
     if tokenizer is not None:
         strict, truncating = copy.copy(tokenizer), copy.copy(tokenizer)
-        strict.max_length = loaded.config.max_position_embeddings
+        strict.max_length = loaded.config.max_length
         truncating.max_length = loaded.max_seq_len
     log.info("loaded %s (%s, buckets %s), tokenizer %s", directory, loaded.manifest.get("backend"),
              [bucket["name"] for bucket in loaded.manifest["buckets"]], "yes" if tokenizer is not None else "none")
