@@ -17,7 +17,7 @@ from .config import preset
 from .errors import ConfigError
 from .model import Encoder
 from .text import Tokenizer, has_tokenizer
-from .weights import DEFAULT_MODEL, resolve
+from .weights import DEFAULT_MODEL, resolve, text_limit
 
 log = logging.getLogger(__name__)
 
@@ -52,5 +52,6 @@ def load_model(spec: str | Path | Encoder = DEFAULT_MODEL, seed: int = 0) -> Res
     directory = resolve(spec)
     encoder = Encoder.from_pretrained(directory)
     log.info("loaded %s from %s", spec, directory)
-    tokenizer = Tokenizer(directory, max_length=encoder.config.max_length) if has_tokenizer(directory) else None
+    limit = text_limit(directory, encoder.config.max_length)
+    tokenizer = Tokenizer(directory, max_length=limit) if has_tokenizer(directory) else None
     return ResolvedModel(encoder, str(spec), tokenizer, directory)

@@ -258,6 +258,19 @@ def _sentence_transformers_pooling(directory: Path) -> dict:
     return {"pooling": mode, "normalize": normalize}
 
 
+def text_limit(directory: Path, model_limit: int) -> int:
+    """Tokens a text keeps: sentence-transformers cuts at sentence_bert_config.json's max_seq_length
+    (256 for all-MiniLM-L6-v2), which may be below what the model's positions allow."""
+    settings_file = directory / "sentence_bert_config.json"
+    settings = _read_json(settings_file) if settings_file.exists() else {}
+    limit = settings.get("max_seq_length") if isinstance(settings, dict) else None
+    if limit is None:
+        return model_limit
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise CheckpointError(f"{settings_file}: max_seq_length must be a positive integer, got {limit!r}")
+    return min(limit, model_limit)
+
+
 def _read_json(path: Path):
     return read_json_file(path, "checkpoint file", CheckpointError)
 

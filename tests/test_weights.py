@@ -50,6 +50,26 @@ def test_minilm_embeddings_equal_sentence_transformers(minilm_resolved):
     assert cosines.min().item() >= 0.9999, cosines
 
 
+def test_a_text_longer_than_max_seq_length_is_cut_where_sentence_transformers_cuts_it(minilm_resolved):
+    """sentence_bert_config.json's max_seq_length (256) is what the tokenizer keeps, not the model's 512."""
+    st = pytest.importorskip("sentence_transformers")
+    reference = st.SentenceTransformer(str(resolve("minilm")), device="cpu")
+    long_text = " ".join(["the guitar player strums a long chord progression on stage"] * 40)  # ~400 tokens
+    assert minilm_resolved.tokenizer.max_length == 256 < len(minilm_resolved.tokenizer.token_ids([long_text])[0])
+    expected = torch.tensor(reference.encode([long_text], normalize_embeddings=True))
+    ours = embed_texts(minilm_resolved.encoder, [long_text], minilm_resolved.tokenizer)
+    assert torch.nn.functional.cosine_similarity(ours, expected).item() >= 0.9999
+
+
+@pytest.mark.parametrize("text", ['{"max_seq_length": 0}', '{"max_seq_length": "long"}'])
+def test_a_bad_max_seq_length_is_a_checkpoint_error(checkpoint_copy, text):
+    from neuron_encoder.errors import CheckpointError
+    from neuron_encoder.weights import text_limit
+    (checkpoint_copy / "sentence_bert_config.json").write_text(text)
+    with pytest.raises(CheckpointError, match="max_seq_length must be a positive integer"):
+        text_limit(checkpoint_copy, 512)
+
+
 def test_paraphrase_scores_above_unrelated(minilm_resolved):
     sim = cosine_matrix(embed_texts(minilm_resolved.encoder, SENTENCES, minilm_resolved.tokenizer))
     assert sim[0, 1] > sim[0, 2] + 0.3 and sim[0, 1] > sim[0, 3] + 0.3
