@@ -82,7 +82,7 @@ def corpus_summary(artifact_dir: Path, encoder, echo: Callable[[str], None], sen
     from .runtime import load_compiled
     texts = corpus_texts(sentences)
     with load_compiled(artifact_dir) as model:
-        batch_size = max(max(sizes) for sizes in model.batch_sizes.values())
+        batch_size = max(batch for batch, _ in model.shapes.buckets)
         batches = length_sorted_batches(model.tokenizer, texts, batch_size)
         passes = {"artifact": model_pass(model, batches)}
         theirs = sentence_transformers_pass(encoder.checkpoint_dir, texts, theirs_batch)

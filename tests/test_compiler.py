@@ -75,10 +75,14 @@ def test_compiled_equals_eager_with_routing_padding_and_splitting(compiled, tiny
 
 def test_routing_picks_the_smallest_bucket_and_splits(compiled):
     model = load_compiled(compiled.path)
-    assert model.route(1, 10) == ((1, 1, 16),)
-    assert model.route(3, 17) == ((3, 4, 32),)
-    assert model.route(9, 16) == ((4, 4, 16), (4, 4, 16), (1, 1, 16))
-    assert model.route(9, 16) is model.route(9, 16)  # memoised per shape
+    shapes = model.shapes
+    assert shapes.chunks(1, 10) == ((1, 1, 16),)
+    assert shapes.chunks(3, 17) == ((3, 4, 32),)
+    assert shapes.chunks(9, 16) == ((4, 4, 16), (4, 4, 16), (1, 1, 16))
+    assert shapes.uniform(9, 16) is shapes.uniform(9, 16)  # memoised per shape
+    plan = model.plan([[5] * 10, [5] * 3, [5] * 17])  # ragged rows: one call, filed under (4, 32)
+    assert [(call.start, call.rows, call.bucket) for call in plan.calls] == [(0, 3, (4, 32))]
+    assert plan.real_tokens == 30 and plan.computed_tokens == 3 * 17  # the CPU runs (3, 17), unpadded
 
 
 def test_embed_pools_like_the_eager_model(compiled, tiny_model, tiny_config):
@@ -333,7 +337,7 @@ def test_the_cpu_runs_inputs_at_their_own_shape_and_splits_only_big_batches(comp
         bucket.module = lambda *inputs, inner=inner: (seen.append(tuple(inputs[0].shape)), inner(*inputs))[1]
     ids, mask, types = sample_inputs(tiny_config, 9, 13, seed=4)
     got = model(ids, mask, types)
-    assert not model.fixed_shapes and seen == [(4, 13), (4, 13), (1, 13)]  # split by the largest batch, unpadded
+    assert not model.shapes.fixed and seen == [(4, 13), (4, 13), (1, 13)]  # split by the largest batch, unpadded
     with torch.no_grad():
         assert compare_outputs(got, tiny_model(ids, mask, types), mask)["max_abs"] < 1e-4
     model.close()

@@ -32,9 +32,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from neuron_encoder import __version__, artifact
 from neuron_encoder.serve import errors, invocations, schemas
-from neuron_encoder.serve.batcher import Batcher, BucketTable
+from neuron_encoder.serve.batcher import Batcher
 from neuron_encoder.serve.infer import Embedded, Inference
 from neuron_encoder.serve.metrics import Metrics
+from neuron_encoder.serve.packing import BucketTable
 from neuron_encoder.serve.replicas import ArtifactSource, LoadedReplica, Replicas, plan_replicas, run_batch
 from neuron_encoder.serve.settings import ServeSettings, resolve
 
@@ -100,9 +101,8 @@ class Service:
 
     def _wire(self, loop: asyncio.AbstractEventLoop, loaded: list[LoadedReplica]) -> None:
         model, s = loaded[0].model, self.settings
-        table = BucketTable.build(model.buckets, s.max_batch_tokens, s.max_batch_requests, loaded[0].warm_ms,
-                                  fixed_shapes=model.fixed_shapes)
-        self.batcher = Batcher(table, self.metrics, lambda replica, rows, seq: self.run(replica.model, rows, seq),
+        table = BucketTable.build(model.shapes, s.max_batch_tokens, s.max_batch_requests)
+        self.batcher = Batcher(table, self.metrics, lambda replica, rows: self.run(replica.model, rows),
                                max_inputs=s.max_concurrent_requests, delay_ms=s.max_batch_delay_ms,
                                timeout_ms=s.request_timeout_ms)
         self.inference = Inference(self.batcher, self.metrics, model.tokenizer, model.config.vocab_size,
@@ -177,7 +177,7 @@ def describe(settings: ServeSettings, plan, loaded: list[LoadedReplica], table: 
         "replicas": plan.count, "replica_plan": plan.describe(),
         "placement": [f"replica {r.index}: " + replica_location(r, plan) for r in loaded],
         "warm_up_ms": {f"b{b}_s{s}": round(ms, 3) for (b, s), ms in sorted(loaded[0].warm_ms.items())},
-        "bucket_cost_ms": {f"b{b}_s{s}": round(ms, 3) for (b, s), ms in sorted(table.costs.items())},
+        "bucket_cost_ms": {f"b{b}_s{s}": round(ms, 3) for (b, s), ms in sorted(model.shapes.costs.items())},
         "max_input_length": table.max_length, "max_batch_tokens": settings.max_batch_tokens,
         "max_batch_requests": table.max_rows, "max_client_batch_size": settings.max_client_batch_size,
         "max_concurrent_requests": settings.max_concurrent_requests, "auto_truncate": settings.auto_truncate,
