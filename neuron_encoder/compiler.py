@@ -128,19 +128,28 @@ def _compile(plan: _Plan, out, artifacts_dir, force: bool, tolerance: Tolerance,
     return CompileResult(out, manifest, False, plan.reason)
 
 
+def _programs(plan: _Plan) -> list[tuple[tuple[int, int], list[tuple[int, int]]]]:
+    """(the bucket a program is compiled and gated at, the buckets it serves): one per bucket where the
+    backend fixes shapes; one for all, gated at the largest, where it runs any shape (the CPU)."""
+    if plan.backend.fixed_shapes:
+        return [(bucket, [bucket]) for bucket in plan.buckets]
+    return [(max(plan.buckets), plan.buckets)]
+
+
 def _build_buckets(plan: _Plan, temp: Path, tolerance: Tolerance, progress: Progress) -> tuple[list, dict]:
-    """Compile, save, reload and gate every bucket (a host that cannot run them records why)."""
+    """Compile, save, reload and gate every program (a host that cannot run them records why)."""
     backend, options, encoder = plan.backend, plan.options, plan.resolved.encoder
     runs_here = backend.can_run()
     records, references = [], {}
-    (temp / "buckets").mkdir()
-    for i, (batch, seq) in enumerate(plan.buckets, 1):
-        name = artifact.bucket_name(batch, seq)
-        progress(f"[{i}/{len(plan.buckets)}] {name}: compiling for {backend.name} ({options.precision})...")
+    programs = _programs(plan)
+    for i, ((batch, seq), served) in enumerate(programs, 1):
+        name = artifact.bucket_name(batch, seq) if backend.fixed_shapes else "model"
+        progress(f"[{i}/{len(programs)}] {name}: compiling for {backend.name} ({options.precision})...")
         ref = reference(encoder, encoder.config, batch, seq)
         start = time.perf_counter()
         compiled = backend.compile(encoder, ref["inputs"], options, temp / artifact.LOGS / name)
-        file = Path("buckets") / f"{name}{backend.suffix}"
+        file = artifact.program_file(backend.suffix, (batch, seq) if backend.fixed_shapes else None)
+        (temp / file).parent.mkdir(parents=True, exist_ok=True)
         backend.save(compiled, temp / file)
         seconds = time.perf_counter() - start
         if runs_here:  # check the saved file, as users will load it
@@ -154,10 +163,12 @@ def _build_buckets(plan: _Plan, temp: Path, tolerance: Tolerance, progress: Prog
             numerics = {"verified": False, "reason": "cross-compiled: this host cannot run it; "
                                                      "verified on first load on the device"}
             verdict = "not verified (cross-compiled)"
-        progress(f"[{i}/{len(plan.buckets)}] {name}: {seconds:.1f} s; {verdict}")
-        records.append({"name": name, "batch": batch, "seq": seq, "file": str(file),
-                        "compile_seconds": round(seconds, 3), "numerics": numerics})
-        references[name] = ref
+        progress(f"[{i}/{len(programs)}] {name}: {seconds:.1f} s; {verdict}")
+        for j, bucket in enumerate(served):  # a shared program's compile time counts once
+            records.append({"name": artifact.bucket_name(*bucket), "batch": bucket[0], "seq": bucket[1],
+                            "file": str(file), "compile_seconds": round(seconds, 3) if j == 0 else 0.0,
+                            "numerics": numerics})
+            references[artifact.bucket_name(*bucket)] = ref
     return records, references
 
 

@@ -135,7 +135,7 @@ class CompiledEncoder:
 
     def close(self) -> None:
         """Free what the buckets hold (NeuronCores, GPU memory, process settings); calls fail after."""
-        for bucket in self.buckets.values():
+        for bucket in {id(b): b for b in self.buckets.values()}.values():  # a program may serve several
             bucket.close()
 
     def __enter__(self) -> CompiledEncoder:
@@ -189,22 +189,25 @@ def load_compiled(directory: str | Path, replicas: int | None = None,
         replicas = max(1, hardware.neuron_core_count() - start_core) if backend.name == "neuron" else 1
     wanted = {tuple(b) for b in buckets} if buckets else None
     loaded: dict[tuple[int, int], LoadedBucket] = {}
+    programs: dict[str, LoadedBucket] = {}  # by file: a CPU artifact's one program serves every bucket
     unverified = []
     try:
         for record in manifest["buckets"]:
             key = (record["batch"], record["seq"])
             if wanted and key not in wanted:
                 continue
-            loaded[key] = backend.load(directory / record["file"], manifest["precision"], replicas=replicas,
-                                       start_core=start_core)
-            if not record["numerics"].get("verified"):
-                unverified.append(record)
+            if record["file"] not in programs:
+                programs[record["file"]] = backend.load(directory / record["file"], manifest["precision"],
+                                                        replicas=replicas, start_core=start_core)
+                if not record["numerics"].get("verified"):
+                    unverified.append(record)
+            loaded[key] = programs[record["file"]]
         if not loaded:
             raise ArtifactError(f"none of the buckets {sorted(wanted or [])} is in {directory}")
         if unverified:
             _verify_on_first_load(directory, manifest, loaded, unverified)
     except BaseException:
-        for bucket in loaded.values():  # a failed load gives back the cores it took
+        for bucket in programs.values():  # a failed load gives back the cores it took
             bucket.close()
         raise
     return CompiledEncoder(directory, manifest, loaded, fixed_shapes=backend.fixed_shapes)
@@ -230,8 +233,11 @@ def _verify_on_first_load(directory: Path, manifest: dict, loaded: dict, records
     references = torch.load(directory / "reference.pt", weights_only=True)
     tolerance = Tolerance(**manifest["tolerance"])
     for record in records:
-        record["numerics"] = check_bucket(loaded[(record["batch"], record["seq"])], references[record["name"]],
-                                          manifest["precision"], tolerance, record["name"])
+        numerics = check_bucket(loaded[(record["batch"], record["seq"])], references[record["name"]],
+                                manifest["precision"], tolerance, record["name"])
+        for sharing in manifest["buckets"]:  # every bucket this program serves
+            if sharing["file"] == record["file"]:
+                sharing["numerics"] = numerics
         log.info("verified %s on first load: max abs %.2e, min cosine %.6f", record["name"],
                  record["numerics"]["max_abs"], record["numerics"]["min_cosine"])
     try:
