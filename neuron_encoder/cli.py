@@ -222,7 +222,7 @@ def serve(
     from .errors import ConfigError
     from .options import compile_options
     try:
-        from .serve.app import serve as run_server
+        from .serve.server import serve as run_server
         from .serve.settings import ServeSettings
     except ImportError as exc:
         raise ConfigError(f"the server needs its extra ({exc.name} is missing): "

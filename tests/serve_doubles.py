@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from neuron_encoder.errors import run_main
-from neuron_encoder.serve.app import serve
+from neuron_encoder.serve.server import serve
 from neuron_encoder.serve.replicas import run_batch
 from neuron_encoder.serve.settings import ServeSettings
 
