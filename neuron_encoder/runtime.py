@@ -169,7 +169,8 @@ class CompiledEncoder:
 
 
 def load_compiled(directory: str | Path, replicas: int | None = None,
-                  buckets: Sequence[tuple[int, int]] | None = None, start_core: int = 0) -> CompiledEncoder:
+                  buckets: Sequence[tuple[int, int]] | None = None, start_core: int = 0,
+                  record_verification: bool = True) -> CompiledEncoder:
     """Load an artifact after checking every file's sha256 against its manifest, and that this host
     can run it (a Neuron artifact for another NeuronCore generation or compiler major version is
     refused, naming both; smaller differences are logged as warnings).
@@ -179,7 +180,8 @@ def load_compiled(directory: str | Path, replicas: int | None = None,
     a server with one replica thread per core loads with replicas=1, start_core=i, and
     CompiledEncoder.placement says which cores it holds. Elsewhere both are ignored. A cross-compiled
     artifact is verified here, on its first load on a device, against the reference outputs stored
-    beside it, and the manifest records the result.
+    beside it; with record_verification (the default) the result is written into its manifest.json,
+    so later loads skip the check (pass False for a load that must not write into the directory).
     """
     directory = Path(directory)
     manifest = artifact.read_manifest(directory)
@@ -205,7 +207,7 @@ def load_compiled(directory: str | Path, replicas: int | None = None,
         if not loaded:
             raise ArtifactError(f"none of the buckets {sorted(wanted or [])} is in {directory}")
         if unverified:
-            _verify_on_first_load(directory, manifest, loaded, unverified)
+            _verify_on_first_load(directory, manifest, loaded, unverified, record_verification)
     except BaseException:
         for bucket in programs.values():  # a failed load gives back the cores it took
             bucket.close()
@@ -229,7 +231,8 @@ def _host_backend(directory: Path, manifest: dict) -> Backend:
     return backend
 
 
-def _verify_on_first_load(directory: Path, manifest: dict, loaded: dict, records: list[dict]) -> None:
+def _verify_on_first_load(directory: Path, manifest: dict, loaded: dict, records: list[dict],
+                          write: bool) -> None:
     references = torch.load(directory / "reference.pt", weights_only=True)
     tolerance = Tolerance(**manifest["tolerance"])
     for record in records:
@@ -239,7 +242,9 @@ def _verify_on_first_load(directory: Path, manifest: dict, loaded: dict, records
             if sharing["file"] == record["file"]:
                 sharing["numerics"] = numerics
         log.info("verified %s on first load: max abs %.2e, min cosine %.6f", record["name"],
-                 record["numerics"]["max_abs"], record["numerics"]["min_cosine"])
+                 numerics["max_abs"], numerics["min_cosine"])
+    if not write:
+        return
     try:
         write_json_atomic(directory / artifact.MANIFEST, manifest)
     except OSError as exc:  # a read-only artifact still runs; it is verified again next time
