@@ -37,6 +37,15 @@ class CompileResult:
 
 
 @dataclass(frozen=True)
+class _SeqChoice:
+    """How the sequence buckets are chosen: the given lengths, or "auto" (buckets.plan_seq_lens)."""
+
+    seq_lens: str | Sequence[int]
+    lengths_from: str | Path | None  # with "auto": the texts whose padding the lengths minimise
+    max_buckets: int
+
+
+@dataclass(frozen=True)
 class _Plan:
     """Everything a compile depends on, decided before any work: its cache key names the artifact."""
 
@@ -68,7 +77,8 @@ def compile_model(model: str | Path | Encoder | ResolvedModel = "minilm", *,
     inputs (weights, config, buckets, backend, options, versions) reuses the artifact unless `force`.
     With auto_cast="auto", a reduced precision that fails the gate falls back to fp32, and says so.
     """
-    plan = _plan(model, batch_sizes, (seq_lens, lengths_from, max_buckets), backend, options)
+    sequences = _SeqChoice(seq_lens, lengths_from, max_buckets)
+    plan = _plan(model, batch_sizes, sequences, backend, options)
     progress(f"backend {plan.reason}")
     try:
         return _compile(plan, out, artifacts_dir, force, tolerance, progress)
@@ -76,21 +86,19 @@ def compile_model(model: str | Path | Encoder | ResolvedModel = "minilm", *,
         if not plan.auto_precision or plan.options.precision == "fp32":
             raise
         progress(f"auto: {plan.options.precision} fails the numerics gate ({error}); compiling fp32 instead")
-        fp32 = _plan(plan.resolved, batch_sizes, (seq_lens, lengths_from, max_buckets), plan.backend.name,
-                     options.replace(auto_cast="none"))
+        fp32 = _plan(plan.resolved, batch_sizes, sequences, plan.backend.name, options.replace(auto_cast="none"))
         fp32 = dataclasses.replace(fp32, reason=f"{plan.reason}; fp32 after {plan.options.precision} "
                                                 "failed the numerics gate")
         return _compile(fp32, out, artifacts_dir, force, tolerance, progress)
 
 
-def _plan(model, batch_sizes, sequences: tuple, backend: str, options: CompileOptions) -> _Plan:
+def _plan(model, batch_sizes, sequences: _SeqChoice, backend: str, options: CompileOptions) -> _Plan:
     chosen, resolved_options, reason = select_backend(backend, options)
     resolved = model if isinstance(model, ResolvedModel) else load_model(model)
     encoder = resolved.encoder
     batches = parse_sizes(batch_sizes, "batch sizes")
-    seq_lens, lengths_from, max_buckets = sequences
-    seqs, choice = plan_seq_lens(seq_lens, encoder.config.max_position_embeddings, resolved.tokenizer,
-                                 lengths_from, max_buckets)
+    seqs, choice = plan_seq_lens(sequences.seq_lens, encoder.config.max_position_embeddings, resolved.tokenizer,
+                                 sequences.lengths_from, sequences.max_buckets)
     encoder.config.check_sequence_length(seqs[-1])
     buckets = [(b, s) for s in seqs for b in batches]
     settings = {

@@ -35,8 +35,8 @@ def tokenizer():
 
 def run(tokenizer, body, auto_truncate=False):
     async def scenario():
-        batcher = Batcher(BucketTable.build(ShapePolicy([(4, 8), (4, 16)]), 1024), Metrics(1, lambda: 0, lambda: 0), echo,
-                          max_inputs=64)
+        table = BucketTable.build(ShapePolicy([(4, 8), (4, 16)]), 1024)
+        batcher = Batcher(table, Metrics(1, lambda: 0, lambda: 0), echo, max_inputs=64)
         batcher.start(asyncio.get_running_loop(), [ModelThread(lambda: None, name="echo-replica")])
         inference = Inference(batcher, batcher.metrics, tokenizer, 30522, auto_truncate)
         try:
