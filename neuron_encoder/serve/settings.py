@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Mapping
 
 from neuron_encoder.backends import CompileOptions
-from neuron_encoder.errors import ConfigError
+from neuron_encoder.errors import ConfigError, positive_int
 
 SAGEMAKER_PORT = 8080
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
@@ -54,10 +54,10 @@ class ServeSettings:
     def __post_init__(self) -> None:
         for name in ("port", "max_batch_tokens", "max_client_batch_size", "max_concurrent_requests",
                      "payload_limit"):
-            _positive(name, getattr(self, name))
+            positive_int(f"--{_dashed(name)}", getattr(self, name))
         for name in ("replicas", "max_batch_requests"):
             if getattr(self, name) is not None:
-                _positive(name, getattr(self, name))
+                positive_int(f"--{_dashed(name)}", getattr(self, name))
         for name in ("request_timeout_ms", "graceful_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"--{_dashed(name)} must be positive, got {getattr(self, name)!r}")
@@ -84,11 +84,6 @@ class ServeSettings:
 
 def _dashed(name: str) -> str:
     return name.replace("_", "-")
-
-
-def _positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"--{_dashed(name)} must be a positive integer, got {value!r}")
 
 
 def resolve(settings: ServeSettings, environ: Mapping[str, str] | None = None,
