@@ -21,6 +21,7 @@ from .model import Encoder
 from .models import ResolvedModel, load_model
 from .numerics import Tolerance, check_bucket, reference
 from .options import parse_sizes
+from .weights import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class _Plan:
         return artifact.cache_key(self.settings)
 
 
-def compile_model(model: str | Path | Encoder | ResolvedModel = "minilm", *,
+def compile_model(model: str | Path | Encoder | ResolvedModel = DEFAULT_MODEL, *,
                   batch_sizes: str | Sequence[int] = (1,), seq_lens: str | Sequence[int] = (128,),
                   backend: str = "auto", options: CompileOptions = CompileOptions(),
                   out: str | Path | None = None, artifacts_dir: str | Path = DEFAULT_ARTIFACTS_DIR,

@@ -13,6 +13,7 @@ from typing import Mapping
 
 from neuron_encoder.backends import CompileOptions
 from neuron_encoder.errors import ConfigError, positive_int
+from neuron_encoder.weights import DEFAULT_MODEL
 
 SAGEMAKER_PORT = 8080
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
@@ -28,7 +29,7 @@ class ServeSettings:
     """What `neuron-encoder serve` runs with; the option of each field is its name with dashes."""
 
     artifact: str | None = None  # a compiled artifact directory; else `model` is compiled (through the cache)
-    model: str | None = None  # a model spec (see models.py); "minilm" when neither is given
+    model: str | None = None  # a model spec (see models.py); DEFAULT_MODEL when neither is given
     backend: str = "auto"
     batch_sizes: str = DEFAULT_BATCH_SIZES
     seq_lens: str = DEFAULT_SEQ_LENS
@@ -76,7 +77,7 @@ class ServeSettings:
 
     @property
     def model_spec(self) -> str:
-        return self.model or "minilm"
+        return self.model or DEFAULT_MODEL
 
     def replace(self, **changes) -> ServeSettings:
         return replace(self, **changes)
