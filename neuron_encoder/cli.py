@@ -135,42 +135,49 @@ def compile_command(
                                        for b in result.manifest["buckets"]]}, indent=2))
 
 
-
 @app.command()
 def bench(
     model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
     engines: Optional[str] = typer.Option(None, help="what to time: auto, families (cpu, cuda, neuron) or engines "
                                                      "(cpu-eager, cpu-artifact-fp32, cuda-eager-fp16, "
                                                      "neuron-1core, ...); default auto, none with --endpoint"),
-    batch_sizes: str = typer.Option("1,8", help="comma-separated batch sizes"),
-    seq_lens: str = typer.Option("128", help="comma-separated sequence lengths"),
-    concurrency: str = typer.Option("1,2", help="closed-loop worker counts"),
+    batch_sizes: Optional[str] = typer.Option(None, help="comma-separated batch sizes (default 1,8)"),
+    seq_lens: Optional[str] = typer.Option(None, help="comma-separated sequence lengths (default 128)"),
+    concurrency: Optional[str] = typer.Option(None, help="closed-loop worker counts (default 1,2)"),
     rates: Optional[str] = typer.Option(None, help="open-loop request rates per second, e.g. 50,100"),
-    duration: float = typer.Option(5.0, help="seconds measured per configuration (warm-up excluded)"),
-    warmup: int = typer.Option(3, help="warm-up calls per worker, not measured"),
+    duration: Optional[float] = typer.Option(None, help="seconds measured per configuration (warm-up excluded; "
+                                                        "default 5)"),
+    warmup: Optional[int] = typer.Option(None, help="warm-up calls per worker, not measured (default 3)"),
     slo_p99_ms: Optional[float] = typer.Option(None, help="find the highest throughput whose p99 stays under this"),
     artifact: List[str] = typer.Option([], help="benchmark this compiled artifact instead of compiling"),
     target: Optional[str] = typer.Option(None, help="Neuron target when compiling for Neuron"),
-    auto_cast: str = typer.Option("auto", help="Neuron auto-cast; auto: as AWS measured its published numbers "
-                                               "(matmult, bf16, --disable-mixed-precision-accumulation); else "
-                                               "none | matmult | all"),
-    auto_cast_type: str = typer.Option("bf16", help="Neuron auto-cast type"),
-    out_dir: str = typer.Option("bench-results", help="where the JSON and CSV results go"),
+    auto_cast: Optional[str] = typer.Option(None, help="Neuron auto-cast; auto: as AWS measured its published "
+                                                       "numbers (matmult, bf16, --disable-mixed-precision-"
+                                                       "accumulation); else none | matmult | all"
+                                                       + _default("auto_cast", CompileOptions)),
+    auto_cast_type: Optional[str] = typer.Option(None, help="Neuron auto-cast type"
+                                                 + _default("auto_cast_type", CompileOptions)),
+    out_dir: Optional[str] = typer.Option(None, help="where the JSON and CSV results go (default bench-results)"),
     endpoint: List[str] = typer.Option([], help="also time this embedding endpoint (repeatable): a URL, or a "
                                                 "SageMaker endpoint name with --endpoint-kind sagemaker"),
-    endpoint_kind: str = typer.Option("openai", help="openai (/v1/embeddings) | tei (/embed) | sagemaker "
-                                                     "(/invocations, or invoke_endpoint by name)"),
+    endpoint_kind: Optional[str] = typer.Option(None, help="openai (/v1/embeddings) | tei (/embed) | sagemaker "
+                                                           "(/invocations, or invoke_endpoint by name; default "
+                                                           "openai)"),
 ) -> None:
-    """Benchmark eager and compiled engines, and embedding endpoints: latency, throughput, accuracy."""
+    """Benchmark eager and compiled engines, and embedding endpoints: latency, throughput, accuracy.
+
+    \f
+    An option not given is left to run_bench and CompileOptions, which hold the defaults.
+    """
     from .bench.api import run_bench
     from .bench.report import format_summary_table
     from .options import compile_options
+    given = dict(endpoint_kind=endpoint_kind, batch_sizes=batch_sizes, seq_lens=seq_lens, concurrency=concurrency,
+                 duration_s=duration, warmup=warmup, out_dir=out_dir)
+    casts = dict(target=target, auto_cast=auto_cast, auto_cast_type=auto_cast_type)
     result, path = run_bench(model, engines=engines if engines is not None else ([] if endpoint else "auto"),
-                             endpoints=endpoint, endpoint_kind=endpoint_kind, batch_sizes=batch_sizes,
-                             seq_lens=seq_lens, concurrency=concurrency, rates=rates, duration_s=duration, warmup=warmup,
-                             slo_p99_ms=slo_p99_ms, artifacts=artifact, out_dir=out_dir,
-                             neuron_options=compile_options(target=target, auto_cast=auto_cast,
-                                                            auto_cast_type=auto_cast_type),
+                             endpoints=endpoint, rates=rates, slo_p99_ms=slo_p99_ms, artifacts=artifact,
+                             neuron_options=compile_options(**_given(casts)), **_given(given),
                              command=shlex.join(["neuron-encoder", *sys.argv[1:]]),
                              progress=lambda line: typer.echo(line, err=True))
     typer.echo(format_summary_table(result.rows))
