@@ -69,7 +69,7 @@ def main() -> None:
         model = load_compiled(path)
         loaded.append(model)
         for batch in sizes:
-            name = f"ours artifact {precision} (batch {batch}, seq buckets {','.join(map(str, model.seq_lens))})"
+            name = f"ours artifact {precision} (batch {batch}, seq buckets {','.join(map(str, model.shapes.seq_lens))})"
             artifact_batches = length_sorted_batches(model.tokenizer, texts, batch)
             passes[name] = model_pass(model, artifact_batches)
             efficiency[name] = padding_efficiency(artifact_batches, bucket_padding(model))

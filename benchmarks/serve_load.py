@@ -41,7 +41,6 @@ from neuron_encoder.bench.stats import latency_summary
 from neuron_encoder.bench.workload import CORPUS, corpus_workload
 from neuron_encoder.compiler import compile_model
 from neuron_encoder.errors import run_main
-from neuron_encoder.serve.replicas import warm_up
 from neuron_encoder.serve.settings import DEFAULT_BATCH_SIZES, DEFAULT_SEQ_LENS
 from neuron_encoder.weights import resolve
 
@@ -56,7 +55,7 @@ def offline(model, texts: list[str], batch_sizes: list[int], duration: float) ->
     of a batch-1 call (tokenise + embed one text)."""
     tokenizer = model.tokenizer
     order = sorted(texts, key=lambda text: len(tokenizer.token_ids([text])[0]))
-    warm_up(model)  # as the server does before it reports ready
+    model.warm_up()  # as the server does before it reports ready
     rates, single = {}, []
     with torch.inference_mode():
         for batch in batch_sizes:
@@ -206,7 +205,7 @@ def measure_all(args, artifact: Path, work: Path) -> tuple[dict, list[dict]]:
     model = load_compiled(artifact)
     offline_results = {}
     for name, texts in corpora.items():
-        rates, single_p50 = offline(model, texts, sorted({b for b, _ in model.buckets}), args.duration)
+        rates, single_p50 = offline(model, texts, sorted({b for b, _ in model.shapes.buckets}), args.duration)
         offline_results[name] = {"rates": rates, "single_p50": single_p50,
                                  "st": sentence_transformers(texts, args.duration)}
         print(f"offline {name}: {', '.join(f'b{b} {r:.1f}/s' for b, r in rates.items())}; batch-1 p50 "

@@ -14,6 +14,7 @@ from pathlib import Path
 from neuron_encoder.compiler import compile_model
 from neuron_encoder.errors import run_main
 from neuron_encoder.options import COMPILE_OPTION_KEYS, TOLERANCE_KEYS, load_config, split_job
+from neuron_encoder.weights import DEFAULT_MODEL
 
 JOB_KEYS = {"model", "batch_sizes", "seq_lens", "lengths_from", "max_buckets", "backend", "out", "force",
             *COMPILE_OPTION_KEYS, *TOLERANCE_KEYS}
@@ -23,13 +24,12 @@ def run(config_path: Path, backend_override: str | None = None, force: bool = Fa
     _, jobs = load_config(config_path, "jobs", JOB_KEYS)
     written = []
     for i, job in enumerate(jobs, 1):
-        print(f"== job {i}/{len(jobs)}: {job.get('model', 'minilm')} {job.get('note', '')}", flush=True)
+        print(f"== job {i}/{len(jobs)}: {job.get('model', DEFAULT_MODEL)} {job.get('note', '')}", flush=True)
         options, tolerance, rest = split_job(job)
-        result = compile_model(rest.get("model", "minilm"), batch_sizes=rest.get("batch_sizes", "1"),
-                               seq_lens=rest.get("seq_lens", "128"),
-                               backend=backend_override or rest.get("backend", "auto"), options=options,
-                               tolerance=tolerance, out=rest.get("out"), force=force or rest.get("force", False),
-                               lengths_from=rest.get("lengths_from"), max_buckets=rest.get("max_buckets", 4),
+        given = {key: rest[key] for key in JOB_KEYS & set(rest) if key != "force"}  # compile_model has the defaults
+        if backend_override:
+            given["backend"] = backend_override
+        result = compile_model(**given, options=options, tolerance=tolerance, force=force or rest.get("force", False),
                                progress=lambda line: print(line, flush=True))
         written.append(result.path)
     return written

@@ -11,7 +11,8 @@ from .model import Encoder
 __all__ = ["load_compiled", "Encoder", "EncoderConfig", "PRESETS", "preset", "NeuronEncoderError", "__version__"]
 
 
-def load_compiled(directory, replicas=None, buckets=None, start_core=0):
+def load_compiled(directory, replicas=None, buckets=None, start_core=0, record_verification=True):
     """Load a compiled artifact directory (see neuron_encoder.runtime.load_compiled)."""
     from .runtime import load_compiled as _load
-    return _load(directory, replicas=replicas, buckets=buckets, start_core=start_core)
+    return _load(directory, replicas=replicas, buckets=buckets, start_core=start_core,
+                 record_verification=record_verification)

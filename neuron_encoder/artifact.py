@@ -1,7 +1,10 @@
 """The compiled-artifact directory: manifest, checksums, atomic writes, cache key.
 
     DIR/manifest.json           what was compiled, how, with which versions; numerics; sha256 of files
-    DIR/buckets/b8_s128.pt      one compiled model per (batch, sequence) bucket
+    DIR/buckets/b8_s128.pt      one compiled model per (batch, sequence) bucket, where the backend fixes
+                                shapes (Neuron, CUDA)
+    DIR/model.json              or one program for every bucket, where it runs any shape (the CPU: this
+    DIR/weights.safetensors     descriptor and the weights); the manifest still lists the buckets
     DIR/reference.pt            sample inputs and fp32 eager outputs, to verify on another host
     DIR/tokenizer/              the checkpoint's tokenizer files, so the artifact serves text alone
     DIR/logs/b8_s128/           the compiler's log and command (Neuron), kept for debugging; its work
@@ -29,12 +32,18 @@ from .files import read_json_file
 
 MANIFEST = "manifest.json"
 LOGS = "logs"
-FORMAT_VERSION = 2  # 2: CPU buckets are descriptors over one weights file; Neuron keeps logs, not workdirs
+FORMAT_VERSION = 3  # 3: a CPU artifact is one descriptor and its weights; 2: Neuron keeps logs, not workdirs
 _TEMP_PREFIX = ".partial-"
 
 
 def bucket_name(batch: int, seq: int) -> str:
     return f"b{batch}_s{seq}"
+
+
+def program_file(suffix: str, bucket: tuple[int, int] | None = None) -> Path:
+    """Where a compiled program lives in the directory: buckets/b8_s128.pt for one bucket, or model.json
+    (the backend's suffix) for every bucket of a backend that runs any shape."""
+    return Path("buckets") / f"{bucket_name(*bucket)}{suffix}" if bucket else Path(f"model{suffix}")
 
 
 def sha256_file(path: Path) -> str:

@@ -14,6 +14,9 @@ import typer
 
 from .deploy.commands import deploy_app
 from .errors import run_main
+from .backends import CompileOptions
+from .numerics import Tolerance
+from .weights import DEFAULT_MODEL
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Compile and benchmark a BERT-style encoder on AWS Inferentia2/Trainium, "
@@ -26,6 +29,17 @@ MODEL_HELP = ("checkpoint directory, Hugging Face hub id, 'minilm' (all-MiniLM-L
 AUTO_CAST_HELP = ("auto | none | matmult | all (neuronx-cc's names). auto: bf16 matmuls on Neuron, fp16 on "
                   "CUDA, bf16 on CPUs with native bf16 (AMX, AVX512-BF16) and fp32 on other CPUs; none: fp32. "
                   "On CPU and CUDA a cast applies to the whole model (matmult = all)")
+
+
+def _default(name: str, owner: type | None = None) -> str:
+    """The default of a field of `owner` (ServeSettings) for an option's help: the dataclass holds it."""
+    from .serve.settings import ServeSettings
+    return f" (default {getattr(owner or ServeSettings, name)})"
+
+
+def _given(options: dict) -> dict:
+    """The options a user gave: the rest are left to the defaults of what they are passed to."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def main() -> None:
@@ -46,7 +60,7 @@ def params(preset: str = typer.Option("bert-base", help="named config preset"),
 
 @app.command()
 def embed(texts: List[str] = typer.Argument(..., help="texts to embed"),
-          model: str = typer.Option("minilm", help="checkpoint directory, Hugging Face hub id or 'minilm' "
+          model: str = typer.Option(DEFAULT_MODEL, help="checkpoint directory, Hugging Face hub id or 'minilm' "
                                                    "(a model with a tokenizer; random:PRESET has none)"),
           similarity: bool = typer.Option(False, "--similarity", help="print the cosine-similarity matrix")) -> None:
     """Embed texts with a real checkpoint; print JSON embeddings or their similarity matrix."""
@@ -61,7 +75,7 @@ def embed(texts: List[str] = typer.Argument(..., help="texts to embed"),
 
 
 @app.command()
-def quickstart(model: str = typer.Option("minilm", help=MODEL_HELP),
+def quickstart(model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
                run_dir: Optional[str] = typer.Option(None, help="where results and the report go "
                                                                 "(default runs/quickstart-<time>)"),
                duration: float = typer.Option(2.0, help="seconds measured per configuration"),
@@ -73,37 +87,47 @@ def quickstart(model: str = typer.Option("minilm", help=MODEL_HELP),
 
 @app.command("compile")
 def compile_command(
-    model: str = typer.Option("minilm", help=MODEL_HELP),
-    batch_sizes: str = typer.Option("1", help="comma-separated batch sizes, one bucket each"),
-    seq_lens: str = typer.Option("128", help="comma-separated sequence lengths, one bucket each; auto: the "
-                                             "lengths that fit --lengths-from's texts, or 32,64,128,256,512"),
+    model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
+    batch_sizes: Optional[str] = typer.Option(None, help="comma-separated batch sizes, one bucket each (default 1)"),
+    seq_lens: Optional[str] = typer.Option(None, help="comma-separated sequence lengths, one bucket each (default "
+                                                      "128); auto: the lengths that fit --lengths-from's texts, "
+                                                      "or 32,64,128,256,512"),
     lengths_from: Optional[str] = typer.Option(None, help="with --seq-lens auto: a text file, one text per line, "
                                                           "whose token lengths choose the buckets"),
-    max_buckets: int = typer.Option(4, help="with --seq-lens auto and --lengths-from: at most this many"),
-    backend: str = typer.Option("auto", help="auto | cpu | cuda | neuron"),
+    max_buckets: Optional[int] = typer.Option(None, help="with --seq-lens auto and --lengths-from: at most this many"
+                                                         " (default 4)"),
+    backend: Optional[str] = typer.Option(None, help="auto | cpu | cuda | neuron (default auto)"),
     target: Optional[str] = typer.Option(None, help="Neuron target: inf2 | trn1 | trn1n | trn2"),
-    auto_cast: str = typer.Option("auto", help=AUTO_CAST_HELP),
-    auto_cast_type: str = typer.Option("bf16", help="bf16 | fp16 | tf32 | fp8_e4m3 (with matmult or all)"),
-    optlevel: int = typer.Option(2, help="neuronx-cc --optlevel 1, 2 or 3"),
-    compiler_args: str = typer.Option("", help="extra neuronx-cc flags, passed through verbatim"),
+    auto_cast: Optional[str] = typer.Option(None, help=AUTO_CAST_HELP + _default("auto_cast", CompileOptions)),
+    auto_cast_type: Optional[str] = typer.Option(None, help="bf16 | fp16 | tf32 | fp8_e4m3 (with matmult or all)"
+                                                 + _default("auto_cast_type", CompileOptions)),
+    optlevel: Optional[int] = typer.Option(None, help="neuronx-cc --optlevel 1, 2 or 3"
+                                           + _default("optlevel", CompileOptions)),
+    compiler_args: Optional[str] = typer.Option(None, help="extra neuronx-cc flags, passed through verbatim"),
     lnc: Optional[int] = typer.Option(None, help="trn2 only: logical NeuronCore config 1 or 2 (neuronx-cc "
                                                  "--logical-nc-config; default 2); run with the same "
                                                  "NEURON_LOGICAL_NC_CONFIG"),
     out: Optional[str] = typer.Option(None, help="artifact directory (default: artifacts/<model>-<backend>-...)"),
     force: bool = typer.Option(False, "--force", help="recompile even if a matching artifact exists"),
-    max_abs: float = typer.Option(1e-3, help="numerics gate for fp32: max abs error"),
-    min_cosine: float = typer.Option(0.999, help="numerics gate for cast precisions: min cosine"),
+    max_abs: Optional[float] = typer.Option(None, help="numerics gate for fp32: max abs error"
+                                            + _default("max_abs", Tolerance)),
+    min_cosine: Optional[float] = typer.Option(None, help="numerics gate for cast precisions: min cosine"
+                                               + _default("min_cosine", Tolerance)),
 ) -> None:
-    """Compile a model into static-shape buckets, check numerics, write a verified artifact."""
+    """Compile a model into static-shape buckets, check numerics, write a verified artifact.
+
+    \f
+    An option not given is left to compile_model, CompileOptions and Tolerance, which hold the defaults.
+    """
     from .compiler import compile_model
-    from .numerics import Tolerance
     from .options import compile_options
-    options = compile_options(target=target, auto_cast=auto_cast, auto_cast_type=auto_cast_type,
-                              optlevel=optlevel, compiler_args=compiler_args, lnc=lnc)
-    result = compile_model(model, batch_sizes=batch_sizes, seq_lens=seq_lens, backend=backend,
-                           options=options, out=out, force=force, lengths_from=lengths_from,
-                           max_buckets=max_buckets, tolerance=Tolerance(max_abs=max_abs, min_cosine=min_cosine),
-                           progress=typer.echo)
+    casts = dict(target=target, auto_cast=auto_cast, auto_cast_type=auto_cast_type, optlevel=optlevel,
+                 compiler_args=compiler_args, lnc=lnc)
+    gate = dict(max_abs=max_abs, min_cosine=min_cosine)
+    given = dict(batch_sizes=batch_sizes, seq_lens=seq_lens, backend=backend, out=out, lengths_from=lengths_from,
+                 max_buckets=max_buckets)
+    result = compile_model(model, options=compile_options(**_given(casts)), tolerance=Tolerance(**_given(gate)),
+                           force=force, progress=typer.echo, **_given(given))
     typer.echo(json.dumps({"artifact": str(result.path), "cache_hit": result.cache_hit,
                            "backend": result.manifest["backend"], "precision": result.manifest["precision"],
                            "bucket_choice": result.manifest.get("bucket_choice"),
@@ -113,39 +137,47 @@ def compile_command(
 
 @app.command()
 def bench(
-    model: str = typer.Option("minilm", help=MODEL_HELP),
+    model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
     engines: Optional[str] = typer.Option(None, help="what to time: auto, families (cpu, cuda, neuron) or engines "
                                                      "(cpu-eager, cpu-artifact-fp32, cuda-eager-fp16, "
                                                      "neuron-1core, ...); default auto, none with --endpoint"),
-    batch_sizes: str = typer.Option("1,8", help="comma-separated batch sizes"),
-    seq_lens: str = typer.Option("128", help="comma-separated sequence lengths"),
-    concurrency: str = typer.Option("1,2", help="closed-loop worker counts"),
+    batch_sizes: Optional[str] = typer.Option(None, help="comma-separated batch sizes (default 1,8)"),
+    seq_lens: Optional[str] = typer.Option(None, help="comma-separated sequence lengths (default 128)"),
+    concurrency: Optional[str] = typer.Option(None, help="closed-loop worker counts (default 1,2)"),
     rates: Optional[str] = typer.Option(None, help="open-loop request rates per second, e.g. 50,100"),
-    duration: float = typer.Option(5.0, help="seconds measured per configuration (warm-up excluded)"),
-    warmup: int = typer.Option(3, help="warm-up calls per worker, not measured"),
+    duration: Optional[float] = typer.Option(None, help="seconds measured per configuration (warm-up excluded; "
+                                                        "default 5)"),
+    warmup: Optional[int] = typer.Option(None, help="warm-up calls per worker, not measured (default 3)"),
     slo_p99_ms: Optional[float] = typer.Option(None, help="find the highest throughput whose p99 stays under this"),
     artifact: List[str] = typer.Option([], help="benchmark this compiled artifact instead of compiling"),
     target: Optional[str] = typer.Option(None, help="Neuron target when compiling for Neuron"),
-    auto_cast: str = typer.Option("auto", help="Neuron auto-cast; auto: as AWS measured its published numbers "
-                                               "(matmult, bf16, --disable-mixed-precision-accumulation); else "
-                                               "none | matmult | all"),
-    auto_cast_type: str = typer.Option("bf16", help="Neuron auto-cast type"),
-    out_dir: str = typer.Option("bench-results", help="where the JSON and CSV results go"),
+    auto_cast: Optional[str] = typer.Option(None, help="Neuron auto-cast; auto: as AWS measured its published "
+                                                       "numbers (matmult, bf16, --disable-mixed-precision-"
+                                                       "accumulation); else none | matmult | all"
+                                                       + _default("auto_cast", CompileOptions)),
+    auto_cast_type: Optional[str] = typer.Option(None, help="Neuron auto-cast type"
+                                                 + _default("auto_cast_type", CompileOptions)),
+    out_dir: Optional[str] = typer.Option(None, help="where the JSON and CSV results go (default bench-results)"),
     endpoint: List[str] = typer.Option([], help="also time this embedding endpoint (repeatable): a URL, or a "
                                                 "SageMaker endpoint name with --endpoint-kind sagemaker"),
-    endpoint_kind: str = typer.Option("openai", help="openai (/v1/embeddings) | tei (/embed) | sagemaker "
-                                                     "(/invocations, or invoke_endpoint by name)"),
+    endpoint_kind: Optional[str] = typer.Option(None, help="openai (/v1/embeddings) | tei (/embed) | sagemaker "
+                                                           "(/invocations, or invoke_endpoint by name; default "
+                                                           "openai)"),
 ) -> None:
-    """Benchmark eager and compiled engines, and embedding endpoints: latency, throughput, accuracy."""
+    """Benchmark eager and compiled engines, and embedding endpoints: latency, throughput, accuracy.
+
+    \f
+    An option not given is left to run_bench and CompileOptions, which hold the defaults.
+    """
     from .bench.api import run_bench
     from .bench.report import format_summary_table
     from .options import compile_options
+    given = dict(endpoint_kind=endpoint_kind, batch_sizes=batch_sizes, seq_lens=seq_lens, concurrency=concurrency,
+                 duration_s=duration, warmup=warmup, out_dir=out_dir)
+    casts = dict(target=target, auto_cast=auto_cast, auto_cast_type=auto_cast_type)
     result, path = run_bench(model, engines=engines if engines is not None else ([] if endpoint else "auto"),
-                             endpoints=endpoint, endpoint_kind=endpoint_kind, batch_sizes=batch_sizes,
-                             seq_lens=seq_lens, concurrency=concurrency, rates=rates, duration_s=duration, warmup=warmup,
-                             slo_p99_ms=slo_p99_ms, artifacts=artifact, out_dir=out_dir,
-                             neuron_options=compile_options(target=target, auto_cast=auto_cast,
-                                                            auto_cast_type=auto_cast_type),
+                             endpoints=endpoint, rates=rates, slo_p99_ms=slo_p99_ms, artifacts=artifact,
+                             neuron_options=compile_options(**_given(casts)), **_given(given),
                              command=shlex.join(["neuron-encoder", *sys.argv[1:]]),
                              progress=lambda line: typer.echo(line, err=True))
     typer.echo(format_summary_table(result.rows))
@@ -183,33 +215,45 @@ def serve(
     artifact: Optional[str] = typer.Option(None, help="a compiled artifact directory to serve (default under "
                                                       "--sagemaker: SM_MODEL_DIR, /opt/ml/model)"),
     model: Optional[str] = typer.Option(None, help="compile this model on start (through the cache) instead; "
-                                                   "default minilm. " + MODEL_HELP),
-    backend: str = typer.Option("auto", help="with --model: auto | cpu | cuda | neuron"),
-    batch_sizes: str = typer.Option("1,4,16,32", help="with --model: the buckets' batch sizes"),
-    seq_lens: str = typer.Option("32,64,128,256", help="with --model: the buckets' sequence lengths"),
+                                                   f"default {DEFAULT_MODEL}. " + MODEL_HELP),
+    backend: Optional[str] = typer.Option(None, help="with --model: auto | cpu | cuda | neuron" + _default("backend")),
+    batch_sizes: Optional[str] = typer.Option(None, help="with --model: the buckets' batch sizes"
+                                              + _default("batch_sizes")),
+    seq_lens: Optional[str] = typer.Option(None, help="with --model: the buckets' sequence lengths"
+                                           + _default("seq_lens")),
     target: Optional[str] = typer.Option(None, help="with --model: Neuron target inf2 | trn1 | trn1n | trn2"),
-    auto_cast: str = typer.Option("auto", help="with --model: " + AUTO_CAST_HELP),
-    auto_cast_type: str = typer.Option("bf16", help="with --model: bf16 | fp16 | tf32 | fp8_e4m3"),
-    artifacts_dir: str = typer.Option("artifacts", help="with --model: the compile cache"),
-    host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0 for every interface)"),
-    port: int = typer.Option(8080, help="port to bind"),
+    auto_cast: Optional[str] = typer.Option(None, help="with --model: " + AUTO_CAST_HELP
+                                            + _default("auto_cast", CompileOptions)),
+    auto_cast_type: Optional[str] = typer.Option(None, help="with --model: bf16 | fp16 | tf32 | fp8_e4m3"
+                                                 + _default("auto_cast_type", CompileOptions)),
+    artifacts_dir: Optional[str] = typer.Option(None, help="with --model: the compile cache"
+                                                + _default("artifacts_dir")),
+    host: Optional[str] = typer.Option(None, help="address to bind (0.0.0.0 for every interface)" + _default("host")),
+    port: Optional[int] = typer.Option(None, help="port to bind" + _default("port")),
     sagemaker: bool = typer.Option(False, "--sagemaker", help="SageMaker container: bind 0.0.0.0 on "
                                    "SAGEMAKER_BIND_TO_PORT (8080), artifact from SM_MODEL_DIR (also when "
                                    "SAGEMAKER_BIND_TO_PORT is set)"),
     replicas: Optional[int] = typer.Option(None, help="model replicas (default one per NeuronCore or GPU, one on CPU)"),
-    max_batch_tokens: int = typer.Option(16384, help="padded tokens (batch x bucket length) in one batch"),
+    max_batch_tokens: Optional[int] = typer.Option(None, help="padded tokens (batch x bucket length) in one batch"
+                                                   + _default("max_batch_tokens")),
     max_batch_requests: Optional[int] = typer.Option(None, help="inputs in one batch (default the largest bucket's)"),
-    max_client_batch_size: int = typer.Option(32, help="inputs in one request; more is 413"),
-    max_concurrent_requests: int = typer.Option(512, help="inputs admitted (waiting or computing); more is 429"),
-    max_batch_delay_ms: float = typer.Option(0.0, help="wait up to this for a fuller batch (0: run at once)"),
-    request_timeout_ms: float = typer.Option(30000.0, help="longest wait for a replica before 503"),
+    max_client_batch_size: Optional[int] = typer.Option(None, help="inputs in one request; more is 413"
+                                                        + _default("max_client_batch_size")),
+    max_concurrent_requests: Optional[int] = typer.Option(None, help="inputs admitted (waiting or computing); more "
+                                                          "is 429" + _default("max_concurrent_requests")),
+    max_batch_delay_ms: Optional[float] = typer.Option(None, help="wait up to this for a fuller batch (0: run at "
+                                                       "once)" + _default("max_batch_delay_ms")),
+    request_timeout_ms: Optional[float] = typer.Option(None, help="longest wait for a replica before 503"
+                                                       + _default("request_timeout_ms")),
     auto_truncate: bool = typer.Option(False, "--auto-truncate", help="cut inputs longer than the largest "
                                        "bucket unless a request says truncate=false (default: 413)"),
-    payload_limit: int = typer.Option(2_000_000, help="largest request body in bytes; more is 413"),
+    payload_limit: Optional[int] = typer.Option(None, help="largest request body in bytes; more is 413"
+                                                + _default("payload_limit")),
     api_key: Optional[str] = typer.Option(None, help="require 'Authorization: Bearer KEY' on every route but "
                                                      "/ping and /health (or NEURON_ENCODER_API_KEY)"),
     api_key_file: Optional[str] = typer.Option(None, help="read the API key from this file"),
-    graceful_timeout: float = typer.Option(30.0, help="seconds to finish accepted requests after SIGTERM"),
+    graceful_timeout: Optional[float] = typer.Option(None, help="seconds to finish accepted requests after SIGTERM"
+                                                     + _default("graceful_timeout")),
     json_output: bool = typer.Option(False, "--json-output", help="one JSON log line per request (no bodies)"),
     cors_allow_origin: List[str] = typer.Option([], help="allow browsers from this origin (repeatable; no CORS "
                                                          "unless given)"),
@@ -217,22 +261,25 @@ def serve(
     """Serve embeddings over HTTP: SageMaker /invocations, OpenAI /v1/embeddings, TEI /embed, /metrics.
 
     \f
-    Long because: one option per server setting, each named as text-embeddings-inference names it.
+    Long because: one option per server setting, each named as text-embeddings-inference names it. An
+    option not given is left to ServeSettings, which holds every default once.
     """
     from .errors import ConfigError
     from .options import compile_options
     try:
-        from .serve.app import serve as run_server
+        from .serve.server import serve as run_server
         from .serve.settings import ServeSettings
     except ImportError as exc:
         raise ConfigError(f"the server needs its extra ({exc.name} is missing): "
                           "pip install 'neuron-encoder[serve]'") from None
-    run_server(ServeSettings(
-        artifact=artifact, model=model, backend=backend, batch_sizes=batch_sizes, seq_lens=seq_lens,
-        compile_options=compile_options(target=target, auto_cast=auto_cast, auto_cast_type=auto_cast_type),
-        artifacts_dir=artifacts_dir, host=host, port=port, sagemaker=sagemaker, replicas=replicas,
-        max_batch_tokens=max_batch_tokens, max_batch_requests=max_batch_requests,
-        max_client_batch_size=max_client_batch_size, max_concurrent_requests=max_concurrent_requests,
-        max_batch_delay_ms=max_batch_delay_ms, request_timeout_ms=request_timeout_ms, auto_truncate=auto_truncate,
-        payload_limit=payload_limit, api_key=api_key, graceful_timeout=graceful_timeout, json_output=json_output,
-        cors_allow_origin=tuple(cors_allow_origin)), api_key_file=api_key_file)
+    given = dict(artifact=artifact, model=model, backend=backend, batch_sizes=batch_sizes, seq_lens=seq_lens,
+                 artifacts_dir=artifacts_dir, host=host, port=port, sagemaker=sagemaker, replicas=replicas,
+                 max_batch_tokens=max_batch_tokens, max_batch_requests=max_batch_requests,
+                 max_client_batch_size=max_client_batch_size, max_concurrent_requests=max_concurrent_requests,
+                 max_batch_delay_ms=max_batch_delay_ms, request_timeout_ms=request_timeout_ms,
+                 auto_truncate=auto_truncate, payload_limit=payload_limit, api_key=api_key,
+                 graceful_timeout=graceful_timeout, json_output=json_output,
+                 cors_allow_origin=tuple(cors_allow_origin))
+    casts = dict(target=target, auto_cast=auto_cast, auto_cast_type=auto_cast_type)
+    run_server(ServeSettings(compile_options=compile_options(**_given(casts)), **_given(given)),
+               api_key_file=api_key_file)

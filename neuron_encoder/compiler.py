@@ -21,6 +21,7 @@ from .model import Encoder
 from .models import ResolvedModel, load_model
 from .numerics import Tolerance, check_bucket, reference
 from .options import parse_sizes
+from .weights import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,15 @@ class CompileResult:
     manifest: dict
     cache_hit: bool
     backend_reason: str
+
+
+@dataclass(frozen=True)
+class _SeqChoice:
+    """How the sequence buckets are chosen: the given lengths, or "auto" (buckets.plan_seq_lens)."""
+
+    seq_lens: str | Sequence[int]
+    lengths_from: str | Path | None  # with "auto": the texts whose padding the lengths minimise
+    max_buckets: int
 
 
 @dataclass(frozen=True)
@@ -54,7 +64,7 @@ class _Plan:
         return artifact.cache_key(self.settings)
 
 
-def compile_model(model: str | Path | Encoder | ResolvedModel = "minilm", *,
+def compile_model(model: str | Path | Encoder | ResolvedModel = DEFAULT_MODEL, *,
                   batch_sizes: str | Sequence[int] = (1,), seq_lens: str | Sequence[int] = (128,),
                   backend: str = "auto", options: CompileOptions = CompileOptions(),
                   out: str | Path | None = None, artifacts_dir: str | Path = DEFAULT_ARTIFACTS_DIR,
@@ -68,7 +78,8 @@ def compile_model(model: str | Path | Encoder | ResolvedModel = "minilm", *,
     inputs (weights, config, buckets, backend, options, versions) reuses the artifact unless `force`.
     With auto_cast="auto", a reduced precision that fails the gate falls back to fp32, and says so.
     """
-    plan = _plan(model, batch_sizes, (seq_lens, lengths_from, max_buckets), backend, options)
+    sequences = _SeqChoice(seq_lens, lengths_from, max_buckets)
+    plan = _plan(model, batch_sizes, sequences, backend, options)
     progress(f"backend {plan.reason}")
     try:
         return _compile(plan, out, artifacts_dir, force, tolerance, progress)
@@ -76,21 +87,19 @@ def compile_model(model: str | Path | Encoder | ResolvedModel = "minilm", *,
         if not plan.auto_precision or plan.options.precision == "fp32":
             raise
         progress(f"auto: {plan.options.precision} fails the numerics gate ({error}); compiling fp32 instead")
-        fp32 = _plan(plan.resolved, batch_sizes, (seq_lens, lengths_from, max_buckets), plan.backend.name,
-                     options.replace(auto_cast="none"))
+        fp32 = _plan(plan.resolved, batch_sizes, sequences, plan.backend.name, options.replace(auto_cast="none"))
         fp32 = dataclasses.replace(fp32, reason=f"{plan.reason}; fp32 after {plan.options.precision} "
                                                 "failed the numerics gate")
         return _compile(fp32, out, artifacts_dir, force, tolerance, progress)
 
 
-def _plan(model, batch_sizes, sequences: tuple, backend: str, options: CompileOptions) -> _Plan:
+def _plan(model, batch_sizes, sequences: _SeqChoice, backend: str, options: CompileOptions) -> _Plan:
     chosen, resolved_options, reason = select_backend(backend, options)
     resolved = model if isinstance(model, ResolvedModel) else load_model(model)
     encoder = resolved.encoder
     batches = parse_sizes(batch_sizes, "batch sizes")
-    seq_lens, lengths_from, max_buckets = sequences
-    seqs, choice = plan_seq_lens(seq_lens, encoder.config.max_length, resolved.tokenizer,
-                                 lengths_from, max_buckets)
+    seqs, choice = plan_seq_lens(sequences.seq_lens, encoder.config.max_length, resolved.tokenizer,
+                                 sequences.lengths_from, sequences.max_buckets)
     encoder.config.check_sequence_length(seqs[-1])
     buckets = [(b, s) for s in seqs for b in batches]
     settings = {
@@ -128,19 +137,28 @@ def _compile(plan: _Plan, out, artifacts_dir, force: bool, tolerance: Tolerance,
     return CompileResult(out, manifest, False, plan.reason)
 
 
+def _programs(plan: _Plan) -> list[tuple[tuple[int, int], list[tuple[int, int]]]]:
+    """(the bucket a program is compiled and gated at, the buckets it serves): one per bucket where the
+    backend fixes shapes; one for all, gated at the largest, where it runs any shape (the CPU)."""
+    if plan.backend.fixed_shapes:
+        return [(bucket, [bucket]) for bucket in plan.buckets]
+    return [(max(plan.buckets), plan.buckets)]
+
+
 def _build_buckets(plan: _Plan, temp: Path, tolerance: Tolerance, progress: Progress) -> tuple[list, dict]:
-    """Compile, save, reload and gate every bucket (a host that cannot run them records why)."""
+    """Compile, save, reload and gate every program (a host that cannot run them records why)."""
     backend, options, encoder = plan.backend, plan.options, plan.resolved.encoder
     runs_here = backend.can_run()
     records, references = [], {}
-    (temp / "buckets").mkdir()
-    for i, (batch, seq) in enumerate(plan.buckets, 1):
-        name = artifact.bucket_name(batch, seq)
-        progress(f"[{i}/{len(plan.buckets)}] {name}: compiling for {backend.name} ({options.precision})...")
+    programs = _programs(plan)
+    for i, ((batch, seq), served) in enumerate(programs, 1):
+        name = artifact.bucket_name(batch, seq) if backend.fixed_shapes else "model"
+        progress(f"[{i}/{len(programs)}] {name}: compiling for {backend.name} ({options.precision})...")
         ref = reference(encoder, encoder.config, batch, seq)
         start = time.perf_counter()
         compiled = backend.compile(encoder, ref["inputs"], options, temp / artifact.LOGS / name)
-        file = Path("buckets") / f"{name}{backend.suffix}"
+        file = artifact.program_file(backend.suffix, (batch, seq) if backend.fixed_shapes else None)
+        (temp / file).parent.mkdir(parents=True, exist_ok=True)
         backend.save(compiled, temp / file)
         seconds = time.perf_counter() - start
         if runs_here:  # check the saved file, as users will load it
@@ -154,10 +172,12 @@ def _build_buckets(plan: _Plan, temp: Path, tolerance: Tolerance, progress: Prog
             numerics = {"verified": False, "reason": "cross-compiled: this host cannot run it; "
                                                      "verified on first load on the device"}
             verdict = "not verified (cross-compiled)"
-        progress(f"[{i}/{len(plan.buckets)}] {name}: {seconds:.1f} s; {verdict}")
-        records.append({"name": name, "batch": batch, "seq": seq, "file": str(file),
-                        "compile_seconds": round(seconds, 3), "numerics": numerics})
-        references[name] = ref
+        progress(f"[{i}/{len(programs)}] {name}: {seconds:.1f} s; {verdict}")
+        for j, bucket in enumerate(served):  # a shared program's compile time counts once
+            records.append({"name": artifact.bucket_name(*bucket), "batch": bucket[0], "seq": bucket[1],
+                            "file": str(file), "compile_seconds": round(seconds, 3) if j == 0 else 0.0,
+                            "numerics": numerics})
+            references[artifact.bucket_name(*bucket)] = ref
     return records, references
 
 

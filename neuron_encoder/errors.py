@@ -1,4 +1,5 @@
-"""One small exception family: the CLI maps it to exit codes, the server to HTTP status codes."""
+"""One small exception family: the CLI maps it to exit codes, the server to HTTP status codes; and the one
+positive-integer check that raises its ConfigError."""
 
 from __future__ import annotations
 
@@ -18,6 +19,13 @@ class ConfigError(NeuronEncoderError, ValueError):
     """An invalid model configuration or command option."""
 
     exit_code = 2
+
+
+def positive_int(name: str, value) -> int:
+    """`value` if it is an int >= 1 (not a bool); else a ConfigError naming `name`: every front end's check."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return value
 
 
 class CheckpointError(NeuronEncoderError):

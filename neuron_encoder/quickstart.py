@@ -11,6 +11,7 @@ from .embeddings import cosine_matrix, embed_texts
 from .files import utc_stamp
 from .models import load_model
 from .params import breakdown, format_table
+from .weights import DEFAULT_MODEL
 
 SEQ_BUCKETS = "32,64,128,256"  # the default grid up to 256: the built-in corpus's longest text has ~190 tokens
 SAMPLE_SENTENCES = [
@@ -28,7 +29,7 @@ def best_engines() -> tuple[list[str], str]:
     return ["cpu-eager", backend] if backend != "cpu" else ["cpu"], reason
 
 
-def run_quickstart(model: str = "minilm", run_dir: str | Path | None = None, duration_s: float = 2.0,
+def run_quickstart(model: str = DEFAULT_MODEL, run_dir: str | Path | None = None, duration_s: float = 2.0,
                    batch_sizes: str = "1,8", seq_len: int = 128, bench: bool = True, corpus_sentences: int = 512,
                    echo: Callable[[str], None] = print) -> dict:
     """Parameters and sample similarities, then (bench=True) compile + numerics + benchmark + report.
@@ -82,7 +83,7 @@ def corpus_summary(artifact_dir: Path, checkpoint_dir: Path, echo: Callable[[str
     from .runtime import load_compiled
     texts = corpus_texts(sentences)
     with load_compiled(artifact_dir) as model:
-        batch_size = max(max(sizes) for sizes in model.batch_sizes.values())
+        batch_size = max(batch for batch, _ in model.shapes.buckets)
         batches = length_sorted_batches(model.tokenizer, texts, batch_size)
         passes = {"artifact": model_pass(model, batches)}
         theirs = sentence_transformers_pass(checkpoint_dir, texts, theirs_batch)

@@ -1,13 +1,15 @@
 """Load a compiled artifact and run it on any batch and sequence length its buckets cover.
 
-Requests go to the smallest bucket that fits; inputs are padded to the bucket and the padding is
-stripped from the outputs; a batch larger than the largest bucket is split into chunks. Backends
-without fixed shapes (the CPU) run each chunk at its own shape instead of padding it.
+The artifact's ShapePolicy (shapes.py) plans each set of inputs: the smallest bucket that fits, a batch
+larger than the largest bucket split into chunks, padded to the bucket where the backend fixes shapes
+and run at its own shape where it does not (the CPU). Token-id rows (a tokenizer's output) are padded
+once, straight into the shape they run at; padding is stripped from the outputs.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Sequence
 
@@ -21,13 +23,18 @@ from .errors import ArtifactError, ShapeError
 from .files import write_json_atomic
 from .model import pool
 from .numerics import Tolerance, check_bucket
-from .text import Tokenizer, has_tokenizer
+from .shapes import Call, Plan, ShapePolicy
+from .text import Batch, Tokenizer, has_tokenizer, pad_rows
 
 log = logging.getLogger(__name__)
 
+WARMUP_RUNS = 3  # per bucket: TorchScript's profiling executor (and oneDNN's fuser) settle after two
+TIMED_RUNS = 2  # then timed: the faster is the bucket's cost
+
 
 class CompiledEncoder:
-    """A loaded artifact: call it like Encoder.forward, or embed() for pooled vectors.
+    """A loaded artifact: call it like Encoder.forward, or embed() for pooled vectors; plan() and
+    embed_rows() for token-id rows that are not padded yet (the server).
 
     It holds devices (NeuronCores, GPU memory) and process settings until close(); use it as a
     context manager, or call close(), to give them back before the process ends.
@@ -36,20 +43,18 @@ class CompiledEncoder:
     def __init__(self, directory: Path, manifest: dict, buckets: dict[tuple[int, int], LoadedBucket],
                  fixed_shapes: bool = True) -> None:
         self.directory = directory
-        self.fixed_shapes = fixed_shapes  # False (the CPU): inputs run at their own shape, unpadded
         self.manifest = manifest
         self.config = EncoderConfig.from_dict(manifest["model"]["config"])
         self.buckets = buckets
-        self.seq_lens = sorted({s for _, s in buckets})
-        self.batch_sizes = {s: sorted(b for b, s2 in buckets if s2 == s) for s in self.seq_lens}
-        self._routes: dict[tuple[int, int], tuple[tuple[int, int, int], ...]] = {}
+        self.shapes = ShapePolicy(buckets, fixed=fixed_shapes)
+        self.warm_ms: dict[tuple[int, int], float] = {}  # each bucket's fastest warm-up call, once warm_up ran
         tokenizer_dir = directory / "tokenizer"
         self.tokenizer = (Tokenizer(tokenizer_dir, max_length=self.max_seq_len)
                           if has_tokenizer(tokenizer_dir) else None)  # None: random weights, ids only
 
     @property
     def max_seq_len(self) -> int:
-        return self.seq_lens[-1]
+        return self.shapes.max_seq_len
 
     @property
     def placement(self) -> dict[str, tuple[int, ...]]:
@@ -57,52 +62,64 @@ class CompiledEncoder:
         runtime information, never written to the manifest. Empty tuples off Neuron."""
         return {bucket_name(batch, seq): bucket.cores for (batch, seq), bucket in sorted(self.buckets.items())}
 
-    def route(self, batch: int, seq: int) -> tuple[tuple[int, int, int], ...]:
-        """((rows, bucket_batch, bucket_seq), ...): the chunks a (batch, seq) request runs as.
+    def plan(self, rows: Sequence[Sequence[int]]) -> Plan:
+        """How token-id rows run: which calls at which shapes, their cost, the tokens they compute."""
+        if not rows:
+            raise ShapeError("no inputs to plan")
+        lengths = [len(ids) for ids in rows]
+        if max(lengths) > self.max_seq_len:
+            raise ShapeError(f"an input has {max(lengths)} tokens, more than the largest compiled bucket "
+                             f"({self.max_seq_len}); cut it first")
+        return self.shapes.plan(lengths)
 
-        Memoised per (batch, seq): the hot path asks the same few shapes again and again.
-        """
-        chunks = self._routes.get((batch, seq))
-        if chunks is None:
-            chunks = self._routes[(batch, seq)] = self._plan_route(batch, seq)
-        return chunks
+    def embed_rows(self, rows: Sequence[Sequence[int]], normalize: bool | None = None,
+                   plan: Plan | None = None) -> torch.Tensor:
+        """Pooled vectors (N, H) of token-id rows, each padded once, to the shape its call runs at."""
+        plan = plan or self.plan(rows)
+        normalize = self.config.normalize if normalize is None else normalize
+        vectors = []
+        with torch.inference_mode():
+            for call in plan.calls:
+                inputs = pad_rows(rows[call.start:call.start + call.rows], *call.shape, self.config.pad_token_id)
+                hidden = self.buckets[call.bucket](*inputs.as_tuple())[:call.rows]
+                vectors.append(pool(hidden, inputs.attention_mask[:call.rows], self.config.pooling, normalize))
+        return vectors[0] if len(vectors) == 1 else torch.cat(vectors)
 
-    def _plan_route(self, batch: int, seq: int) -> tuple[tuple[int, int, int], ...]:
-        bucket_seq = next(s for s in self.seq_lens if s >= seq)
-        sizes = self.batch_sizes[bucket_seq]
-        chunks, remaining = [], batch
-        while remaining > 0:
-            fit = next((b for b in sizes if b >= remaining), sizes[-1])
-            rows = min(remaining, fit)
-            chunks.append((rows, fit, bucket_seq))
-            remaining -= rows
-        return tuple(chunks)
+    def warm_up(self, runs: int = WARMUP_RUNS, timed: int = TIMED_RUNS) -> dict[tuple[int, int], float]:
+        """Run every bucket full `runs` times, then `timed` more; the fastest timed call's milliseconds
+        per bucket become the shape policy's costs, so what a plan costs is what this host measured."""
+        timings = {}
+        for batch, seq in self.shapes.buckets:
+            rows = [[1000 % self.config.vocab_size] * seq] * batch
+            plan = self.plan(rows)
+            for _ in range(runs):
+                self.embed_rows(rows, False, plan)
+            fastest = float("inf")
+            for _ in range(max(1, timed)):
+                start = time.perf_counter()
+                self.embed_rows(rows, False, plan)
+                fastest = min(fastest, time.perf_counter() - start)
+            timings[(batch, seq)] = fastest * 1000
+        self.warm_ms = timings
+        self.shapes.measured(timings)
+        return timings
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  token_type_ids: torch.Tensor | None = None, truncate: bool = False) -> torch.Tensor:
         """Last hidden state (B, T, H) for any B >= 1 and T up to the largest bucket."""
-        input_ids, attention_mask, token_type_ids = self._check(input_ids, attention_mask, token_type_ids, truncate)
-        B, T = input_ids.shape
-        chunks = self.route(B, T)
+        inputs = self._check(input_ids, attention_mask, token_type_ids, truncate)
+        B, T = inputs.shape
+        plan = self.shapes.uniform(B, T)
         with torch.inference_mode():
-            if len(chunks) == 1:  # the common case: one bucket, no copy of the output
-                _, bucket_batch, bucket_seq = chunks[0]
-                return self._run(input_ids, attention_mask, token_type_ids, bucket_batch, bucket_seq)
-            outputs, start = [], 0
-            for rows, bucket_batch, bucket_seq in chunks:
-                part = slice(start, start + rows)
-                outputs.append(self._run(input_ids[part], attention_mask[part], token_type_ids[part],
-                                         bucket_batch, bucket_seq))
-                start += rows
-            return torch.cat(outputs)
+            if len(plan.calls) == 1:  # the common case: one call, no copy of the output
+                return self._run(inputs, plan.calls[0])
+            return torch.cat([self._run(Batch(*(t[call.start:call.start + call.rows] for t in inputs.as_tuple())),
+                                        call) for call in plan.calls])
 
-    def _run(self, ids, mask, types, bucket_batch: int, bucket_seq: int) -> torch.Tensor:
-        if not self.fixed_shapes:  # padding to the bucket would only add work
-            return self.buckets[(bucket_batch, bucket_seq)](ids, mask, types)
-        rows, T = ids.shape
-        padded = _pad(ids, mask, types, bucket_batch, bucket_seq, self.config.pad_token_id)
-        hidden = self.buckets[(bucket_batch, bucket_seq)](*padded)
-        return hidden if (rows, T) == (bucket_batch, bucket_seq) else hidden[:rows, :T]
+    def _run(self, inputs: Batch, call: Call) -> torch.Tensor:
+        rows, T = inputs.shape
+        hidden = self.buckets[call.bucket](*inputs.padded(*call.shape, self.config.pad_token_id).as_tuple())
+        return hidden if (rows, T) == call.shape else hidden[:rows, :T]
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
               token_type_ids: torch.Tensor | None = None, truncate: bool = False,
@@ -118,7 +135,7 @@ class CompiledEncoder:
 
     def close(self) -> None:
         """Free what the buckets hold (NeuronCores, GPU memory, process settings); calls fail after."""
-        for bucket in self.buckets.values():
+        for bucket in {id(b): b for b in self.buckets.values()}.values():  # a program may serve several
             bucket.close()
 
     def __enter__(self) -> CompiledEncoder:
@@ -127,7 +144,7 @@ class CompiledEncoder:
     def __exit__(self, *exc_info) -> None:
         self.close()
 
-    def _check(self, input_ids, attention_mask, token_type_ids, truncate):
+    def _check(self, input_ids, attention_mask, token_type_ids, truncate) -> Batch:
         if not isinstance(input_ids, torch.Tensor):
             raise ShapeError(f"input_ids must be a torch.Tensor, got {type(input_ids).__name__}")
         if input_ids.dim() != 2:
@@ -148,25 +165,12 @@ class CompiledEncoder:
                                  f"({self.max_seq_len}); compile a longer bucket or pass truncate=True")
             input_ids, attention_mask, token_type_ids = (t[:, :self.max_seq_len] for t in
                                                          (input_ids, attention_mask, token_type_ids))
-        return input_ids.long(), attention_mask.long(), token_type_ids.long()
-
-
-def _pad(ids: torch.Tensor, mask: torch.Tensor, types: torch.Tensor, batch: int, seq: int,
-         pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Inputs padded to a (batch, seq) bucket, in one allocation; filler rows attend to one token,
-    so no row is all-masked (which would give NaN)."""
-    rows, T = ids.shape
-    if (rows, T) == (batch, seq):
-        return ids, mask, types
-    out = torch.zeros((3, batch, seq), dtype=torch.long)  # ids, mask, types
-    out[0].fill_(pad_id)
-    out[0, :rows, :T], out[1, :rows, :T], out[2, :rows, :T] = ids, mask, types
-    out[1, rows:, 0] = 1
-    return out[0], out[1], out[2]
+        return Batch(input_ids.long(), attention_mask.long(), token_type_ids.long())
 
 
 def load_compiled(directory: str | Path, replicas: int | None = None,
-                  buckets: Sequence[tuple[int, int]] | None = None, start_core: int = 0) -> CompiledEncoder:
+                  buckets: Sequence[tuple[int, int]] | None = None, start_core: int = 0,
+                  record_verification: bool = True) -> CompiledEncoder:
     """Load an artifact after checking every file's sha256 against its manifest, and that this host
     can run it (a Neuron artifact for another NeuronCore generation or compiler major version is
     refused, naming both; smaller differences are logged as warnings).
@@ -176,7 +180,8 @@ def load_compiled(directory: str | Path, replicas: int | None = None,
     a server with one replica thread per core loads with replicas=1, start_core=i, and
     CompiledEncoder.placement says which cores it holds. Elsewhere both are ignored. A cross-compiled
     artifact is verified here, on its first load on a device, against the reference outputs stored
-    beside it, and the manifest records the result.
+    beside it; with record_verification (the default) the result is written into its manifest.json,
+    so later loads skip the check (pass False for a load that must not write into the directory).
     """
     directory = Path(directory)
     manifest = artifact.read_manifest(directory)
@@ -186,22 +191,25 @@ def load_compiled(directory: str | Path, replicas: int | None = None,
         replicas = max(1, hardware.neuron_core_count() - start_core) if backend.name == "neuron" else 1
     wanted = {tuple(b) for b in buckets} if buckets else None
     loaded: dict[tuple[int, int], LoadedBucket] = {}
+    programs: dict[str, LoadedBucket] = {}  # by file: a CPU artifact's one program serves every bucket
     unverified = []
     try:
         for record in manifest["buckets"]:
             key = (record["batch"], record["seq"])
             if wanted and key not in wanted:
                 continue
-            loaded[key] = backend.load(directory / record["file"], manifest["precision"], replicas=replicas,
-                                       start_core=start_core)
-            if not record["numerics"].get("verified"):
-                unverified.append(record)
+            if record["file"] not in programs:
+                programs[record["file"]] = backend.load(directory / record["file"], manifest["precision"],
+                                                        replicas=replicas, start_core=start_core)
+                if not record["numerics"].get("verified"):
+                    unverified.append(record)
+            loaded[key] = programs[record["file"]]
         if not loaded:
             raise ArtifactError(f"none of the buckets {sorted(wanted or [])} is in {directory}")
         if unverified:
-            _verify_on_first_load(directory, manifest, loaded, unverified)
+            _verify_on_first_load(directory, manifest, loaded, unverified, record_verification)
     except BaseException:
-        for bucket in loaded.values():  # a failed load gives back the cores it took
+        for bucket in programs.values():  # a failed load gives back the cores it took
             bucket.close()
         raise
     return CompiledEncoder(directory, manifest, loaded, fixed_shapes=backend.fixed_shapes)
@@ -223,14 +231,20 @@ def _host_backend(directory: Path, manifest: dict) -> Backend:
     return backend
 
 
-def _verify_on_first_load(directory: Path, manifest: dict, loaded: dict, records: list[dict]) -> None:
+def _verify_on_first_load(directory: Path, manifest: dict, loaded: dict, records: list[dict],
+                          write: bool) -> None:
     references = torch.load(directory / "reference.pt", weights_only=True)
     tolerance = Tolerance(**manifest["tolerance"])
     for record in records:
-        record["numerics"] = check_bucket(loaded[(record["batch"], record["seq"])], references[record["name"]],
-                                          manifest["precision"], tolerance, record["name"])
+        numerics = check_bucket(loaded[(record["batch"], record["seq"])], references[record["name"]],
+                                manifest["precision"], tolerance, record["name"])
+        for sharing in manifest["buckets"]:  # every bucket this program serves
+            if sharing["file"] == record["file"]:
+                sharing["numerics"] = numerics
         log.info("verified %s on first load: max abs %.2e, min cosine %.6f", record["name"],
-                 record["numerics"]["max_abs"], record["numerics"]["min_cosine"])
+                 numerics["max_abs"], numerics["min_cosine"])
+    if not write:
+        return
     try:
         write_json_atomic(directory / artifact.MANIFEST, manifest)
     except OSError as exc:  # a read-only artifact still runs; it is verified again next time

@@ -33,6 +33,44 @@ class Batch:
     def as_tuple(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return self.input_ids, self.attention_mask, self.token_type_ids
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.input_ids.shape)
+
+    def padded(self, batch: int, seq: int, pad_id: int) -> Batch:
+        """This (rows, T) block placed in a (batch, seq) one, in one allocation: the padding of inputs
+        that are already tensors (pad_rows pads token-id lists). Filler rows attend to one token, so no
+        row is all-masked (which would give NaN)."""
+        rows, length = self.shape
+        if (rows, length) == (batch, seq):
+            return self
+        out = torch.zeros((3, batch, seq), dtype=torch.long)  # ids, mask, types
+        out[0].fill_(pad_id)
+        out[0, :rows, :length], out[1, :rows, :length], out[2, :rows, :length] = self.as_tuple()
+        out[1, rows:, 0] = 1
+        return Batch(out[0], out[1], out[2])
+
+
+def pad_rows(rows: Sequence[Sequence[int]], batch: int, seq: int, pad_id: int,
+             types: Sequence[Sequence[int]] | None = None) -> Batch:
+    """Ragged token-id rows (a tokenizer's output) in one (batch, seq) block, padded once: pad ids after
+    each row, masked out; rows past len(rows) are filler that attend to one token, so no row is
+    all-masked (which would give NaN). One flat list per tensor: far faster than a row at a time."""
+    filler = batch - len(rows)
+    lengths = torch.tensor([len(ids) for ids in rows] + [1] * filler)
+    mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()  # (B, T)
+    return Batch(_flat(rows, batch, seq, pad_id), mask,
+                 torch.zeros_like(mask) if types is None else _flat(types, batch, seq, 0))
+
+
+def _flat(rows: Sequence[Sequence[int]], batch: int, seq: int, fill: int) -> torch.Tensor:
+    flat: list[int] = []
+    for values in rows:
+        flat += values
+        flat += [fill] * (seq - len(values))
+    flat += [fill] * (seq * (batch - len(rows)))
+    return torch.tensor(flat, dtype=torch.long).view(batch, seq)
+
 
 # What a tokenizer is made of in a checkpoint: copied as they are into a compiled artifact.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
@@ -141,14 +179,7 @@ class Tokenizer:
                     ids, types = self._truncated_pair(text, limit)
             rows.append((ids, types))
         length = pad_to or max(len(ids) for ids, _ in rows)
-        input_ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(rows), length), dtype=torch.long)
-        token_type_ids = torch.zeros((len(rows), length), dtype=torch.long)
-        for i, (ids, types) in enumerate(rows):
-            input_ids[i, :len(ids)] = torch.tensor(ids)
-            attention_mask[i, :len(ids)] = 1
-            token_type_ids[i, :len(ids)] = torch.tensor(types)
-        return Batch(input_ids, attention_mask, token_type_ids)
+        return pad_rows([ids for ids, _ in rows], len(rows), length, self.pad_id, [types for _, types in rows])
 
     def _truncated_pair(self, pair: tuple[str, str], limit: int) -> tuple[list[int], list[int]]:
         """A pair cut to `limit` tokens as Hugging Face cuts it: each text without special tokens, cut by
@@ -187,13 +218,12 @@ def random_batch(config, lengths: torch.Tensor, seq_len: int, generator: torch.G
     Ids start past BERT's special and unused tokens (1000) and never equal the pad id, so the mask
     alone says what is real: inputs for models without a tokenizer, and for the numerics gate.
     """
-    mask = (torch.arange(seq_len)[None, :] < lengths[:, None]).long()  # (B, T)
     low = 1000 if config.vocab_size > 2000 else 1
     ids = torch.randint(low, config.vocab_size - 1, (len(lengths), seq_len), generator=generator)
     if config.pad_token_id >= low:
         ids += (ids >= config.pad_token_id).long()  # skip over the pad id
-    ids = ids.masked_fill(mask == 0, config.pad_token_id)
-    return Batch(ids, mask, torch.zeros_like(ids))
+    rows = [row[:length] for row, length in zip(ids.tolist(), lengths.tolist())]
+    return pad_rows(rows, len(rows), seq_len, config.pad_token_id)
 
 
 def _settings(directory: Path) -> dict:

@@ -17,7 +17,6 @@ The rule, followed by the benchmark's workers and the server's replicas:
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import queue
 import threading
 from dataclasses import dataclass
@@ -29,10 +28,14 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-@functools.lru_cache(maxsize=None)
+_STARTING_THREADS = torch.get_num_threads()  # read on import, before any thread of ours sets its own count
+
+
 def cpu_budget() -> int:
-    """torch's intra-op threads as the process started with them (its cores, or OMP_NUM_THREADS)."""
-    return torch.get_num_threads()
+    """torch's intra-op threads as they were when this module was imported (its cores, or OMP_NUM_THREADS),
+    whoever asks first: worker threads change torch's count, so it is never read again. plan_threads
+    takes another budget explicitly."""
+    return _STARTING_THREADS
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from neuron_encoder.errors import run_main
-from neuron_encoder.serve.app import serve
+from neuron_encoder.serve.server import serve
 from neuron_encoder.serve.replicas import run_batch
 from neuron_encoder.serve.settings import ServeSettings
 
@@ -25,7 +25,7 @@ POISON_ID = 9
 
 def faulty(gate: Path | None):
     """run_batch with the gate and the poison; while a batch waits at the gate, GATE.waiting exists."""
-    def run(model, rows, seq):
+    def run(model, rows):
         if any(POISON_ID in ids for ids in rows):
             raise RuntimeError("injected backend failure")
         if gate is not None and any(GATE_ID in ids for ids in rows):
@@ -34,7 +34,7 @@ def faulty(gate: Path | None):
             while not gate.exists():
                 time.sleep(0.002)
             waiting.unlink()
-        return run_batch(model, rows, seq)
+        return run_batch(model, rows)
     return run
 
 

@@ -173,6 +173,9 @@ def test_cross_compiled_artifact_is_verified_on_first_load_on_the_device(build_h
                                                                          tmp_path, tiny_config):
     out = compile_tiny(tiny_model, tmp_path / "art").path
     neuron_host("inf2.xlarge", devices=1)  # carry the artifact to an inf2 instance
+    before = (out / "manifest.json").read_bytes()
+    load_compiled(out, replicas=1, record_verification=False).close()  # verified, and nothing written
+    assert (out / "manifest.json").read_bytes() == before
     model = load_compiled(out, replicas=1)
     manifest = json.loads((out / "manifest.json").read_text())
     numerics = manifest["buckets"][0]["numerics"]

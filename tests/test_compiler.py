@@ -54,7 +54,8 @@ def test_manifest_records_what_users_need(compiled, tiny_model):
     assert [(b["batch"], b["seq"]) for b in m["buckets"]] == [(1, 16), (4, 16), (1, 32), (4, 32)]
     assert m["model"]["config"]["hidden_size"] == 64 and len(m["model"]["weights_sha256"]) == 64
     assert m["versions"]["torch"] == torch.__version__ and m["versions"]["neuron-encoder"]
-    assert sum(b["compile_seconds"] for b in m["buckets"]) > 0  # the CPU saves its weights once, with bucket 1
+    assert m["buckets"][0]["compile_seconds"] > 0  # one program for every bucket: its time counts once
+    assert [b["compile_seconds"] for b in m["buckets"][1:]] == [0.0] * 3
     for bucket in m["buckets"]:
         assert bucket["compile_seconds"] >= 0
         numerics = bucket["numerics"]
@@ -79,10 +80,14 @@ def test_compiled_equals_eager_with_routing_padding_and_splitting(compiled, tiny
 
 def test_routing_picks_the_smallest_bucket_and_splits(compiled):
     model = load_compiled(compiled.path)
-    assert model.route(1, 10) == ((1, 1, 16),)
-    assert model.route(3, 17) == ((3, 4, 32),)
-    assert model.route(9, 16) == ((4, 4, 16), (4, 4, 16), (1, 1, 16))
-    assert model.route(9, 16) is model.route(9, 16)  # memoised per shape
+    shapes = model.shapes
+    assert shapes.chunks(1, 10) == ((1, 1, 16),)
+    assert shapes.chunks(3, 17) == ((3, 4, 32),)
+    assert shapes.chunks(9, 16) == ((4, 4, 16), (4, 4, 16), (1, 1, 16))
+    assert shapes.uniform(9, 16) is shapes.uniform(9, 16)  # memoised per shape
+    plan = model.plan([[5] * 10, [5] * 3, [5] * 17])  # ragged rows: one call, filed under (4, 32)
+    assert [(call.start, call.rows, call.bucket) for call in plan.calls] == [(0, 3, (4, 32))]
+    assert plan.real_tokens == 30 and plan.computed_tokens == 3 * 17  # the CPU runs (3, 17), unpadded
 
 
 def test_embed_pools_like_the_eager_model(compiled, tiny_model, tiny_config):
@@ -134,7 +139,7 @@ def test_tampered_file_is_refused(own_compiled):
     data = bytearray(bucket.read_bytes())
     data[-10] ^= 0xFF
     bucket.write_bytes(bytes(data))
-    with pytest.raises(ArtifactError, match=r"does not match its manifest .*changed: buckets/b1_s16.json"):
+    with pytest.raises(ArtifactError, match=r"does not match its manifest .*changed: model.json"):
         load_compiled(own_compiled.path)
     weights = own_compiled.path / "weights.safetensors"
     data = bytearray(weights.read_bytes())
@@ -144,11 +149,13 @@ def test_tampered_file_is_refused(own_compiled):
         load_compiled(own_compiled.path)
 
 
-def test_a_cpu_artifact_stores_the_weights_once_for_every_bucket(compiled, tiny_model):
-    """Four buckets, one weights file: the artifact is about the model's size, not four copies of it."""
+def test_a_cpu_artifact_is_its_weights_and_one_descriptor(compiled, tiny_model):
+    """Four buckets, one program: the artifact is about the model's size, not four copies of it, and
+    the numerics gate ran once, at the largest bucket."""
     files = compiled.manifest["files"]
-    assert sorted(f for f in files if f.startswith("buckets/")) == [
-        "buckets/b1_s16.json", "buckets/b1_s32.json", "buckets/b4_s16.json", "buckets/b4_s32.json"]
+    assert sorted(files) == ["model.json", "reference.pt", "weights.safetensors"]
+    assert {b["file"] for b in compiled.manifest["buckets"]} == {"model.json"}
+    assert len({str(b["numerics"]) for b in compiled.manifest["buckets"]}) == 1
     weights = (compiled.path / "weights.safetensors").stat().st_size
     model_bytes = sum(t.numel() * t.element_size() for t in tiny_model.state_dict().values())
     total = sum((compiled.path / f).stat().st_size for f in files)
@@ -216,7 +223,8 @@ def test_parse_sizes():
 
 
 def test_kill_9_mid_compile_leaves_nothing_loadable(tmp_path):
-    """A real SIGKILL after the first bucket: no artifact appears, and the next compile succeeds."""
+    """A real SIGKILL once the program is written and gated, before the manifest: no artifact appears,
+    and the next compile succeeds."""
     out = tmp_path / "art"
     script = textwrap.dedent(f"""
         import os, signal, torch
@@ -226,7 +234,7 @@ def test_kill_9_mid_compile_leaves_nothing_loadable(tmp_path):
         model = Encoder(EncoderConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
                                       num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
         def progress(line):
-            if line.startswith("[2/3]") and "compiling" in line:
+            if line.startswith("[1/1]") and line.endswith("ok"):
                 os.kill(os.getpid(), signal.SIGKILL)
         compile_model(model, batch_sizes="1,2,3", seq_lens="8", backend="cpu", out={str(out)!r}, progress=progress)
     """)
@@ -334,12 +342,12 @@ def test_the_cpu_runs_inputs_at_their_own_shape_and_splits_only_big_batches(comp
     """Fixed shapes are Neuron's (and TorchScript's) constraint: on the CPU padding would only add work."""
     model = load_compiled(compiled.path)
     seen = []
-    for bucket in model.buckets.values():
+    for bucket in set(model.buckets.values()):  # the one program every bucket shares
         inner = bucket.module
         bucket.module = lambda *inputs, inner=inner: (seen.append(tuple(inputs[0].shape)), inner(*inputs))[1]
     ids, mask, types = sample_inputs(tiny_config, 9, 13, seed=4)
     got = model(ids, mask, types)
-    assert not model.fixed_shapes and seen == [(4, 13), (4, 13), (1, 13)]  # split by the largest batch, unpadded
+    assert not model.shapes.fixed and seen == [(4, 13), (4, 13), (1, 13)]  # split by the largest batch, unpadded
     with torch.no_grad():
         assert_close(got, tiny_model(ids, mask, types), mask, compiled.manifest["precision"])
     model.close()

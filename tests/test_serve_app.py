@@ -106,10 +106,10 @@ def test_on_inf2_one_replica_per_core_each_fed_without_waiting(inf2_host, tiny_m
     both_busy = threading.Barrier(2, timeout=30)
     measuring = threading.Event()
 
-    def run(model, rows, seq):
+    def run(model, rows):
         if measuring.is_set():
             both_busy.wait()
-        return serve_replicas.run_batch(model, rows, seq)
+        return serve_replicas.run_batch(model, rows)
 
     app = create_app(ServeSettings(artifact=str(out), max_batch_requests=1), run=run)
     with TestClient(app) as client:

@@ -12,12 +12,19 @@ import pytest
 
 from neuron_encoder.errors import ConfigError
 from neuron_encoder.serve import errors
-from neuron_encoder.serve.batcher import Batcher, BucketTable, Item, Pending, monotone, pack
+from neuron_encoder.serve.batcher import Batcher, Pending
 from neuron_encoder.serve.metrics import Metrics
+from neuron_encoder.serve.packing import BucketTable, Item, pack
+from neuron_encoder.shapes import ShapePolicy, monotone
 from neuron_encoder.threads import ModelThread
 
 BUCKETS = [(b, s) for b in (1, 4, 8) for s in (16, 32, 64)]
 PER_CALL = {(b, s): b * s + 16.0 for b, s in BUCKETS}  # padded tokens, and each call's fixed cost
+
+
+def table_of(buckets, max_batch_tokens: int, max_batch_requests: int | None = None, costs=None,
+             fixed: bool = True) -> BucketTable:
+    return BucketTable.build(ShapePolicy(buckets, fixed, costs), max_batch_tokens, max_batch_requests)
 
 
 def queued(table: BucketTable, lengths: list[int]) -> dict[int, deque]:
@@ -34,36 +41,37 @@ def lengths_of(plan) -> list[int]:
 
 
 def test_bucket_table_keeps_the_token_budget_and_the_request_limit():
-    table = BucketTable.build(BUCKETS, max_batch_tokens=256)
+    table = table_of(BUCKETS, max_batch_tokens=256)
     assert table.batch_sizes == {16: (1, 4, 8), 32: (1, 4, 8), 64: (1, 4)}  # 8 x 64 = 512 > 256
     assert table.max_rows == 8 and table.max_length == 64
-    assert BucketTable.build(BUCKETS, 4096, max_batch_requests=3).max_rows == 3
+    assert table_of(BUCKETS, 4096, max_batch_requests=3).max_rows == 3
     with pytest.raises(ConfigError, match="smallest bucket of length 64 .* raise it"):
-        BucketTable.build(BUCKETS, max_batch_tokens=32)
+        table_of(BUCKETS, max_batch_tokens=32)
 
 
 def test_where_shapes_are_free_a_part_filled_batch_pays_only_for_its_rows():
     """Five inputs of 60 tokens. Fixed shapes (Neuron, CUDA graphs): a call of (8, 64) costs the same
     with 5 rows as with 8, so (4, 64) exactly full wins. The CPU runs (5, 60) as it is, at 5 x 60 / (8 x 64)
     of the bucket's cost, so all five go at once."""
-    fixed = BucketTable.build(BUCKETS, 16384, costs=PER_CALL)
+    fixed = table_of(BUCKETS, 16384, costs=PER_CALL)
     plan = pack(queued(fixed, [60] * 5), fixed)
     assert (plan.batch, plan.seq, len(plan.items)) == (4, 64, 4)
-    free = BucketTable.build(BUCKETS, 16384, costs=PER_CALL, fixed_shapes=False)
+    free = table_of(BUCKETS, 16384, costs=PER_CALL, fixed=False)
     plan = pack(queued(free, [60] * 5), free)
     assert (plan.batch, plan.seq, len(plan.items)) == (8, 64, 5)
-    assert free.computed_tokens(8, 64, rows=5, longest=60) == 300 and fixed.computed_tokens(8, 64, 5, 60) == 512
+    assert free.shapes.computed_tokens((8, 64), rows=5, longest=60) == 300
+    assert fixed.shapes.computed_tokens((8, 64), 5, 60) == 512
 
 
 def test_a_lone_input_runs_alone_in_the_smallest_bucket_that_fits():
-    table = BucketTable.build(BUCKETS, 16384, costs=PER_CALL)
+    table = table_of(BUCKETS, 16384, costs=PER_CALL)
     plan = pack(queued(table, [20]), table)
     assert (plan.batch, plan.seq, lengths_of(plan)) == (1, 32, [20])
     assert pack(queued(table, []), table) is None
 
 
 def test_similar_lengths_go_together_and_the_least_padded_bucket_wins():
-    table = BucketTable.build(BUCKETS, 16384, costs=PER_CALL)
+    table = table_of(BUCKETS, 16384, costs=PER_CALL)
     # The oldest is short; four more short ones and four long ones wait. Short ones fill (4, 16) exactly.
     plan = pack(queued(table, [16, 60, 14, 60, 15, 60, 16, 60]), table)
     assert (plan.batch, plan.seq) == (4, 16) and lengths_of(plan) == [16, 14, 15, 16]
@@ -74,7 +82,7 @@ def test_similar_lengths_go_together_and_the_least_padded_bucket_wins():
 
 
 def test_the_oldest_input_is_always_in_the_next_batch():
-    table = BucketTable.build(BUCKETS, 16384)
+    table = table_of(BUCKETS, 16384)
     queues = queued(table, [60] + [16] * 20)  # a long one first, then many that would pack better
     plan = pack(queues, table)
     assert 60 in lengths_of(plan) and plan.seq == 64
@@ -82,10 +90,10 @@ def test_the_oldest_input_is_always_in_the_next_batch():
 
 
 def test_fewer_inputs_than_a_batch_pick_the_batch_size_with_least_filler():
-    table = BucketTable.build(BUCKETS, 16384, costs=PER_CALL)
+    table = table_of(BUCKETS, 16384, costs=PER_CALL)
     plan = pack(queued(table, [16] * 5), table)
     assert (plan.batch, len(plan.items)) == (4, 4)  # a full (4, 16) beats (8, 16) with 3 filler rows
-    exact = BucketTable.build(BUCKETS, 16384)  # cost batch x seq: one exact input is as good as four
+    exact = table_of(BUCKETS, 16384)  # cost batch x seq: one exact input is as good as four
     plan = pack(queued(exact, [16] * 4), exact)
     assert (plan.batch, len(plan.items)) == (4, 4)  # and ties go to more inputs
 
@@ -94,9 +102,9 @@ def test_measured_costs_steer_the_packer_away_from_a_slow_bucket():
     """On a host where a batch of 8 costs more per row than two batches of 4 (a cache too small), 16
     waiting inputs go four at a time."""
     costs = {(b, s): {1: 1.0, 4: 2.0, 8: 6.0}[b] * s for b, s in BUCKETS}
-    table = BucketTable.build(BUCKETS, 16384, costs=costs)
+    table = table_of(BUCKETS, 16384, costs=costs)
     assert (pack(queued(table, [16] * 16), table).batch) == 4
-    assert (pack(queued(BucketTable.build(BUCKETS, 16384), [16] * 16), BucketTable.build(BUCKETS, 16384)).batch) == 8
+    assert (pack(queued(table_of(BUCKETS, 16384), [16] * 16), table_of(BUCKETS, 16384)).batch) == 8
 
 
 def test_costs_never_make_a_larger_bucket_cheaper():
@@ -105,13 +113,13 @@ def test_costs_never_make_a_larger_bucket_cheaper():
 
 
 def test_max_batch_requests_caps_the_rows():
-    table = BucketTable.build([(4, 16)], 16384, max_batch_requests=2)
+    table = table_of([(4, 16)], 16384, max_batch_requests=2)
     plan = pack(queued(table, [16] * 6), table)
     assert len(plan.items) == 2 and plan.batch == 4  # two rows and two filler rows
 
 
 def test_a_plan_takes_a_prefix_of_each_queue():
-    table = BucketTable.build(BUCKETS, 16384)
+    table = table_of(BUCKETS, 16384)
     queues = queued(table, [30, 12, 31, 14, 29, 60])
     plan = pack(queues, table)
     for seq, queue in queues.items():
@@ -126,15 +134,15 @@ class Recorder:
     it holds while `gate` is clear and raises on a row starting with 999."""
 
     def __init__(self) -> None:
-        self.batches: list[tuple[int, list[int]]] = []
+        self.batches: list[list[int]] = []
         self.gate = threading.Event()
         self.gate.set()
         self.holding = threading.Event()
 
-    def __call__(self, replica, rows, seq):
+    def __call__(self, replica, rows):
         self.holding.set()
         self.gate.wait()
-        self.batches.append((seq, [len(ids) for ids in rows]))
+        self.batches.append([len(ids) for ids in rows])
         if any(ids[0] == 999 for ids in rows):
             raise RuntimeError("boom")
         return np.array([[len(ids), replica] for ids in rows], dtype=np.float32)
@@ -145,7 +153,7 @@ def run(coroutine):
 
 
 def make_batcher(replicas: int = 1, **limits) -> tuple[Batcher, Recorder, list[ModelThread]]:
-    table = BucketTable.build(BUCKETS, 16384, limits.pop("max_batch_requests", None))
+    table = table_of(BUCKETS, 16384, limits.pop("max_batch_requests", None))
     recorder = Recorder()
     batcher = Batcher(table, Metrics(replicas, lambda: 0, lambda: 0), recorder, **{"max_inputs": 64, **limits})
     threads = [ModelThread(lambda i=i: i, name=f"test-replica-{i}") for i in range(replicas)]
@@ -210,7 +218,7 @@ def test_a_request_whose_computation_has_begun_is_finished_past_the_timeout():
     run(scenario())
     batcher.stop()
     threads[0].close()
-    assert sorted(len(lengths) for _, lengths in recorder.batches) == [1, 1]  # two batches: both inputs ran
+    assert sorted(len(lengths) for lengths in recorder.batches) == [1, 1]  # two batches: both inputs ran
 
 
 def test_an_input_waiting_past_the_timeout_fails_with_503_and_never_runs():
@@ -232,7 +240,7 @@ def test_an_input_waiting_past_the_timeout_fails_with_503_and_never_runs():
     run(scenario())
     batcher.stop()
     threads[0].close()
-    assert [lengths for _, lengths in recorder.batches] == [[3]]  # the late input was never computed
+    assert recorder.batches == [[3]]  # the late input was never computed
 
 
 def test_a_failing_batch_fails_its_requests_only():
@@ -298,4 +306,4 @@ def test_the_delay_waits_for_a_fuller_batch():
 
     run(scenario())
     batcher.stop()
-    assert recorder.batches == [(16, [3, 3, 3, 3])]  # one batch of four, not 1 then 3
+    assert recorder.batches == [[3, 3, 3, 3]]  # one batch of four, not 1 then 3

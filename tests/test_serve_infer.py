@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from neuron_encoder.serve import errors, infer
-from neuron_encoder.serve.batcher import Batcher, BucketTable
+from neuron_encoder.serve.batcher import Batcher
+from neuron_encoder.serve.packing import BucketTable
+from neuron_encoder.shapes import ShapePolicy
 from neuron_encoder.serve.infer import Inference
 from neuron_encoder.serve.metrics import Metrics
 from neuron_encoder.text import Tokenizer
@@ -20,7 +22,7 @@ from neuron_encoder.weights import resolve
 SEEN: list[list[int]] = []
 
 
-def echo(replica, rows, seq):
+def echo(replica, rows):
     """Each row's first id, last id and length, so a test can see what was computed."""
     SEEN.extend(rows)
     return np.array([[ids[0], ids[-1], len(ids)] for ids in rows], dtype=np.float32)
@@ -33,8 +35,8 @@ def tokenizer():
 
 def run(tokenizer, body, auto_truncate=False):
     async def scenario():
-        batcher = Batcher(BucketTable.build([(4, 8), (4, 16)], 1024), Metrics(1, lambda: 0, lambda: 0), echo,
-                          max_inputs=64)
+        table = BucketTable.build(ShapePolicy([(4, 8), (4, 16)]), 1024)
+        batcher = Batcher(table, Metrics(1, lambda: 0, lambda: 0), echo, max_inputs=64)
         batcher.start(asyncio.get_running_loop(), [ModelThread(lambda: None, name="echo-replica")])
         inference = Inference(batcher, batcher.metrics, tokenizer, 30522, auto_truncate)
         try:

@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from pydantic import ValidationError
 
 from neuron_encoder.serve import errors, invocations, schemas
@@ -18,9 +17,9 @@ def test_sagemaker_invocation_contract():
     assert invocations.parse_invocation(b'{"inputs": "one text"}', "application/json") == Invocation(["one text"])
     assert invocations.parse_invocation(b'{"inputs": ["a", "b"], "normalize": false, "truncate": true}',
                                         "application/json; charset=utf-8") == Invocation(["a", "b"], False, True)
-    pooled = torch.tensor([[3.0, 4.0], [1.0, 0.0]])
-    assert json.loads(invocations.invocation_response(pooled)) == [[0.6, 0.8], [1.0, 0.0]]
-    assert json.loads(invocations.invocation_response(pooled.numpy(), normalize=False)) == [[3.0, 4.0], [1.0, 0.0]]
+    pooled = np.array([[3.0, 4.0], [1.0, 0.0]], dtype=np.float32)
+    answer = lambda normalize: json.loads(invocations.embeddings_json(invocations.finish(pooled, normalize)))
+    assert answer(True) == [[0.6, 0.8], [1.0, 0.0]] and answer(False) == [[3.0, 4.0], [1.0, 0.0]]
 
 
 @pytest.mark.parametrize("body, content_type, kind, status", [

@@ -48,3 +48,12 @@ def test_every_listed_metric_is_exposed():
         assert f"neuron_encoder_{name}" in text, name
     assert 'neuron_encoder_replica_busy_fraction{replica="1"}' in text
     assert "_created" not in text
+
+
+def test_the_server_leaves_prometheus_client_as_it_found_it():
+    """No *_created series in /metrics, without switching them off for every other registry in the process."""
+    from prometheus_client import CollectorRegistry, Counter, generate_latest
+    Metrics(1, lambda: 0, lambda: 0).render()
+    registry = CollectorRegistry()
+    Counter("someone_elses", "a counter of another library", registry=registry).inc()
+    assert b"someone_elses_created" in generate_latest(registry)

@@ -38,7 +38,7 @@ def test_a_replica_loads_on_its_own_thread_and_warms_every_bucket(tiny_text_arti
         (replica,) = replicas.ready()
         assert set(replica.warm_ms) == set(replica.model.buckets) and all(ms > 0 for ms in replica.warm_ms.values())
         rows = [[101, 2023, 2003, 102], [101, 7592, 102]]
-        got = replicas.threads[0].submit(lambda r: run_batch(r.model, rows, 16)).result()
+        got = replicas.threads[0].submit(lambda r: run_batch(r.model, rows)).result()
         with load_compiled(tiny_text_artifact) as model:
             ids = torch.tensor([rows[0], rows[1] + [0]])
             mask = torch.tensor([[1, 1, 1, 1], [1, 1, 1, 0]])
@@ -81,7 +81,7 @@ def test_on_neuron_each_replica_holds_its_own_core(inf2_host, tiny_model, tmp_pa
             assert set(replica.model.placement.values()) == {(replica.index,)}
         double.executions.clear()
         rows = [[5, 6, 7, 8, 9]]
-        outputs = [thread.submit(lambda r: run_batch(r.model, rows, 8)).result() for thread in replicas.threads]
+        outputs = [thread.submit(lambda r: run_batch(r.model, rows)).result() for thread in replicas.threads]
         assert [e.core for e in double.executions] == [0, 1]  # replica 0 ran on core 0, replica 1 on core 1
         ids, mask = torch.tensor([rows[0] + [0] * 3]), torch.tensor([[1] * 5 + [0] * 3])
         with torch.no_grad():

@@ -59,11 +59,17 @@ def test_the_api_key_from_the_option_a_file_or_the_environment(tmp_path):
         resolve(ServeSettings(), {}, str(tmp_path / "missing"))
 
 
-def test_the_command_line_defaults_are_the_settings_defaults():
+def test_the_command_line_leaves_every_default_to_the_settings(monkeypatch):
+    """An option not given is None (a flag: off), so ServeSettings holds each default once."""
     parameters = inspect.signature(cli.serve).parameters
     defaults = ServeSettings()
     for name, parameter in parameters.items():
         default = parameter.default.default
         if hasattr(defaults, name) and name != "cors_allow_origin":
-            assert default == getattr(defaults, name), name
-    assert parameters["batch_sizes"].default.default == serve_settings.DEFAULT_BATCH_SIZES
+            assert default is None or default is False is getattr(defaults, name), name
+    from typer.testing import CliRunner
+    from neuron_encoder.serve import server
+    seen = []
+    monkeypatch.setattr(server, "serve", lambda settings, api_key_file=None: seen.append(settings))
+    assert CliRunner().invoke(cli.app, ["serve"]).exit_code == 0
+    assert seen == [ServeSettings()] and seen[0].batch_sizes == serve_settings.DEFAULT_BATCH_SIZES

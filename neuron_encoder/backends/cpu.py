@@ -18,8 +18,6 @@ AVX-NE-CONVERT) the linears run unpacked, correctly but slower.
 from __future__ import annotations
 
 import json
-import threading
-import weakref
 from pathlib import Path
 
 import torch
@@ -31,7 +29,7 @@ from ..model import Encoder
 from .base import Backend, CompileOptions, LoadedBucket, WithDtype
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
-WEIGHTS = "weights.safetensors"  # beside buckets/: one copy for every bucket
+WEIGHTS = "weights.safetensors"  # beside the descriptor
 PACK_ROWS = 128  # oneDNN's packing hint (rows of the activations); measured to matter little
 
 
@@ -71,14 +69,10 @@ class CpuProgram:
         self.model, self.precision = model, precision
 
 
-_LOADED: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # one model per weights file, shared
-_LOCK = threading.Lock()
-
-
 class CpuBackend(Backend):
     name = "cpu"
-    suffix = ".json"  # a bucket is a small descriptor; the weights live once in WEIGHTS
-    fixed_shapes = False  # the packed model runs any shape: padding to a bucket would only add work
+    suffix = ".json"  # the program is a small descriptor; the weights live beside it in WEIGHTS
+    fixed_shapes = False  # the packed model runs any shape: one program serves every bucket, unpadded
 
     def unavailable_reason(self, options: CompileOptions) -> str | None:
         if options.precision not in DTYPES:
@@ -94,35 +88,26 @@ class CpuBackend(Backend):
         return CpuProgram(model, options.precision)
 
     def save(self, compiled: CpuProgram, path: Path) -> None:
-        """The bucket's descriptor at `path`, and the weights beside the buckets folder, once."""
+        """The descriptor at `path`, and the weights beside it."""
         from safetensors.torch import save_file
-        weights = path.parent.parent / WEIGHTS
-        if not weights.exists():
-            state = {name: t.detach().contiguous() for name, t in compiled.model.state_dict().items()}
-            save_file(state, str(weights))
+        state = {name: t.detach().contiguous() for name, t in compiled.model.state_dict().items()}
+        save_file(state, str(path.with_name(WEIGHTS)))
         path.write_text(json.dumps({"weights": WEIGHTS, "precision": compiled.precision,
                                     "config": compiled.model.config.to_dict()}, sort_keys=True))
 
     def load(self, path: Path, precision: str, replicas: int = 1, start_core: int = 0) -> LoadedBucket:
         descriptor = json.loads(Path(path).read_text())
-        return LoadedBucket(_shared_model(Path(path).parent.parent / descriptor["weights"],
-                                          descriptor["config"], descriptor["precision"]))
+        return LoadedBucket(_packed_model(Path(path).with_name(descriptor["weights"]), descriptor["config"],
+                                          descriptor["precision"]))
 
     def versions(self) -> dict[str, str | None]:
         return {"cpu": hardware.cpu_model(), "onednn": str(torch.backends.mkldnn.is_available())}
 
 
-def _shared_model(weights: Path, config: dict, precision: str) -> nn.Module:
-    """The packed model for a weights file, built once however many buckets point at it."""
+def _packed_model(weights: Path, config: dict, precision: str) -> nn.Module:
+    """The packed model of a weights file (the runtime loads it once for every bucket)."""
     from safetensors.torch import load_file
-    stat = weights.stat()
-    key = (str(weights.resolve()), stat.st_mtime_ns, stat.st_size, precision)
-    with _LOCK:
-        model = _LOADED.get(key)
-        if model is None:
-            encoder = Encoder(EncoderConfig.from_dict(config))
-            encoder.load_state_dict(load_file(str(weights)), strict=True)
-            packed = pack_linears(encoder.to(DTYPES[precision]).eval(), precision)
-            model = WithDtype(packed, torch.float32).eval()  # no copy: only its outputs become fp32
-            _LOADED[key] = model
-        return model
+    encoder = Encoder(EncoderConfig.from_dict(config))
+    encoder.load_state_dict(load_file(str(weights)), strict=True)
+    packed = pack_linears(encoder.to(DTYPES[precision]).eval(), precision)
+    return WithDtype(packed, torch.float32).eval()  # no copy: only its outputs become fp32

@@ -20,11 +20,17 @@ def _set_tf32(on: bool) -> None:
     torch.backends.cuda.matmul.allow_tf32 = on
 
 
-TF32 = ProcessSetting(lambda: torch.backends.cuda.matmul.allow_tf32, _set_tf32, True)
+TF32 = ProcessSetting(lambda: torch.backends.cuda.matmul.allow_tf32, _set_tf32, True)  # the process's one switch
 
 
 class CudaBackend(Backend):
+    """`tf32`: the switch tf32 buckets hold; every backend shares the process's (TF32), so that its holders
+    are counted together; a test can pass its own."""
+
     name = "cuda"
+
+    def __init__(self, tf32: ProcessSetting = TF32) -> None:
+        self.tf32 = tf32
 
     def unavailable_reason(self, options: CompileOptions) -> str | None:
         problem = self.run_problem()
@@ -43,7 +49,7 @@ class CudaBackend(Backend):
 
     def compile(self, model: torch.nn.Module, example: tuple[torch.Tensor, ...],
                 options: CompileOptions, log_dir: Path) -> torch.nn.Module:
-        setting = TF32 if options.precision == "tf32" else None
+        setting = self.tf32 if options.precision == "tf32" else None
         if setting:
             setting.acquire()
         try:
@@ -54,7 +60,7 @@ class CudaBackend(Backend):
 
     def load(self, path: Path, precision: str, replicas: int = 1, start_core: int = 0) -> LoadedBucket:
         module = torch.jit.load(str(path), map_location="cuda")
-        return LoadedBucket(lambda *inputs: run_on_gpu(module, inputs), TF32 if precision == "tf32" else None)
+        return LoadedBucket(lambda *inputs: run_on_gpu(module, inputs), self.tf32 if precision == "tf32" else None)
 
     def versions(self) -> dict[str, str | None]:
         return {"cuda": torch.version.cuda}

@@ -1,1 +1,2 @@
-"""Benchmark statistics, result files, prices and reports: the parts that need no model."""
+"""The benchmark: workloads, the timed loop, engines and endpoints, the sweep and SLO search, result files,
+prices and reports (README: Benchmarking)."""

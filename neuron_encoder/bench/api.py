@@ -28,6 +28,7 @@ from neuron_encoder.files import safe_name, utc_stamp
 from neuron_encoder.model import Encoder
 from neuron_encoder.models import ResolvedModel, load_model
 from neuron_encoder.threads import cpu_budget
+from neuron_encoder.weights import DEFAULT_MODEL
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ def _write(outcome, command: str, out_dir: str | Path) -> tuple[BenchResult, Pat
     return result, json_path
 
 
-def run_bench(model: str | Path | Encoder | ResolvedModel = "minilm", *, engines: str | Sequence[str] = ("auto",),
+def run_bench(model: str | Path | Encoder | ResolvedModel = DEFAULT_MODEL, *, engines: str | Sequence[str] = ("auto",),
               batch_sizes: str | Sequence[int] = (1, 8), seq_lens: str | Sequence[int] = (128,),
               concurrency: str | Sequence[int] = (1, 2), rates: str | Sequence[float] | None = None,
               duration_s: float | None = 5.0, calls: int | None = None, warmup: int = 3,

@@ -78,10 +78,6 @@ def padding_efficiency(batches: Sequence[Batch], padded_len: Callable[[int, int]
     return real / sum(padded_len(*b.input_ids.shape) for b in batches)
 
 
-def bucket_padding(model) -> Callable[[int, int], int] | None:
-    """padded_len for a CompiledEncoder: the tokens of the buckets a (rows, length) batch is routed to;
-    None (rows x length) where the backend runs inputs at their own shape (the CPU)."""
-    if not model.fixed_shapes:
-        return None
-    return lambda rows, length: sum(bucket_batch * bucket_seq for _, bucket_batch, bucket_seq in
-                                    model.route(rows, length))
+def bucket_padding(model) -> Callable[[int, int], int]:
+    """padded_len for a CompiledEncoder: the tokens its plan for a (rows, length) batch computes."""
+    return lambda rows, length: model.shapes.uniform(rows, length).computed_tokens

@@ -174,6 +174,24 @@ class SweepOutcome:
     failures: list[dict[str, str]] = field(default_factory=list)
 
 
+@dataclass
+class _SweepRun:
+    """What every engine of one sweep is run with, and where its results go."""
+
+    sweep: Sweep
+    points: list[Point]
+    workload: Callable[[int, int], Workload]  # cached per (batch size, sequence length)
+    overhead: dict[str, float]  # the harness's ms per call, per loop mode
+    eta: Eta
+    model: str
+    reference: Reference | None
+    slo_p99_ms: float | None
+    slo_search: str
+    max_concurrency: int
+    outcome: SweepOutcome
+    say: Progress
+
+
 def run_sweep(engines: Sequence[Engine | LazyEngine], sweep: Sweep, workload_for: Callable[[int, int], Workload],
               *, model: str, reference: Reference | None = None, slo_p99_ms: float | None = None,
               slo_search: str = "concurrency", max_concurrency: int = 64,
@@ -204,6 +222,8 @@ def run_sweep(engines: Sequence[Engine | LazyEngine], sweep: Sweep, workload_for
                 for mode in dict.fromkeys(p.mode for p in points)}
     say("harness overhead per call: " + ", ".join(f"{mode} loop {ms * 1000:.1f} us" for mode, ms in overhead.items()))
     outcome = SweepOutcome()
+    run = _SweepRun(sweep, points, workload, overhead, eta, model, reference, slo_p99_ms, slo_search, max_concurrency,
+                    outcome, say)
     for position, item in enumerate(engines):
         pending = sum(isinstance(t, LazyEngine) for t in engines[position + 1:])
         name = item.name
@@ -217,22 +237,21 @@ def run_sweep(engines: Sequence[Engine | LazyEngine], sweep: Sweep, workload_for
             eta.skip(len(points))
             continue
         try:
-            _sweep_engine(engine, points, sweep, workload, overhead, eta, pending, model, reference,
-                          slo_p99_ms, slo_search, max_concurrency, outcome, say)
+            _sweep_engine(run, engine, pending)
         finally:
             engine.close()  # a LazyEngine's model (and its NeuronCores) goes before the next is built
     return outcome
 
 
-def _sweep_engine(engine: Engine, points: list[Point], sweep: Sweep, workload, overhead: dict, eta: Eta,
-                  pending: int, model: str, reference: Reference | None, slo_p99_ms: float | None,
-                  slo_search: str, max_concurrency: int, outcome: SweepOutcome, say: Progress) -> None:
-    """One engine's accuracy, timed points and SLO search; a failure is recorded, not raised."""
+def _sweep_engine(run: _SweepRun, engine: Engine, pending: int) -> None:
+    """One engine's accuracy, timed points and SLO search; a failure is recorded, not raised.
+    `pending`: the engines still to build, for the ETA."""
+    sweep, points, workload, eta, say, outcome = run.sweep, run.points, run.workload, run.eta, run.say, run.outcome
     rows: list[BenchRow] = []
     try:
         cosine = None
-        if reference is not None:
-            cosine = accuracy(engine.run, reference)
+        if run.reference is not None:
+            cosine = accuracy(engine.run, run.reference)
             say(f"{engine.name}: min cosine vs CPU fp32 eager {cosine:.6f}")
         for step, point in enumerate(points, eta.done + 1):
             say(f"[{step}/{eta.total}] {engine.name} {point.describe()}: {eta.left(pending)}")
@@ -241,17 +260,16 @@ def _sweep_engine(engine: Engine, points: list[Point], sweep: Sweep, workload, o
             m = measure(engine.run, data, mode=point.mode, concurrency=point.concurrency, rate=point.rate,
                         duration_s=sweep.duration_s, calls=sweep.calls, warmup=sweep.warmup,
                         arrival=sweep.arrival, seed=sweep.seed, threads=engine.thread_plan(point.concurrency))
-            row = to_row(m, engine, data, model=model, arrival=sweep.arrival, accuracy_cosine_min=cosine,
-                         harness_overhead=overhead[point.mode])
+            row = to_row(m, engine, data, model=run.model, arrival=sweep.arrival, accuracy_cosine_min=cosine,
+                         harness_overhead=run.overhead[point.mode])
             rows.append(row)
             eta.step_done(time.monotonic() - started)
             errors = f", {row.errors} errors (first: {m.first_error})" if row.errors else ""
             few = f" (only {row.calls} calls: p99 is near the max; run longer)" if row.calls < FEW_CALLS else ""
             say(f"[{step}/{eta.total}] {engine.name} {point.describe()}: p50 {row.latency_ms['p50']:.2f} ms, "
                 f"p99 {row.latency_ms['p99']:.2f} ms{few}, {row.throughput_avg:.1f} inf/s{errors}")
-        if slo_p99_ms is not None:
-            outcome.slo.append(_best_within_slo(engine, slo_p99_ms, sweep, workload, slo_search,
-                                                max_concurrency, say))
+        if run.slo_p99_ms is not None:
+            outcome.slo.append(_best_within_slo(run, engine))
     except Exception as error:  # this engine failed: say so loudly, keep the others
         message = f"{type(error).__name__}: {error}"
         say(f"FAILED {engine.name}: {message}; its rows are left out")
@@ -261,11 +279,11 @@ def _sweep_engine(engine: Engine, points: list[Point], sweep: Sweep, workload, o
     outcome.rows.extend(rows)
 
 
-def _best_within_slo(engine: Engine, slo_p99_ms: float, sweep: Sweep, workload, slo_search: str,
-                     max_concurrency: int, say: Progress) -> dict[str, Any]:
+def _best_within_slo(run: _SweepRun, engine: Engine) -> dict[str, Any]:
     """find_capacity at every batch size; the batch size that serves the most within the SLO wins."""
-    entries = [find_capacity(engine, slo_p99_ms, workload(batch_size, max(sweep.seq_lens)), search=slo_search,
-                             max_concurrency=max_concurrency, open_workers=sweep.open_workers,
+    sweep, slo_p99_ms, say = run.sweep, run.slo_p99_ms, run.say
+    entries = [find_capacity(engine, slo_p99_ms, run.workload(batch_size, max(sweep.seq_lens)), search=run.slo_search,
+                             max_concurrency=run.max_concurrency, open_workers=sweep.open_workers,
                              duration_s=sweep.duration_s, calls=sweep.calls, warmup=sweep.warmup,
                              arrival=sweep.arrival, seed=sweep.seed, progress=say)
                for batch_size in sweep.batch_sizes]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from neuron_encoder.config import EncoderConfig
-from neuron_encoder.errors import ConfigError
+from neuron_encoder.errors import ConfigError, positive_int
 from neuron_encoder.text import Batch, Tokenizer, random_batch
 
 # Search queries, chat turns, product text, support tickets, news and documentation paragraphs:
@@ -151,8 +151,7 @@ class Workload:
 
 def _check_shape(batch_size: int, seq_len: int, pool: int) -> None:
     for name, value in (("batch size", batch_size), ("sequence length", seq_len), ("pool", pool)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        positive_int(name, value)
 
 
 def corpus_workload(tokenizer: Tokenizer, batch_size: int, seq_len: int, pool: int = 8,

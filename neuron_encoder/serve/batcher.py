@@ -1,18 +1,8 @@
 """The queue room of the server: admitted inputs wait here, and each replica, whenever it is free,
 packs what is waiting into one compiled (batch, seq) bucket and runs it on its own thread.
 
-The packing rule (text-embeddings-inference's queue.rs, for padded static-shape buckets):
-- the oldest waiting input always goes in the next batch, so nothing starves;
-- for each sequence bucket that fits it, the batch is filled first with inputs of that bucket's
-  length class, oldest first, then with shorter ones (similar lengths together: less padding);
-- a batch holds at most the bucket's batch size, --max-batch-requests inputs, and
-  batch x seq <= --max-batch-tokens padded tokens;
-- of the candidate (batch, seq) buckets, the one that wastes the least wins: the most real tokens per
-  unit of what a call of that bucket costs (on the CPU, which runs a batch at its own shape, that cost
-  scaled to the rows and the longest input the batch really has). The server measures each bucket's cost at warm-up, so
-  padding, each call's fixed cost and a host's own quirks (a batch too large for its caches) all count;
-  without timings the cost is batch x seq, and the rule is the least padding. Ties go to more inputs,
-  then to the shorter bucket.
+Which inputs go in the next batch, and in which bucket, is packing.py's rule; the queue here feeds it.
+
 No delay timer by default: an idle replica runs whatever is waiting at once (continuous batching),
 so a lone request is computed alone; --max-batch-delay-ms trades latency for fuller batches.
 
@@ -28,79 +18,22 @@ replica threads (threads.ModelThread); the lock guards only the waiting queues.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import itertools
 import logging
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from neuron_encoder.errors import ConfigError
 from neuron_encoder.serve import errors
 from neuron_encoder.serve.metrics import Metrics
+from neuron_encoder.serve.packing import BucketTable, Item, Packed, pack
 
 log = logging.getLogger(__name__)
 
-RunBatch = Callable[[Any, Sequence[list[int]], int], np.ndarray]  # (replica, id rows, seq) -> (N, H)
-
-
-@dataclass(frozen=True)
-class BucketTable:
-    """The compiled buckets as the packer sees them, within the batch limits."""
-
-    seq_lens: tuple[int, ...]  # ascending
-    batch_sizes: dict[int, tuple[int, ...]]  # per sequence length, ascending, within --max-batch-tokens
-    max_rows: int  # --max-batch-requests, or the largest batch size
-    costs: dict[tuple[int, int], float]  # what one call of each bucket costs (ms at warm-up, or batch x seq)
-    fixed_shapes: bool = True  # False (the CPU): a batch runs at its own (rows, longest), not the bucket's
-
-    @classmethod
-    def build(cls, buckets: Iterable[tuple[int, int]], max_batch_tokens: int,
-              max_batch_requests: int | None = None,
-              costs: dict[tuple[int, int], float] | None = None, fixed_shapes: bool = True) -> BucketTable:
-        buckets = sorted(set(buckets))
-        seqs = sorted({seq for _, seq in buckets})
-        sizes = {}
-        for seq in seqs:
-            every = sorted(batch for batch, s in buckets if s == seq)
-            within = tuple(batch for batch in every if batch * seq <= max_batch_tokens)
-            if not within:
-                raise ConfigError(f"--max-batch-tokens {max_batch_tokens} is less than the smallest bucket of "
-                                  f"length {seq} ({every[0]} x {seq} = {every[0] * seq} tokens): raise it")
-            sizes[seq] = within
-        largest = max(size[-1] for size in sizes.values())
-        costs = monotone(costs or {(batch, seq): float(batch * seq) for batch, seq in buckets})
-        return cls(tuple(seqs), sizes, min(max_batch_requests or largest, largest), costs, fixed_shapes)
-
-    def cost(self, batch: int, seq: int, rows: int, longest: int) -> float:
-        """What running `rows` inputs (the longest `longest` tokens) in bucket (batch, seq) costs: the
-        bucket's own cost where shapes are fixed. Where they are not, the batch runs at (rows, longest)
-        whatever bucket it is filed under: the cost of the smallest bucket that holds that shape, scaled
-        to the tokens it computes, so a part-filled batch is not charged for empty rows."""
-        if self.fixed_shapes:
-            return self.costs[(batch, seq)]
-        fit_seq = self.seq_for(longest)
-        sizes = self.batch_sizes[fit_seq]
-        fit_batch = sizes[min(bisect.bisect_left(sizes, rows), len(sizes) - 1)]
-        if fit_batch < rows:  # the token budget allows fewer rows at that length: use the candidate's own
-            fit_batch, fit_seq = batch, seq
-        return self.costs[(fit_batch, fit_seq)] * rows * longest / (fit_batch * fit_seq)
-
-    def computed_tokens(self, batch: int, seq: int, rows: int, longest: int) -> int:
-        """Tokens a batch computes, padding included: the bucket's, or (rows, longest) where shapes are free."""
-        return batch * seq if self.fixed_shapes else rows * longest
-
-    @property
-    def max_length(self) -> int:
-        return self.seq_lens[-1]
-
-    def seq_for(self, length: int) -> int:
-        """The shortest bucket length that holds `length` tokens (callers check max_length first)."""
-        return self.seq_lens[bisect.bisect_left(self.seq_lens, length)]
+RunBatch = Callable[[Any, Sequence[list[int]]], np.ndarray]  # (replica, id rows) -> (N, H); the artifact plans
 
 
 class Pending:
@@ -126,70 +59,6 @@ class Pending:
     @property
     def inference_s(self) -> float:
         return max(0, self.last_end_ns - self.first_start_ns) / 1e9
-
-
-class Item:
-    """One input: its token ids, its length class and its place in the arrival order."""
-
-    __slots__ = ("request", "index", "ids", "length", "seq", "order", "started")
-
-    def __init__(self, request: Pending, index: int, ids: list[int], seq: int, order: int) -> None:
-        self.request, self.index, self.ids, self.length = request, index, ids, len(ids)
-        self.seq, self.order, self.started = seq, order, False
-
-
-@dataclass
-class Plan:
-    items: list[Item]
-    batch: int
-    seq: int
-    capacity: int  # the most inputs a batch of this length could have held
-
-
-def pack(queues: dict[int, deque[Item]], table: BucketTable) -> Plan | None:
-    """The next batch from the waiting inputs (the rule in the module docstring); None if none wait.
-
-    Each queue holds one length class in arrival order, and a plan takes a prefix of each, so the
-    caller removes a plan's items with popleft.
-    """
-    heads = [queue[0] for queue in queues.values() if queue]
-    if not heads:
-        return None
-    oldest = min(heads, key=lambda item: item.order)
-    best, best_score = None, None
-    for seq in table.seq_lens[table.seq_lens.index(oldest.seq):]:
-        sizes = table.batch_sizes[seq]
-        capacity = min(sizes[-1], table.max_rows)
-        chosen = _fill(queues, table, oldest, seq, capacity)
-        tokens = list(itertools.accumulate(item.length for item in chosen))
-        longest = list(itertools.accumulate((item.length for item in chosen), max))
-        for batch in sizes:
-            rows = min(len(chosen), batch, table.max_rows)
-            score = (tokens[rows - 1] / table.cost(batch, seq, rows, longest[rows - 1]), rows, -seq)
-            if best_score is None or score > best_score:
-                best, best_score = Plan(chosen[:rows], batch, seq, capacity), score
-            if rows == len(chosen) or rows == table.max_rows:
-                break  # a larger batch would only add filler rows
-    return best
-
-
-def monotone(costs: dict[tuple[int, int], float]) -> dict[tuple[int, int], float]:
-    """Costs where no bucket is cheaper than one it contains (fewer rows, shorter): timing noise on a
-    busy host must not make a larger bucket look like a bargain."""
-    return {(batch, seq): max(cost for (b, s), cost in costs.items() if b <= batch and s <= seq)
-            for (batch, seq) in costs}
-
-
-def _fill(queues: dict[int, deque[Item]], table: BucketTable, oldest: Item, seq: int, capacity: int) -> list[Item]:
-    """The oldest input, then its length class's, then shorter classes', each oldest first."""
-    chosen = [oldest]
-    for length_class in reversed(table.seq_lens[:table.seq_lens.index(seq) + 1]):
-        for item in queues[length_class]:
-            if len(chosen) == capacity:
-                return chosen
-            if item is not oldest:
-                chosen.append(item)
-    return chosen
 
 
 class Batcher:
@@ -306,7 +175,7 @@ class Batcher:
 
     def _deliver(self, replica: int, items: list[Item], bucket: tuple[int, int], vectors: np.ndarray | None,
                  error: Exception | None, start_ns: int, end_ns: int) -> None:
-        computed = self.table.computed_tokens(*bucket, len(items), max(item.length for item in items))
+        computed = self.table.shapes.computed_tokens(bucket, len(items), max(item.length for item in items))
         self.metrics.batch_done(replica, len(items), sum(item.length for item in items), bucket, computed,
                                 (end_ns - start_ns) / 1e9, error is not None)
         self.last_batch_failed = error is not None
@@ -339,25 +208,24 @@ class Batcher:
         activity = self.metrics.activity
         while True:
             with self._cond:
-                taken = self._next_batch()
-            if taken is None:
+                packed = self._next_batch()
+            if packed is None:
                 return
-            plan = taken
             activity.begin(index)
             start = time.perf_counter_ns()
             try:
-                vectors, error = self._run(replica, [item.ids for item in plan.items], plan.seq), None
+                vectors, error = self._run(replica, [item.ids for item in packed.items]), None
             except Exception as exc:  # this batch fails; the loop goes on
                 vectors, error = None, exc
             end = time.perf_counter_ns()
             activity.end(index)
             try:
-                self._loop.call_soon_threadsafe(self._deliver, index, plan.items, (plan.batch, plan.seq),
+                self._loop.call_soon_threadsafe(self._deliver, index, packed.items, (packed.batch, packed.seq),
                                                 vectors, error, start, end)
             except RuntimeError:  # the event loop is closed: nobody is waiting any more
                 return
 
-    def _next_batch(self) -> Plan | None:
+    def _next_batch(self) -> Packed | None:
         """Wait for inputs, pack them, take them out of the queues (the lock is held)."""
         while True:
             if self._waiting == 0:
@@ -365,17 +233,17 @@ class Batcher:
                     return None
                 self._cond.wait()
                 continue
-            plan = pack(self._queues, self.table)
-            if self.delay_ns and len(plan.items) < plan.capacity and not self._stopping:
-                waited = time.perf_counter_ns() - min(item.request.enqueued_ns for item in plan.items)
+            packed = pack(self._queues, self.table)
+            if self.delay_ns and len(packed.items) < packed.capacity and not self._stopping:
+                waited = time.perf_counter_ns() - min(item.request.enqueued_ns for item in packed.items)
                 if waited < self.delay_ns:
                     self._cond.wait((self.delay_ns - waited) / 1e9)
                     continue
-            for item in plan.items:
+            for item in packed.items:
                 popped = self._queues[item.seq].popleft()
-                assert popped is item, "a plan takes a prefix of each queue"
+                assert popped is item, "a batch takes a prefix of each queue"
                 item.started = item.request.begun = True
-            self._waiting -= len(plan.items)
+            self._waiting -= len(packed.items)
             if self._waiting:
                 self._cond.notify()  # another idle replica can take the rest
-            return plan
+            return packed

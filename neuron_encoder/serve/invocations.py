@@ -112,8 +112,3 @@ def embeddings_json(vectors: np.ndarray) -> bytes:
     """[[float, ...], ...]: one embedding per input, in order (TEI's /embed, SageMaker's /invocations)."""
     return dumps(np.ascontiguousarray(vectors, dtype=np.float32))
 
-
-def invocation_response(pooled: Any, normalize: bool = True) -> bytes:
-    """The /invocations answer for pooled vectors (N, H) (a numpy array or a torch tensor)."""
-    array = pooled.detach().cpu().float().numpy() if hasattr(pooled, "detach") else np.asarray(pooled)
-    return embeddings_json(finish(array.astype(np.float32, copy=False), normalize))

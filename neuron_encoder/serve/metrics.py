@@ -12,10 +12,8 @@ import time
 from collections import deque
 from typing import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
-
-disable_created_metrics()  # the *_created series double every counter's lines for a timestamp nobody reads
 
 PREFIX = "neuron_encoder"
 BUSY_WINDOW_S = 10.0
@@ -132,4 +130,18 @@ class Metrics:
         self._padded += computed
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(_WithoutCreated(self.registry))
+
+
+class _WithoutCreated:
+    """A registry's view without the *_created series, which double every counter's lines for a timestamp
+    nobody reads; left out here rather than by prometheus_client's process-wide switch, which would
+    change every other registry in the process too."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self):
+        for family in self.registry.collect():
+            family.samples = [sample for sample in family.samples if not sample.name.endswith("_created")]
+            yield family

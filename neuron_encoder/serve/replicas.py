@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -26,9 +25,6 @@ from neuron_encoder.serve.settings import ServeSettings
 from neuron_encoder.threads import ModelThread, plan_threads
 
 log = logging.getLogger(__name__)
-
-WARMUP_RUNS = 3  # per bucket: TorchScript's profiling executor (and oneDNN's fuser) settle after two
-TIMED_RUNS = 2  # then timed: the faster is the bucket's cost for the packer
 
 
 @dataclass(frozen=True)
@@ -107,43 +103,15 @@ def load_replica(source: ArtifactSource, index: int, backend: str) -> LoadedRepl
         torch.cuda.set_device(index)  # per thread: this replica's GPU for every later call
     model = load_compiled(path, replicas=1, start_core=index)  # on Neuron: one copy, on core `index`
     try:
-        return LoadedReplica(index, model, warm_up(model))
+        return LoadedReplica(index, model, model.warm_up())
     except BaseException:
         model.close()
         raise
 
 
-def warm_up(model: CompiledEncoder, runs: int = WARMUP_RUNS, timed: int = TIMED_RUNS) -> dict[tuple[int, int], float]:
-    """Run every bucket `runs` times, then `timed` more; the fastest timed run's milliseconds per bucket."""
-    timings = {}
-    for batch, seq in sorted(model.buckets):
-        rows = [[1000 % model.config.vocab_size] * seq] * batch
-        for _ in range(runs):
-            run_batch(model, rows, seq)
-        fastest = float("inf")
-        for _ in range(max(1, timed)):
-            start = time.perf_counter()
-            run_batch(model, rows, seq)
-            fastest = min(fastest, time.perf_counter() - start)
-        timings[(batch, seq)] = fastest * 1000
-    return timings
-
-
-def run_batch(model: CompiledEncoder, rows: Sequence[list[int]], seq: int) -> np.ndarray:
-    """Pooled, unnormalised vectors (N, H) float32 of token id rows, padded to `seq` (a bucket length;
-    on the CPU, which runs any shape, only to the longest row)."""
-    n, pad = len(rows), model.config.pad_token_id
-    if not model.fixed_shapes:
-        seq = max(len(ids) for ids in rows)
-    flat: list[int] = []
-    for ids in rows:
-        flat += ids
-        flat += [pad] * (seq - len(ids))
-    with torch.inference_mode():
-        input_ids = torch.tensor(flat, dtype=torch.long).view(n, seq)
-        lengths = torch.tensor([len(ids) for ids in rows])
-        mask = (torch.arange(seq)[None, :] < lengths[:, None]).long()  # (N, T)
-        return model.embed(input_ids, mask, normalize=False).float().numpy()  # normalised per request
+def run_batch(model: CompiledEncoder, rows: Sequence[list[int]]) -> np.ndarray:
+    """Pooled, unnormalised vectors (N, H) float32 of token-id rows, as the artifact plans them."""
+    return model.embed_rows(rows, normalize=False).float().numpy()  # normalised per request
 
 
 class Replicas:

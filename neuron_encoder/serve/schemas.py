@@ -98,14 +98,6 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-class SimpleToken(BaseModel):
-    id: int
-    text: str
-    special: bool
-    start: int | None
-    stop: int | None
-
-
 REQUEST_MODELS = (OpenAIEmbeddingRequest, EmbedRequest, TokenizeRequest, InvocationRequest)
 
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Mapping
 
 from neuron_encoder.backends import CompileOptions
-from neuron_encoder.errors import ConfigError
+from neuron_encoder.errors import ConfigError, positive_int
+from neuron_encoder.weights import DEFAULT_MODEL
 
 SAGEMAKER_PORT = 8080
 SAGEMAKER_MODEL_DIR = "/opt/ml/model"
@@ -28,7 +29,7 @@ class ServeSettings:
     """What `neuron-encoder serve` runs with; the option of each field is its name with dashes."""
 
     artifact: str | None = None  # a compiled artifact directory; else `model` is compiled (through the cache)
-    model: str | None = None  # a model spec (see models.py); "minilm" when neither is given
+    model: str | None = None  # a model spec (see models.py); DEFAULT_MODEL when neither is given
     backend: str = "auto"
     batch_sizes: str = DEFAULT_BATCH_SIZES
     seq_lens: str = DEFAULT_SEQ_LENS
@@ -54,10 +55,10 @@ class ServeSettings:
     def __post_init__(self) -> None:
         for name in ("port", "max_batch_tokens", "max_client_batch_size", "max_concurrent_requests",
                      "payload_limit"):
-            _positive(name, getattr(self, name))
+            positive_int(f"--{_dashed(name)}", getattr(self, name))
         for name in ("replicas", "max_batch_requests"):
             if getattr(self, name) is not None:
-                _positive(name, getattr(self, name))
+                positive_int(f"--{_dashed(name)}", getattr(self, name))
         for name in ("request_timeout_ms", "graceful_timeout"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"--{_dashed(name)} must be positive, got {getattr(self, name)!r}")
@@ -76,7 +77,7 @@ class ServeSettings:
 
     @property
     def model_spec(self) -> str:
-        return self.model or "minilm"
+        return self.model or DEFAULT_MODEL
 
     def replace(self, **changes) -> ServeSettings:
         return replace(self, **changes)
@@ -84,11 +85,6 @@ class ServeSettings:
 
 def _dashed(name: str) -> str:
     return name.replace("_", "-")
-
-
-def _positive(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"--{_dashed(name)} must be a positive integer, got {value!r}")
 
 
 def resolve(settings: ServeSettings, environ: Mapping[str, str] | None = None,

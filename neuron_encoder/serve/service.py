@@ -1,0 +1,168 @@
+"""The service's life, and what every route shares: settings, the replicas, the batcher, the state
+(loading, ready, draining, failed), the count of requests in progress, and what /info describes.
+
+It starts listening at once; /ping and /health answer 503 while the replicas load (or compile) and
+warm up every bucket, then 200. Draining (server.py starts it on SIGTERM) stops admissions, and every
+request already accepted is answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import platform
+import time
+from typing import Any, Callable
+
+from neuron_encoder import __version__, artifact
+from neuron_encoder.serve import errors
+from neuron_encoder.serve.batcher import Batcher
+from neuron_encoder.serve.infer import Inference
+from neuron_encoder.serve.metrics import Metrics
+from neuron_encoder.serve.packing import BucketTable
+from neuron_encoder.serve.replicas import ArtifactSource, LoadedReplica, Replicas, plan_replicas, run_batch
+from neuron_encoder.serve.settings import ServeSettings
+
+log = logging.getLogger(__name__)
+
+
+class Service:
+    """What the routes share: settings, the replicas, the batcher, the state (loading, ready,
+    draining, failed) and the count of requests in progress."""
+
+    def __init__(self, settings: ServeSettings, run: Callable = run_batch) -> None:
+        self.settings = settings
+        self.source = ArtifactSource(settings)
+        self.plan = plan_replicas(self.source.backend(), settings.replicas)
+        self.run = run
+        self.state = "loading"
+        self.fatal: BaseException | None = None
+        self.on_fatal: Callable[[], None] = lambda: None
+        self.active = 0  # HTTP requests in progress (RequestMiddleware)
+        self.idle = asyncio.Event()
+        self.replicas: Replicas | None = None
+        self.batcher: Batcher | None = None
+        self.inference: Inference | None = None
+        self.info: dict[str, Any] = {}
+        self.started = time.time()
+        self.metrics = Metrics(self.plan.count, lambda: self.batcher.queue_depth if self.batcher else 0,
+                               lambda: self.batcher.in_flight if self.batcher else 0)
+        self._loading: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        """Start loading every replica (each on its own thread) and return: the server listens meanwhile."""
+        log.info("loading %s", self.plan.describe())
+        self.replicas = Replicas(self.source, self.plan)
+        self._loading = asyncio.get_running_loop().create_task(self._become_ready())
+
+    async def _become_ready(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            loaded = await self._loaded()
+            self._wire(loop, loaded)
+        except Exception as exc:  # a load or compile failed: the server cannot serve, and exits
+            self.state, self.fatal = "failed", exc
+            log.error("the model could not be loaded: %s: %s", type(exc).__name__, exc)
+            self.on_fatal()
+            return
+        self.state = "ready"
+        log.info("ready: %s, buckets %s", self.plan.describe(), self.info["buckets"])
+
+    async def _loaded(self) -> list[LoadedReplica]:
+        """Every replica once built and warm (or the first build's error). Polled, not waited on in a
+        thread: a SIGTERM during a long compile must not wait for that thread to return."""
+        while True:
+            try:
+                return self.replicas.ready(timeout=0)
+            except concurrent.futures.TimeoutError:
+                await asyncio.sleep(0.05)
+
+    def _wire(self, loop: asyncio.AbstractEventLoop, loaded: list[LoadedReplica]) -> None:
+        model, s = loaded[0].model, self.settings
+        table = BucketTable.build(model.shapes, s.max_batch_tokens, s.max_batch_requests)
+        self.batcher = Batcher(table, self.metrics, lambda replica, rows: self.run(replica.model, rows),
+                               max_inputs=s.max_concurrent_requests, delay_ms=s.max_batch_delay_ms,
+                               timeout_ms=s.request_timeout_ms)
+        self.inference = Inference(self.batcher, self.metrics, model.tokenizer, model.config.vocab_size,
+                                   s.auto_truncate)
+        self.info = describe(s, self.plan, loaded, table)
+        self.batcher.start(loop, self.replicas.threads)
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready"
+
+    def check_ready(self) -> Inference:
+        if self.state == "draining":
+            raise errors.Draining("the server is shutting down")
+        if self.state == "failed":
+            raise errors.Unhealthy(f"the model failed to load ({type(self.fatal).__name__}); the server is stopping")
+        if self.state != "ready":
+            raise errors.Unhealthy("the model is loading; retry soon")
+        return self.inference
+
+    def begin_drain(self) -> None:
+        """Stop admitting: /ping answers 503 and new requests 503; accepted ones run to the end."""
+        if self.state == "ready":
+            self.state = "draining"
+            self.batcher.close_admission()
+        if self.active == 0:
+            self.idle.set()
+
+    async def drained(self, timeout: float) -> bool:
+        """Wait until no request is in progress; False if `timeout` seconds passed first."""
+        try:
+            await asyncio.wait_for(self.idle.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def stop(self) -> None:
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+        if self.batcher is not None:
+            self.batcher.stop()
+        if self.inference is not None:
+            self.inference.close()
+        if self.replicas is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.replicas.close,
+                                                             self.settings.graceful_timeout)
+
+
+def replica_location(replica: LoadedReplica, plan) -> str:
+    """Where a replica runs, as the runtime reports it (the NeuronCores its buckets hold)."""
+    if plan.backend == "neuron":
+        cores = sorted({core for held in replica.model.placement.values() for core in held})
+        return "NeuronCore " + ",".join(map(str, cores))
+    if plan.backend == "cuda":
+        return f"cuda:{replica.index}"
+    return f"CPU, {plan.intra_op_threads} thread(s)"
+
+
+def describe(settings: ServeSettings, plan, loaded: list[LoadedReplica], table: BucketTable) -> dict[str, Any]:
+    """GET /info: the model, the backend, the buckets, the replicas and every limit."""
+    import torch
+    from neuron_encoder import hardware
+    model = loaded[0].model
+    manifest = model.manifest
+    return {
+        "model_id": manifest["model"]["id"], "model_dtype": manifest["precision"],
+        "model_type": {"embedding": {"pooling": model.config.pooling}}, "hidden_size": model.config.hidden_size,
+        "normalize_by_default": True, "tokenizer": model.tokenizer is not None,
+        "backend": manifest["backend"], "target": manifest.get("target"), "artifact": str(model.directory),
+        "artifact_sha256": artifact.manifest_hash(model.directory),
+        "buckets": [list(bucket) for bucket in sorted(model.buckets)],
+        "replicas": plan.count, "replica_plan": plan.describe(),
+        "placement": [f"replica {r.index}: " + replica_location(r, plan) for r in loaded],
+        "warm_up_ms": {f"b{b}_s{s}": round(ms, 3) for (b, s), ms in sorted(loaded[0].warm_ms.items())},
+        "bucket_cost_ms": {f"b{b}_s{s}": round(ms, 3) for (b, s), ms in sorted(model.shapes.costs.items())},
+        "max_input_length": table.max_length, "max_batch_tokens": settings.max_batch_tokens,
+        "max_batch_requests": table.max_rows, "max_client_batch_size": settings.max_client_batch_size,
+        "max_concurrent_requests": settings.max_concurrent_requests, "auto_truncate": settings.auto_truncate,
+        "max_batch_delay_ms": settings.max_batch_delay_ms, "request_timeout_ms": settings.request_timeout_ms,
+        "payload_limit": settings.payload_limit, "version": __version__,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     **{k: v for k, v in manifest.get("versions", {}).items() if k not in ("python", "torch")}},
+        "host": {"cpu": hardware.cpu_model(), "instance_type": hardware.ec2_instance_type()},
+    }
