@@ -131,7 +131,7 @@ def _compile(plan: _Plan, out, artifacts_dir, force: bool, tolerance: Tolerance,
 def _build_buckets(plan: _Plan, temp: Path, tolerance: Tolerance, progress: Progress) -> tuple[list, dict]:
     """Compile, save, reload and gate every bucket (a host that cannot run them records why)."""
     backend, options, encoder = plan.backend, plan.options, plan.resolved.encoder
-    runs_here = backend.can_run()
+    runs_here = backend.can_run(options)
     records, references = [], {}
     (temp / "buckets").mkdir()
     for i, (batch, seq) in enumerate(plan.buckets, 1):
@@ -152,7 +152,7 @@ def _build_buckets(plan: _Plan, temp: Path, tolerance: Tolerance, progress: Prog
             verdict = f"max abs {numerics['max_abs']:.2e}, min cosine {numerics['min_cosine']:.6f}: ok"
         else:
             numerics = {"verified": False, "reason": "cross-compiled: this host cannot run it; "
-                                                     "verified on first load on the device"}
+                                                     "verified on first load on a host that can"}
             verdict = "not verified (cross-compiled)"
         progress(f"[{i}/{len(plan.buckets)}] {name}: {seconds:.1f} s; {verdict}")
         records.append({"name": name, "batch": batch, "seq": seq, "file": str(file),

@@ -201,7 +201,9 @@ class DoubleState:
         if visible < 0 or self.busy:  # stand-in, worded like the log line in training-troubleshooting.rst
             raise RuntimeError(f"NeuronCore(s) not available - Requested:{requested} "
                                f"Available:{0 if self.busy else total}")
-        return {"visible": visible, "lnc": lnc}
+        # configuration-guide.rst: NEURON_RT_ALLOW_LEGACY_NEFF=TRUE runs trn1 NEFFs on trn2 (runtime 2.25+).
+        legacy = int(os.environ.get("NEURON_RT_ALLOW_LEGACY_NEFF", "").strip().upper() == "TRUE")
+        return {"visible": visible, "lnc": lnc, "legacy": legacy}
 
     def visible_cores(self) -> int:
         """NeuronCores this process may use; starts the runtime."""
@@ -220,7 +222,7 @@ class DoubleState:
         """Load a model (by its flags buffer) onto NeuronCores, replacing where it was."""
         with self._lock:
             runtime = self.start_runtime()
-            _check_loadable(flags, self.platform, runtime["lnc"])
+            _check_loadable(flags, self.platform, runtime["lnc"], bool(runtime["legacy"]))
             self.placements.pop(flags.data_ptr(), None)  # set_neuron_cores unloads it first
             start = self.least_used_core() if start_nc == -1 else start_nc
             count = 1 if nc_count == -1 else nc_count
@@ -240,11 +242,14 @@ class DoubleState:
             self.placements.pop(address, None)
 
 
-def _check_loadable(flags: torch.Tensor, platform: str, lnc: int) -> None:
+def _check_loadable(flags: torch.Tensor, platform: str, lnc: int, legacy: bool = False) -> None:
     """A NEFF loads only on its NeuronCore generation (optimum-neuron's export guide: trn2 models do not
-    run on inf2, and vice versa), and on trn2 only with the runtime's LNC (logical-neuroncore-config.rst).
-    The real errors are not documented: stand-ins."""
+    run on inf2, and vice versa), except trn1 NEFFs on trn2 when the runtime allows legacy NEFFs, and on
+    trn2 only with the runtime's LNC (logical-neuroncore-config.rst). The real errors are not documented:
+    stand-ins."""
     target = TARGETS[int(flags[TARGET])]
+    if legacy and target in ("trn1", "trn1n") and platform == "trn2":
+        return
     if GENERATION[target] != GENERATION[platform]:
         raise RuntimeError(f"stand-in: NEFF compiled for {target} (NeuronCore-v{GENERATION[target]}) cannot load "
                            f"on {platform} (NeuronCore-v{GENERATION[platform]})")

@@ -20,7 +20,7 @@ import torch
 
 from tests.neuron_double import NEURONX_CC_VERSION, TORCH_NEURONX_VERSION, install, parse_compiler_args
 
-from neuron_encoder import hardware
+from neuron_encoder import hardware, platforms
 
 SEQ, VOCAB, HIDDEN = 8, 32, 16
 
@@ -396,5 +396,5 @@ def test_analyze_reports_the_documented_keys(tnx, encoder):
 
 def test_the_double_is_the_documented_pair():
     """setup/pytorch/manual.rst (Neuron 2.32) installs exactly this pair; our install hint names it too."""
-    assert hardware.TORCH_NEURONX_PIN == f"torch-neuronx=={TORCH_NEURONX_VERSION}"
-    assert hardware.NEURONX_CC_PIN == f"neuronx-cc=={NEURONX_CC_VERSION}"
+    assert platforms.RELEASES["2.32"].pins == f"neuronx-cc=={NEURONX_CC_VERSION} torch-neuronx=={TORCH_NEURONX_VERSION}"
+    assert platforms.pip_install("2.32") in hardware.NEURON_INSTALL_HINT
