@@ -95,6 +95,9 @@ def test_endpoint_invoke_and_delete_through_the_cli(monkeypatch, capsys, aws_env
     assert code == 0, err
     assert "scaling target: neuron best throughput within p99 10 ms 2618 inferences/s x 60 s" in out
     assert aws_cli("sagemaker", "describe-endpoint", "--endpoint-name", "ne-cli")["EndpointStatus"] == "InService"
+    # TorchServe's response timeout is 60 s unless the container environment says otherwise (issue 20, item 3)
+    model = aws_cli("sagemaker", "describe-model", "--model-name", "ne-cli")
+    assert model["PrimaryContainer"]["Environment"]["SAGEMAKER_MODEL_SERVER_TIMEOUT"] == "600"
     policies = boto("application-autoscaling").describe_scaling_policies(ServiceNamespace="sagemaker")
     assert policies["ScalingPolicies"][0]["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 78540.0
     queue_invocation_result(moto_endpoint, "[[0.6, 0.8]]")  # moto answers from a queue; the request is ours
