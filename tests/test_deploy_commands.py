@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.moto_server import FIXTURE_RESULTS, REGION, boto, make_bucket, queue_invocation_result, register_test_images
+from tests.moto_server import (FIXTURE_RESULTS, REGION, boto, make_bucket, queue_invocation_result, register_image,
+                               register_test_images)
 from tests.test_cli import run_cli  # `neuron-encoder ARGS` in-process, exit codes through cli.main
 
 AWS_CLI = Path(sys.executable).with_name("aws")
@@ -106,6 +107,26 @@ def test_endpoint_invoke_and_delete_through_the_cli(monkeypatch, capsys, aws_env
     code, out, _ = run_cli(monkeypatch, capsys, "deploy", "delete", "ne-cli")
     assert code == 0 and "sagemaker delete_endpoint ne-cli" in out
     assert boto("sagemaker").list_endpoints()["Endpoints"] == []
+
+
+@pytest.mark.skipif(not AWS_CLI.exists(), reason="the aws CLI (awscli, a test dependency) is not installed")
+def test_a_graviton_type_gets_an_arm64_image_or_a_refusal_saying_why(monkeypatch, capsys, account):
+    """Issue 20, item 5: `deploy bench --instance-types c7g.xlarge --dry-run` names an arm64 image (the aws CLI
+    reads its architecture back); an arm64 type with no arm64 image, or an x86_64 --ami for it, exits 2."""
+    args = ["deploy", "bench", "--bucket", account["bucket"], "--package", SPEC, "--dry-run", "--ami", account["ami"]]
+    code, out, err = run_cli(monkeypatch, capsys, *args, "--instance-types", "c7g.xlarge")
+    assert code == 0, err
+    sent = json.loads(out.split("[dry-run] ec2.run_instances (not sent)\n", 1)[1].split("\n[dry-run]", 1)[0]
+                      .split("\nc7g.xlarge:", 1)[0])
+    assert sent["InstanceType"] == "c7g.xlarge"
+    image = aws_cli("ec2", "describe-images", "--image-ids", sent["ImageId"])["Images"][0]
+    assert image["Architecture"] == "arm64"
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--instance-types", "g5g.xlarge")
+    assert code == 2 and "g5g.xlarge is an arm64 (Graviton) type, and no arm64 gpu image is known here" in err
+    x86 = register_image("an-x86-image", "x86_64")
+    code, _, err = run_cli(monkeypatch, capsys, *args[:-2], "--ami", f"cpu-arm64={x86}", "--instance-types",
+                           "c7g.xlarge")
+    assert code == 2 and f"AMI {x86} is x86_64, and c7g.xlarge needs an arm64 image" in err
 
 
 def test_errors_are_one_line_with_the_deploy_exit_code(monkeypatch, capsys, aws_env):

@@ -28,7 +28,7 @@ _CAPACITY_CODES = {"InsufficientInstanceCapacity", "InsufficientCapacity", "Unsu
 # immediately visible"). Retried with backoff for about two minutes.
 _PROFILE_NOT_YET_VISIBLE = ("InvalidParameterValue", "Invalid IAM Instance Profile")
 PROFILE_PROPAGATION_S = 120
-ROOT_DEVICE = "/dev/sda1"  # Ubuntu DLAMIs; Amazon Linux 2023 uses /dev/xvda (see root_device)
+ROOT_DEVICE = "/dev/sda1"  # Ubuntu DLAMIs; Amazon Linux 2023 uses /dev/xvda (see describe_image)
 
 
 @dataclass(frozen=True)
@@ -64,13 +64,14 @@ def security_group(aws: Aws, run: Run, vpc_id: str) -> str:
     return response["GroupId"]
 
 
-def root_device(aws: Aws, image_id: str) -> str:
-    """The image's root device name: the block device mapping must name it to set size and encryption."""
+def describe_image(aws: Aws, image_id: str) -> tuple[str, str | None]:
+    """The image's root device name (the block device mapping must name it to set size and encryption) and
+    its architecture (x86_64, arm64), which must be the instance's."""
     images = aws.call("ec2", "describe_images", {"ImageIds": [image_id]}, read_only=True)["Images"]
     if not images:
         raise DeployError(f"AMI {image_id} does not exist in {aws.region} (or is not shared with you): "
                           "pass --ami with an AMI of this region")
-    return images[0].get("RootDeviceName") or ROOT_DEVICE
+    return images[0].get("RootDeviceName") or ROOT_DEVICE, images[0].get("Architecture")
 
 
 def run_params(launch: Launch, run: Run, subnet_id: str, device_name: str) -> dict[str, Any]:
