@@ -3,6 +3,7 @@ reading back what the commands created, as a user would."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -68,6 +69,14 @@ def test_bench_status_cleanup_and_the_aws_cli_sees_the_same(monkeypatch, capsys,
     assert {i["MetadataOptions"]["HttpTokens"] for i in instances} == {"required"}
     groups = aws_cli("ec2", "describe-security-groups", "--filters", f"Name=tag:run-id,Values={run}")
     assert [g["IpPermissions"] for g in groups["SecurityGroups"]] == [[]]
+    for instance in instances:  # issue 20, item 7: installs under the image's own package list, then pip check
+        user_data = base64.b64decode(aws_cli("ec2", "describe-instance-attribute", "--instance-id",
+                                              instance["InstanceId"], "--attribute", "userData")["UserData"]["Value"])
+        lines = user_data.decode().splitlines()
+        frozen = next(i for i, line in enumerate(lines) if "-m pip list --format=freeze" in line)
+        install = next(i for i, line in enumerate(lines) if '-m pip install -q -c "$WORK/frozen.txt"' in line)
+        check = next(i for i, line in enumerate(lines) if line.startswith('"$PY" -m pip check'))
+        assert frozen < install < check and lines[frozen].endswith('> "$WORK/frozen.txt"')
     policy = aws_cli("iam", "get-role-policy", "--role-name", f"neuron-encoder-{run}", "--policy-name",
                      "neuron-encoder-run")["PolicyDocument"]
     assert [s["Action"] for s in policy["Statement"]] == ["s3:PutObject", "s3:GetObject"]
