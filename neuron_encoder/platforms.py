@@ -34,6 +34,11 @@ TARGETS = {
     "trn2": Target("trn2", "NeuronCore-v3", 8, True),
 }
 DEFAULT_LNC = 2  # trn2's default logical NeuronCore config
+# (code's target, host's target) beyond the same target that AWS documents: trn1 code is safe on inf2
+# (aws-neuron-sdk issue #865); trn1 NEFFs run on trn2 when the runtime (2.25+) is started with
+# NEURON_RT_ALLOW_LEGACY_NEFF=TRUE (neuron-runtime/guides/configuration-guide.rst).
+DOCUMENTED_SAFE = frozenset({("trn1", "inf2"), ("trn1n", "inf2")})
+LEGACY_NEFF = frozenset({("trn1", "trn2"), ("trn1n", "trn2")})
 
 
 @dataclass(frozen=True)

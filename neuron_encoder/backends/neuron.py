@@ -22,9 +22,7 @@ from .. import hardware, platforms
 from ..errors import ArtifactError, BackendUnavailable, CompileError, ConfigError
 from .base import TARGETS, Backend, CompileOptions, LoadedBucket
 
-# NEURON_RT_ALLOW_LEGACY_NEFF=TRUE lets trn1 NEFFs run on trn2, runtime 2.25 and later
-# (neuron-runtime/guides/configuration-guide.rst).
-LEGACY_NEFF = "NEURON_RT_ALLOW_LEGACY_NEFF"
+LEGACY_NEFF = "NEURON_RT_ALLOW_LEGACY_NEFF"  # the runtime's switch for platforms.LEGACY_NEFF pairs
 # neuronx-cc's spellings of the logical NeuronCore config (compiler/neuronx-cc/api-reference-guide/index.rst
 # names the first two; error code EARG001's example uses --lnc).
 LNC_FLAGS = ("--logical-nc-config", "-lnc", "--lnc")
@@ -169,7 +167,7 @@ class NeuronBackend(Backend):
     def check_artifact(self, manifest: dict[str, Any]) -> list[str]:
         target = manifest.get("target")
         notes = _check_target(target, hardware.neuron_family())
-        if target == "trn2":
+        if target in platforms.TARGETS and platforms.TARGETS[target].has_lnc:
             _check_runtime_lnc((manifest.get("options") or {}).get("lnc") or platforms.DEFAULT_LNC)
         return notes + _check_versions(manifest.get("versions") or {}, hardware.neuron_versions())
 
@@ -220,20 +218,18 @@ def _check_target(target: str | None, host: str | None) -> list[str]:
         return [f"cannot tell this host's instance family (no EC2 instance type): not checking that {target} "
                 "code suits it"]
     generation, here = platforms.TARGETS[target].generation, platforms.TARGETS[host].generation
-    legacy = os.environ.get(LEGACY_NEFF, "").strip().upper() == "TRUE"
-    if target in ("trn1", "trn1n") and host == "trn2" and legacy:
-        return [f"the artifact was compiled for {target} and this host is trn2: {LEGACY_NEFF}=TRUE lets the "
-                "runtime (2.25 or later) run trn1 code there; recompile with --target trn2 for trn2's own code"]
+    legacy_pair = (target, host) in platforms.LEGACY_NEFF
+    if legacy_pair and os.environ.get(LEGACY_NEFF, "").strip().upper() == "TRUE":
+        return [f"the artifact was compiled for {target} and this host is {host}: {LEGACY_NEFF}=TRUE lets the "
+                f"runtime (2.25 or later) run that code there; recompile with --target {host} for its own code"]
     if generation != here:
-        legacy_hint = (f", or set {LEGACY_NEFF}=TRUE (runtime 2.25+) to run trn1 code on trn2"
-                       if target in ("trn1", "trn1n") and host == "trn2" else "")
+        legacy_hint = f", or set {LEGACY_NEFF}=TRUE (runtime 2.25+) to run {target} code here" if legacy_pair else ""
         raise ArtifactError(f"the artifact was compiled for {target} ({generation}), but this host is "
                             f"{host} ({here}): Neuron code runs only on the NeuronCore generation "
                             f"it was compiled for; recompile it with --target {host}{legacy_hint}")
-    if target in ("trn1", "trn1n") and host == "inf2":
-        # AWS: "It is currently safe to use the trn1 flag when compiling for inf2" (aws-neuron-sdk issue #865).
-        return [f"the artifact was compiled for {target}, and this host is inf2: the same {here}, on which AWS "
-                "says trn1 code is safe; recompile with --target inf2 to be sure"]
+    if (target, host) in platforms.DOCUMENTED_SAFE:
+        return [f"the artifact was compiled for {target}, and this host is {host}: the same {here}, on which AWS "
+                f"says {target} code is safe; recompile with --target {host} to be sure"]
     if target != host:
         return [f"the artifact was compiled for {target}, and this host is {host}: the same {here}, but AWS "
                 f"documents only trn1 code on inf2; recompile with --target {host} to be sure"]
