@@ -33,10 +33,11 @@ def test_an_arm64_type_without_an_arm64_image_is_refused_saying_why():
 
 
 def test_an_image_of_the_other_architecture_is_refused():
-    check_architecture("ami-1", "arm64", "c7g.xlarge")
-    with pytest.raises(ConfigError, match="AMI ami-1 is x86_64, and c7g.xlarge needs an arm64 image: pass --ami "
+    check_architecture("ami-1", "arm64", "cpu-arm64")
+    check_architecture("ami-1", None, "cpu-arm64")  # an image that does not say is not refused
+    with pytest.raises(ConfigError, match="AMI ami-1 is x86_64, and the cpu-arm64 image must be arm64: pass --ami "
                                           "cpu-arm64=ami-"):
-        check_architecture("ami-1", "x86_64", "c7g.xlarge")
+        check_architecture("ami-1", "x86_64", "cpu-arm64")
 
 
 def test_the_default_arm64_cpu_parameter_is_one_aws_publishes(aws_env):

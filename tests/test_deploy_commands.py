@@ -135,7 +135,7 @@ def test_a_graviton_type_gets_an_arm64_image_or_a_refusal_saying_why(monkeypatch
     x86 = register_image("an-x86-image", "x86_64")
     code, _, err = run_cli(monkeypatch, capsys, *args[:-2], "--ami", f"cpu-arm64={x86}", "--instance-types",
                            "c7g.xlarge")
-    assert code == 2 and f"AMI {x86} is x86_64, and c7g.xlarge needs an arm64 image" in err
+    assert code == 2 and f"AMI {x86} is x86_64, and the cpu-arm64 image must be arm64" in err
 
 
 def test_errors_are_one_line_with_the_deploy_exit_code(monkeypatch, capsys, aws_env):

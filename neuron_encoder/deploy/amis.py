@@ -82,12 +82,12 @@ def parse_ami_overrides(value: str | None) -> dict[str, str]:
     return overrides
 
 
-def check_architecture(image_id: str, architecture: str | None, instance_type: str) -> None:
-    """An image of another architecture than the instance's (an x86_64 --ami for a c7g) cannot boot it."""
-    wanted = FAMILIES[image_of(instance_type)].arch
+def check_architecture(image_id: str, architecture: str | None, name: str) -> None:
+    """An image of another architecture than its entry's (an x86_64 --ami for cpu-arm64) boots none of its types."""
+    wanted = FAMILIES[name].arch
     if architecture and architecture != wanted:
-        raise ConfigError(f"AMI {image_id} is {architecture}, and {instance_type} needs an {wanted} image: pass "
-                          f"--ami {image_of(instance_type)}=ami-... with an {wanted} AMI")
+        raise ConfigError(f"AMI {image_id} is {architecture}, and the {name} image must be {wanted}: pass "
+                          f"--ami {name}=ami-... with an {wanted} AMI")
 
 
 def resolve_ami(aws: Aws, family: str, parameter: str | None = None) -> str:

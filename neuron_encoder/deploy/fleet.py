@@ -143,15 +143,14 @@ def _script(config: FleetConfig, run: Run, instance_type: str, region: str, keys
 
 
 def _images(aws: Aws, config: FleetConfig) -> dict[str, tuple[str, str]]:
-    """{image name (amis.FAMILIES): (AMI id, root device name)} for the fleet's types, each image checked
-    against the architecture of the types that boot it."""
-    images, architectures = {}, {}
+    """{image name (amis.FAMILIES): (AMI id, root device name)} for the fleet's types, each AMI checked
+    against the architecture of its entry."""
+    images = {}
     for name in sorted({image_of(t) for t in config.instance_types}):
         image = config.amis.get(name) or resolve_ami(aws, name, config.ami_parameters.get(name))
-        device, architectures[name] = ec2.describe_image(aws, image)
+        device, architecture = ec2.describe_image(aws, image)
+        check_architecture(image, architecture, name)
         images[name] = (image, device)
-    for instance_type in config.instance_types:
-        check_architecture(images[image_of(instance_type)][0], architectures[image_of(instance_type)], instance_type)
     return images
 
 
