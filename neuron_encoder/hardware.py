@@ -24,9 +24,10 @@ from pathlib import Path
 from . import platforms
 from .errors import ConfigError
 
-_LATEST, _SAGEMAKER = platforms.RELEASES[platforms.LATEST], platforms.RELEASES[platforms.SAGEMAKER]
-TORCH_NEURONX_PIN = f"torch-neuronx=={_LATEST.torch_neuronx}"
-NEURON_VENV = _SAGEMAKER.dlami_venv  # the last release whose "Deep Learning AMI Neuron PyTorch 2.9" has one
+# Install hints from the platform table: the newest pair for a fresh venv, the SageMaker container's for
+# artifacts bound for it, and the venv of the last DLAMI that has one.
+TORCH_NEURONX_PIN = f"torch-neuronx=={platforms.RELEASES[platforms.LATEST].torch_neuronx}"
+NEURON_VENV = platforms.RELEASES[platforms.SAGEMAKER].dlami_venv
 NEURON_INSTALL_HINT = (
     "torch-neuronx is published only on AWS's Neuron pip repository (the PyPI package of that name "
     "is a placeholder). On an inf2/trn1/trn2 instance use the venv of a Neuron 2.31 (or earlier) "
