@@ -49,6 +49,7 @@ class Family:
     name: str  # c7g, inf2, trn2u, ...
     kind: str  # neuron | gpu | cpu
     arch: str  # x86_64 | arm64
+    quota_class: str  # the EC2 vCPU quota its instances count against: Inf, Trn, G and VT, P or Standard
     target: str | None = None
 
 
@@ -61,6 +62,8 @@ _GPU_PREFIXES = ("g", "p")
 # im4gn, is4gen. a1 is the first Graviton, from before that convention.
 _INSTANCE_TYPE = re.compile(r"^(?:ml\.)?(?P<family>(?P<prefix>[a-z]+)\d+(?P<attributes>[a-z-]*))\.[a-z0-9]+$")
 _ARM64_FAMILIES = ("a1",)
+# The vCPU quota class of a family, by its leading letters (Service Quotas, service "ec2"); others: Standard.
+_QUOTA_CLASSES = {"inf": "Inf", "trn": "Trn", "g": "G and VT", "vt": "G and VT", "p": "P"}
 
 # Neuron devices (chips) per instance type (the Neuron instance pages; inf2.24xlarge: 6 chips, 12 cores).
 NEURON_DEVICES = {"inf2.xlarge": 1, "inf2.8xlarge": 1, "inf2.24xlarge": 6, "inf2.48xlarge": 12,
@@ -75,9 +78,10 @@ def family(instance_type: str) -> Family | None:
         return None
     name, prefix = match["family"], match["prefix"]
     arch = "arm64" if "g" in match["attributes"] or name in _ARM64_FAMILIES else "x86_64"
+    quota = next((label for key, label in _QUOTA_CLASSES.items() if prefix.startswith(key)), "Standard")
     if prefix in _NEURON_PREFIXES:
-        return Family(name, "neuron", arch, NEURON_FAMILIES.get(name))
-    return Family(name, "gpu" if prefix in _GPU_PREFIXES else "cpu", arch)
+        return Family(name, "neuron", arch, quota, NEURON_FAMILIES.get(name))
+    return Family(name, "gpu" if prefix in _GPU_PREFIXES else "cpu", arch, quota)
 
 
 def target_of(instance_type: str) -> str | None:

@@ -26,6 +26,13 @@ def test_families(instance_type, kind, arch, target):
     assert platforms.target_of(instance_type) == target
 
 
+@pytest.mark.parametrize("instance_type, quota_class", [("inf2.xlarge", "Inf"), ("trn2u.48xlarge", "Trn"),
+                                                        ("g5g.xlarge", "G and VT"), ("vt1.3xlarge", "G and VT"),
+                                                        ("p5.48xlarge", "P"), ("c7g.xlarge", "Standard")])
+def test_the_vcpu_quota_class_follows_the_family(instance_type, quota_class):
+    assert platforms.family(instance_type).quota_class == quota_class
+
+
 @pytest.mark.parametrize("name", ["inf2", "", "INF2.xlarge", "inf2.xlarge.extra"])
 def test_what_is_not_an_instance_type_answers_none(name):
     assert platforms.family(name) is None and platforms.target_of(name) is None

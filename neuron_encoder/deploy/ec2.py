@@ -8,18 +8,17 @@ volume is tagged at creation, so cleanup finds them by tag, not by memory.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from .. import platforms
 from ..errors import DeployError
 from .aws import TOOL, Aws, AwsCallError, Run, parse_expiry
 
-# The vCPU quota a VcpuLimitExceeded hits, by instance class (Service Quotas, service "ec2"). Codes are
-# given only where checked against AWS's quota tables; the names are the console's.
-_QUOTA_CLASSES = {"inf": "Inf", "trn": "Trn", "g": "G and VT", "vt": "G and VT", "p": "P"}
+# The vCPU quota a VcpuLimitExceeded hits, by the platform table's quota class (Service Quotas, service
+# "ec2"). Codes are given only where checked against AWS's quota tables; the names are the console's.
 _QUOTA_CODES_KNOWN = {("Standard", False): "L-1216C47A", ("G and VT", True): "L-3819A6DF", ("P", True): "L-7212CCBC"}
 _QUOTA_CODES = {"VcpuLimitExceeded", "InstanceLimitExceeded", "MaxSpotInstanceCountExceeded"}
 _CAPACITY_CODES = {"InsufficientInstanceCapacity", "InsufficientCapacity", "Unsupported"}
@@ -47,8 +46,8 @@ class Launch:
 
 def quota_name(instance_type: str, spot: bool) -> str:
     """inf2.xlarge -> 'Running On-Demand Inf instances'; c7i.xlarge with spot -> 'All Standard (...) Spot ...'."""
-    letters = re.match(r"[a-z]*", instance_type).group(0)
-    klass = next((name for key, name in _QUOTA_CLASSES.items() if letters.startswith(key)), "Standard")
+    family = platforms.family(instance_type)
+    klass = family.quota_class if family else "Standard"
     label = "Standard (A, C, D, H, I, M, R, T, Z)" if klass == "Standard" else klass
     name = f"All {label} Spot Instance Requests" if spot else f"Running On-Demand {label} instances"
     code = _QUOTA_CODES_KNOWN.get((klass, spot))
