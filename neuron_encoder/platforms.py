@@ -56,7 +56,7 @@ class Family:
 # EC2 family -> neuronx-cc target (trn2u/trn2n: trn2's UltraServer and network variants).
 NEURON_FAMILIES = {"inf2": "inf2", "trn1": "trn1", "trn1n": "trn1n", "trn2": "trn2", "trn2u": "trn2", "trn2n": "trn2"}
 _NEURON_PREFIXES = ("inf", "trn")  # inf1 (NeuronCore-v1, torch-neuron) is a Neuron family with no target here
-_GPU_PREFIXES = ("g", "p")
+_GPU_PREFIXES = ("g", "gr", "p")  # gr6: g6 with more memory per GPU
 # Instance type naming (docs.aws.amazon.com/ec2/latest/instancetypes/instance-type-names.html): the letters
 # after the generation are attributes, "g" among them meaning AWS Graviton (arm64): c7g, c7gn, g5g, x2gd,
 # im4gn, is4gen. a1 is the first Graviton, from before that convention.

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from neuron_encoder.deploy.amis import FAMILIES, check_architecture, family_of, image_of, parse_ami_overrides, resolve_ami
+from neuron_encoder.deploy.amis import (FAMILIES, check_architecture, family_of, image_of, parse_ami_overrides,
+                                        resolve_ami)
 from neuron_encoder.deploy.aws import Aws
 from neuron_encoder.errors import ConfigError, DeployError
 from tests.moto_server import REGION, boto
@@ -19,7 +20,8 @@ def test_family_of(instance_type, family):
 
 
 @pytest.mark.parametrize("instance_type, image", [("c7g.xlarge", "cpu-arm64"), ("m7gd.large", "cpu-arm64"),
-                                                  ("c7i.xlarge", "cpu"), ("inf2.xlarge", "neuron"), ("g5.xlarge", "gpu")])
+                                                  ("c7i.xlarge", "cpu"), ("inf2.xlarge", "neuron"),
+                                                  ("g5.xlarge", "gpu")])
 def test_graviton_types_get_the_arm64_image(instance_type, image):
     """Issue 20, item 5: c7g and other arm64 types boot arm64 images, never the x86_64 ones."""
     assert image_of(instance_type) == image

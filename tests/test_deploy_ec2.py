@@ -100,7 +100,8 @@ def test_no_zone_offering_the_type_is_an_error_before_any_launch(aws_env):
         ec2.launch_instance(Aws(REGION), launch(), RUN, [], "/dev/sda1")
 
 
-PROFILE_NOT_YET = "Value (neuron-encoder-ne-1) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name"
+PROFILE_NOT_YET = ("Value (neuron-encoder-ne-1) for parameter iamInstanceProfile.name is invalid. "
+                   "Invalid IAM Instance Profile name")
 
 
 def test_a_new_instance_profile_ec2_does_not_see_yet_is_retried_with_backoff(aws_env):

@@ -16,8 +16,10 @@ from neuron_encoder import platforms
     ("trn1n.32xlarge", "neuron", "x86_64", "trn1n"), ("trn2u.48xlarge", "neuron", "x86_64", "trn2"),
     ("inf1.xlarge", "neuron", "x86_64", None), ("g5.xlarge", "gpu", "x86_64", None),
     ("g5g.xlarge", "gpu", "arm64", None), ("p4d.24xlarge", "gpu", "x86_64", None),
+    ("gr6.4xlarge", "gpu", "x86_64", None),
     ("c7g.xlarge", "cpu", "arm64", None), ("c7gn.large", "cpu", "arm64", None), ("is4gen.large", "cpu", "arm64", None),
-    ("a1.large", "cpu", "arm64", None), ("c7i.xlarge", "cpu", "x86_64", None), ("c7i-flex.large", "cpu", "x86_64", None),
+    ("a1.large", "cpu", "arm64", None), ("c7i.xlarge", "cpu", "x86_64", None),
+    ("c7i-flex.large", "cpu", "x86_64", None),
     ("m5.large", "cpu", "x86_64", None),
 ])
 def test_families(instance_type, kind, arch, target):
