@@ -148,7 +148,7 @@ def _programs(plan: _Plan) -> list[tuple[tuple[int, int], list[tuple[int, int]]]
 def _build_buckets(plan: _Plan, temp: Path, tolerance: Tolerance, progress: Progress) -> tuple[list, dict]:
     """Compile, save, reload and gate every program (a host that cannot run them records why)."""
     backend, options, encoder = plan.backend, plan.options, plan.resolved.encoder
-    runs_here = backend.can_run()
+    runs_here = backend.can_run(options)
     records, references = [], {}
     programs = _programs(plan)
     for i, ((batch, seq), served) in enumerate(programs, 1):
@@ -170,7 +170,7 @@ def _build_buckets(plan: _Plan, temp: Path, tolerance: Tolerance, progress: Prog
             verdict = f"max abs {numerics['max_abs']:.2e}, min cosine {numerics['min_cosine']:.6f}: ok"
         else:
             numerics = {"verified": False, "reason": "cross-compiled: this host cannot run it; "
-                                                     "verified on first load on the device"}
+                                                     "verified on first load on a host that can"}
             verdict = "not verified (cross-compiled)"
         progress(f"[{i}/{len(programs)}] {name}: {seconds:.1f} s; {verdict}")
         for j, bucket in enumerate(served):  # a shared program's compile time counts once

@@ -21,20 +21,20 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import platforms
 from .errors import ConfigError
 
-# The documented pair (aws-neuron-sdk setup/pytorch/manual.rst, Neuron 2.32): the Neuron 2.32 compiler with
-# torch-neuronx from Neuron 2.31, the last release that ships it (PyTorch/XLA ends with PyTorch 2.9).
-TORCH_NEURONX_PIN = "torch-neuronx==2.9.0.2.15.32035"
-NEURONX_CC_PIN = "neuronx-cc==2.27.5334.0"
-NEURON_PIP_REPOSITORY = "https://pip.repos.neuron.amazonaws.com"
-NEURON_VENV = "/opt/aws_neuronx_venv_pytorch_2_9"  # Neuron 2.31's "Deep Learning AMI Neuron PyTorch 2.9"
+# Install hints from the platform table: the newest pair for a fresh venv, the SageMaker container's for
+# artifacts bound for it, and the venv of the last DLAMI that has one.
+TORCH_NEURONX_PIN = f"torch-neuronx=={platforms.RELEASES[platforms.LATEST].torch_neuronx}"
+NEURON_VENV = platforms.RELEASES[platforms.SAGEMAKER].dlami_venv
 NEURON_INSTALL_HINT = (
     "torch-neuronx is published only on AWS's Neuron pip repository (the PyPI package of that name "
     "is a placeholder). On an inf2/trn1/trn2 instance use the venv of a Neuron 2.31 (or earlier) "
     f"\"Deep Learning AMI Neuron PyTorch 2.9\": `source {NEURON_VENV}/bin/activate` (Neuron 2.32 DLAMIs "
-    "no longer ship torch-neuronx), or in a Python 3.10-3.12 venv: "
-    f"python -m pip install {NEURONX_CC_PIN} {TORCH_NEURONX_PIN} --extra-index-url={NEURON_PIP_REPOSITORY}"
+    f"no longer ship torch-neuronx), or in a Python {', '.join(platforms.PYTHONS)} venv: "
+    f"{platforms.pip_install(platforms.LATEST)} (for an artifact bound for the SageMaker container, its "
+    f"compiler: {platforms.pip_install(platforms.SAGEMAKER)}); scripts/neuron-check.sh --install makes that venv"
 )
 
 
@@ -76,10 +76,6 @@ def neuron_sdk_problem() -> str | None:
     return None
 
 
-def is_neuron_sdk_available() -> bool:
-    return neuron_sdk_problem() is None
-
-
 def neuron_versions() -> dict[str, str | None]:
     """torch-neuronx and neuronx-cc versions, None where absent: a change calls for a recompile.
 
@@ -113,14 +109,6 @@ def cuda_devices() -> dict | None:
         return None
 
 
-# Physical NeuronCores per device: inf2 and trn1 chips have two NeuronCore-v2 (about-neuron/arch/
-# neuron-hardware/inferentia2.rst, trainium.rst); a trn2 chip has eight NeuronCore-v3, which the runtime
-# shows as 8 // LNC logical cores (about-neuron/arch/neuron-features/logical-neuroncore-config.rst).
-PHYSICAL_CORES_PER_DEVICE = {"inf2": 2, "trn1": 2, "trn1n": 2, "trn2": 8}
-# EC2 instance family -> neuronx-cc --target (trn2u/trn2n: trn2 UltraServer and network variants).
-INSTANCE_FAMILIES = {"inf2": "inf2", "trn1": "trn1", "trn1n": "trn1n", "trn2": "trn2", "trn2u": "trn2",
-                     "trn2n": "trn2"}
-DEFAULT_LNC = 2  # trn2's default logical NeuronCore config (LNC applies only to trn2 and later)
 NO_DEVICES_IN_CONTAINER = (
     "the Neuron driver is loaded but no /dev/neuron* device is visible: a container started without its "
     "devices; start it with --device=/dev/neuron0 (one per device, contiguous), or use the Neuron device "
@@ -129,23 +117,18 @@ NO_DEVICES_IN_CONTAINER = (
 
 def neuron_family() -> str | None:
     """This host's Neuron target (inf2, trn1, trn1n, trn2), from the EC2 instance type; None if unknown."""
-    return INSTANCE_FAMILIES.get((ec2_instance_type() or "").split(".")[0])
+    instance = ec2_instance_type()
+    return platforms.target_of(instance) if instance else None
 
 
 def logical_nc_config() -> int:
     """The LNC the runtime will use on trn2: NEURON_LOGICAL_NC_CONFIG, default 2 (1 or 2 only)."""
     text = os.environ.get("NEURON_LOGICAL_NC_CONFIG", "").strip()
     if not text:
-        return DEFAULT_LNC
+        return platforms.DEFAULT_LNC
     if text not in ("1", "2"):
         raise ConfigError(f"NEURON_LOGICAL_NC_CONFIG={text!r}: the logical NeuronCore config is 1 or 2")
     return int(text)
-
-
-def cores_per_device(family: str) -> int:
-    """Logical NeuronCores per device of `family`, as the runtime counts them."""
-    physical = PHYSICAL_CORES_PER_DEVICE[family]
-    return physical // logical_nc_config() if family == "trn2" else physical
 
 
 def neuron_core_count() -> int:
@@ -158,6 +141,8 @@ def neuron_core_count() -> int:
     (torch.classes.neuron.Runtime().get_visible_nc_count(), an AWS sample): starting the runtime
     reserves every visible core for this process, which a probe must not do to a CPU benchmark that
     shares the host with a server. 0 when no Neuron device is visible; run_problem() says why.
+    With either variable set, the count needs no neuron-ls or instance type (a SageMaker container may
+    have neither): the total only checks the variables when it is known.
     """
     visible = os.environ.get("NEURON_RT_VISIBLE_CORES", "").strip()
     cores = parse_core_list(visible) if visible else None
@@ -165,13 +150,15 @@ def neuron_core_count() -> int:
     devices = neuron_device_count()
     if not devices:
         return 0
-    total = _cores_present(devices)
-    if cores is not None and cores[-1] >= total:
+    if cores is None and not wanted:
+        return _cores_present(devices)
+    total = _cores_present(devices, required=False)
+    if total is not None and cores is not None and cores[-1] >= total:
         raise ConfigError(f"NEURON_RT_VISIBLE_CORES={visible!r} names core {cores[-1]}, but this host has "
                           f"NeuronCores 0-{total - 1}")
-    if wanted > total:
+    if total is not None and cores is None and wanted > total:
         raise ConfigError(f"NEURON_RT_NUM_CORES={wanted}, but this host has {total} NeuronCores")
-    return len(cores) if cores is not None else wanted or total
+    return len(cores) if cores is not None else wanted
 
 
 def _requested_cores() -> int:
@@ -186,16 +173,19 @@ def _requested_cores() -> int:
     return wanted
 
 
-def _cores_present(devices: int) -> int:
+def _cores_present(devices: int, required: bool = True) -> int | None:
+    """The cores of the devices present: neuron-ls, else the table; None (or, if required, an error) without both."""
     counted = neuron_ls_core_count()
     if counted:
         return counted
     family = neuron_family()
+    if family is None and not required:
+        return None
     if family is None:
         raise ConfigError(f"cannot count the NeuronCores of {devices} Neuron device(s): no neuron-ls "
                           "(aws-neuronx-tools) and the instance family is unknown; set NEURON_RT_NUM_CORES "
                           "or NEURON_RT_VISIBLE_CORES")
-    return devices * cores_per_device(family)
+    return devices * platforms.cores_per_device(family, logical_nc_config())
 
 
 @functools.lru_cache(maxsize=None)

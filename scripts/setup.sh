@@ -43,7 +43,17 @@ if [ ! -f "$stamp" ]; then
     constraints="$(mktemp)"
     trap 'rm -f "$constraints"' EXIT
     echo "torch==$torch_before" > "$constraints"
+    if [ "$VENV" != "$PWD/.venv" ]; then
+        # Someone else's venv (a Neuron SDK's): neuronx-cc pins other packages with upper bounds, so every
+        # package already there is a constraint too, and pip check must pass afterwards.
+        "$PY" -m pip list --format=freeze --exclude-editable --disable-pip-version-check \
+            | { grep -iv '^neuron[-_]encoder==' || true; } > "$constraints"
+    fi
     pip_install --constraint "$constraints" -e ".[$EXTRAS]"
+    if [ "$VENV" != "$PWD/.venv" ] && ! "$PY" -m pip check; then
+        echo "setup: pip check failed in $VENV after installing neuron-encoder" >&2
+        exit 1
+    fi
     touch "$stamp"
 fi
 torch_after="$("$PY" -W ignore -c 'import torch; print(torch.__version__)')"

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from neuron_encoder import Encoder, EncoderConfig, hardware, preset
+from neuron_encoder import Encoder, EncoderConfig, hardware, platforms, preset
 
 
 # The CPU's auto precision is fixed for the whole session, before any fixture of any scope and for every
@@ -132,7 +132,7 @@ def neuron_host(monkeypatch):
         monkeypatch.setattr(hardware, "has_neuron_devices", lambda: devices > 0)
         monkeypatch.setattr(hardware, "neuron_driver_loaded", lambda: devices > 0)
         monkeypatch.setattr(hardware, "neuron_ls_core_count", lambda: None)
-        platform = hardware.INSTANCE_FAMILIES.get((instance or "").split(".")[0], "inf2")
+        platform = platforms.target_of(instance or "") or "inf2"
         return install(monkeypatch, devices=devices, platform=platform, **kwargs)
     return make
 

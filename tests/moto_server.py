@@ -8,6 +8,7 @@ Where moto differs from AWS, the tests work around it, as README.md's "Deploy on
 - SSM: moto has no Neuron or Deep Learning AMI public parameters and refuses writes under /aws/
   (moto/ssm/models.py put_parameter), so tests put their AMI ids under /neuron-encoder-test/ and
   point the fleet's ami_parameters there.
+- EC2: moto's register_image drops Architecture; register_image sets it on moto's record.
 - SageMaker: moto's endpoint config accepts only an old fixed list of instance types, without
   ml.inf2 (moto/sagemaker/models.py validate_instance_type), so the endpoint tests use ml.inf1.xlarge,
   and moto's endpoints are InService at once.
@@ -112,17 +113,29 @@ def boto(service: str, region: str = REGION):
     return boto3.client(service, region_name=region)
 
 
-def register_test_images(families=("neuron", "gpu", "cpu"), region: str = REGION) -> dict[str, str]:
+def register_test_images(families=("neuron", "gpu", "cpu", "cpu-arm64"), region: str = REGION) -> dict[str, str]:
     """An AMI per family in moto, published under the test prefix: {family: SSM parameter path}."""
-    ec2, ssm = boto("ec2", region), boto("ssm", region)
+    ssm = boto("ssm", region)
     parameters = {}
     for family in families:
-        image = ec2.register_image(Name=f"test-{family}-image", RootDeviceName="/dev/sda1", Architecture="x86_64",
-                                   VirtualizationType="hvm")["ImageId"]
+        image = register_image(f"test-{family}-image", "arm64" if family.endswith("-arm64") else "x86_64", region)
         name = f"{TEST_PARAMETER_PREFIX}/{family}/latest/image_id"
         ssm.put_parameter(Name=name, Value=image, Type="String")
         parameters[family] = name
     return parameters
+
+
+def register_image(name: str, architecture: str, region: str = REGION) -> str:
+    """An AMI whose describe_images says `architecture` (x86_64 or arm64). moto's register_image drops the
+    Architecture it is given (moto/ec2/models/amis.py), so it is set on moto's own record: the server runs
+    in this process."""
+    from moto.backends import get_backend
+    image = boto("ec2", region).register_image(Name=name, RootDeviceName="/dev/sda1", Architecture=architecture,
+                                               VirtualizationType="hvm")["ImageId"]
+    for account_backend in get_backend("ec2").values():
+        if image in account_backend[region].amis:
+            account_backend[region].amis[image].architecture = architecture
+    return image
 
 
 def make_bucket(name: str = "ne-test-bucket", region: str = REGION) -> str:

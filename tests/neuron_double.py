@@ -12,7 +12,7 @@ How it stands in for the SDK:
 - ``trace`` runs ``torch.jit.trace`` on CPU, so outputs are real numbers. The traced graph is serialised
   into a uint8 buffer (our "NEFF") and executed by a custom op, ``neuron_double::forward``, the way the
   real module calls ``neuron::forward_v2`` on an embedded NEFF. That op enforces what the hardware does:
-  fixed input shapes and dtypes, dynamic batching on dim 0 only, no execution without NeuronCores.
+  fixed input shapes and dtypes, no execution without NeuronCores.
 - ``compiler_workdir`` gets what the real trace leaves there (torch_neuronx/xla_impl/trace.py): model/graph.hlo,
   model/weights/*.npy (a copy of every weight), model/metadata.json, graph.neff and command.txt. The
   compiler's log goes to ``--logfile``, by default log-neuron-cc.txt in the process's working directory.
@@ -26,11 +26,14 @@ How it stands in for the SDK:
 - ``torch.jit.load`` (patched while the double is installed, as importing torch_neuronx registers the
   Neuron classes) places a model on a NeuronCore at load: the least used visible core, or the cores of an
   enclosing ``neuron_cores_context``; a collected model frees its core. A NEFF for another NeuronCore
-  generation (trn2 on inf2 or the reverse), or for another LNC than the runtime's, does not load.
-- ``torch.classes.neuron.Runtime().get_visible_nc_count()`` answers as the runtime (an AWS sample uses it).
+  generation (trn2 on inf2 or the reverse), or for another LNC than the runtime's, does not load, unless
+  NEURON_RT_ALLOW_LEGACY_NEFF=TRUE lets a trn1 NEFF load on trn2.
 
-Not emulated: /dev/neuron*, /proc/devices, DMI and neuron-ls (patch our hardware probes separately),
-compile time and host memory, lazily loaded models freeing their cores.
+Only what neuron-encoder calls is there: ``trace``, ``__version__``, ``neuron_cores_context`` (top level and
+under ``experimental``), the placing ``torch.jit.load``, and neuronx-cc's distribution metadata. Not
+emulated: the rest of the API (DataParallel, dynamic_batch, analyze, lazy/async load, set_neuron_cores),
+/dev/neuron*, /proc/devices, DMI and neuron-ls (patch our hardware probes separately), compile time and
+host memory.
 
 Messages quoted from the real SDK are marked "real:"; the others are plausible stand-ins, marked
 "stand-in:". Everything the double records for assertions lives on ``torch_neuronx.double``
@@ -56,7 +59,6 @@ import threading
 import types
 import warnings
 import weakref
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -80,9 +82,9 @@ UNSUPPORTED_OPS = frozenset({
     "aten::nonzero", "aten::sort", "aten::argsort", "aten::unique", "aten::_unique2",
     "aten::unique_consecutive", "aten::masked_select", "aten::fft_fft",
 })
-# A buffer of the traced module, so these survive torch.jit.save/load like the real settings: the runtime
-# flags, and the target and LNC the NEFF was compiled for. Placement is not saved: it happens at load.
-DYNAMIC, LAZY, ASYNC, TARGET, LNC = range(5)
+# A buffer of the traced module, so these survive torch.jit.save/load as a NEFF would: the target and LNC
+# it was compiled for. Placement is not saved: it happens at load.
+TARGET, LNC = range(2)
 _JIT_LOAD = torch.jit.load  # the real one: the double's own graph loads must not be placed
 
 # real: torch_neuronx 2.x tracing without cpu_backend on a host with no Neuron device
@@ -97,8 +99,6 @@ NO_COMPILER_ERROR = ("neuronx-cc is not installed.\nneuronx-cc can be installed 
                      "python3 -m pip install --extra-index-url=https://pip.repos.neuron.amazonaws.com neuronx-cc")
 # real: running a model on a host whose runtime cannot start (aws-neuron/aws-neuron-sdk issue #835).
 NO_RUNTIME_ERROR = "The PyTorch Neuron Runtime could not be initialized. Neuron Driver issues are logged."
-# real: DataParallel without a usable runtime (aws-neuron/aws-neuron-samples issue #44).
-NO_CORES_ERROR = "Neuron runtime cannot be initialized; cannot determine the number of available NeuronCores"
 # real log line (deploy/troubleshooting.rst); the exception around it is a stand-in.
 NOT_CONTIGUOUS_ERROR = "NRT:nrt_allocate_neuron_cores               Neuron cores are not contiguous"
 
@@ -201,7 +201,9 @@ class DoubleState:
         if visible < 0 or self.busy:  # stand-in, worded like the log line in training-troubleshooting.rst
             raise RuntimeError(f"NeuronCore(s) not available - Requested:{requested} "
                                f"Available:{0 if self.busy else total}")
-        return {"visible": visible, "lnc": lnc}
+        # configuration-guide.rst: NEURON_RT_ALLOW_LEGACY_NEFF=TRUE runs trn1 NEFFs on trn2 (runtime 2.25+).
+        legacy = int(os.environ.get("NEURON_RT_ALLOW_LEGACY_NEFF", "").strip().upper() == "TRUE")
+        return {"visible": visible, "lnc": lnc, "legacy": legacy}
 
     def visible_cores(self) -> int:
         """NeuronCores this process may use; starts the runtime."""
@@ -220,8 +222,8 @@ class DoubleState:
         """Load a model (by its flags buffer) onto NeuronCores, replacing where it was."""
         with self._lock:
             runtime = self.start_runtime()
-            _check_loadable(flags, self.platform, runtime["lnc"])
-            self.placements.pop(flags.data_ptr(), None)  # set_neuron_cores unloads it first
+            _check_loadable(flags, self.platform, runtime["lnc"], bool(runtime["legacy"]))
+            self.placements.pop(flags.data_ptr(), None)  # a model is loaded in one place at a time
             start = self.least_used_core() if start_nc == -1 else start_nc
             count = 1 if nc_count == -1 else nc_count
             if count < 1 or start < 0 or start + count > runtime["visible"]:  # the doc names ValueError
@@ -240,11 +242,14 @@ class DoubleState:
             self.placements.pop(address, None)
 
 
-def _check_loadable(flags: torch.Tensor, platform: str, lnc: int) -> None:
+def _check_loadable(flags: torch.Tensor, platform: str, lnc: int, legacy: bool = False) -> None:
     """A NEFF loads only on its NeuronCore generation (optimum-neuron's export guide: trn2 models do not
-    run on inf2, and vice versa), and on trn2 only with the runtime's LNC (logical-neuroncore-config.rst).
-    The real errors are not documented: stand-ins."""
+    run on inf2, and vice versa), except trn1 NEFFs on trn2 when the runtime allows legacy NEFFs, and on
+    trn2 only with the runtime's LNC (logical-neuroncore-config.rst). The real errors are not documented:
+    stand-ins."""
     target = TARGETS[int(flags[TARGET])]
+    if legacy and target in ("trn1", "trn1n") and platform == "trn2":
+        return
     if GENERATION[target] != GENERATION[platform]:
         raise RuntimeError(f"stand-in: NEFF compiled for {target} (NeuronCore-v{GENERATION[target]}) cannot load "
                            f"on {platform} (NeuronCore-v{GENERATION[platform]})")
@@ -429,42 +434,25 @@ def _execute(inputs: list[torch.Tensor], neff: torch.Tensor, flags: torch.Tensor
     graph = _load_graph(graph_id, neff)
     if getattr(state._local, "tracing", False):
         return [t.clone() for t in _run_graph(graph, inputs)]
-    dynamic = bool(flags[DYNAMIC])
-    _check_inputs(inputs, specs, dynamic)
+    _check_inputs(inputs, specs)
     with state._lock:
-        if flags.data_ptr() not in state.placements:  # lazy_load: loaded by its first run
+        if flags.data_ptr() not in state.placements:  # traced with cpu_backend=True: loaded by its first run
             state.load(flags)
         placement = state.placements[flags.data_ptr()]
         state.executions.append(Execution(placement.start_nc + placement.runs % placement.nc_count,
                                           [tuple(t.shape) for t in inputs]))
         placement.runs += 1
-    if not dynamic:
-        return [t.clone() for t in _run_graph(graph, inputs)]  # outputs never alias inputs
-    # Dynamic batching: split and pad dim 0 into chunks of the compiled batch (api-torch-neuronx-trace.rst).
-    batch, compiled = inputs[0].shape[0], specs[0][1][0]
-    pieces: list[list[torch.Tensor]] = []
-    for first in range(0, batch, compiled):
-        chunk = [t[first:first + compiled] for t in inputs]
-        short = compiled - chunk[0].shape[0]
-        if short:
-            chunk = [torch.cat([c, c.new_zeros((short, *c.shape[1:]))]) for c in chunk]
-        pieces.append(_run_graph(graph, chunk))
-    return [torch.cat(outs)[:batch] for outs in zip(*pieces)]
+    return [t.clone() for t in _run_graph(graph, inputs)]  # outputs never alias inputs
 
 
-def _check_inputs(inputs: list[torch.Tensor], specs: list[tuple[int, tuple[int, ...]]], dynamic: bool) -> None:
-    """What the runtime checks against the model's metadata: count, dtype, shape (dim 0 free if dynamic)."""
+def _check_inputs(inputs: list[torch.Tensor], specs: list[tuple[int, tuple[int, ...]]]) -> None:
+    """What the runtime checks against the model's metadata: count, dtype, shape (all fixed at trace time)."""
     if len(inputs) != len(specs):
         raise RuntimeError(f"stand-in: expected {len(specs)} input tensors, got {len(inputs)}")
-    if dynamic and len({t.shape[0] for t in inputs}) != 1:
-        raise ValueError("Inconsistent batch sizes found on inputs")  # real: torch-neuron's wording (issue #405)
     for index, (tensor, (code, shape)) in enumerate(zip(inputs, specs)):
         if tensor.dtype != _DTYPES[code]:
             raise RuntimeError(f"stand-in: input{index} has dtype {tensor.dtype}, compiled for {_DTYPES[code]}")
-        if dynamic and (tensor.dim() != len(shape) or tuple(tensor.shape[1:]) != shape[1:]):
-            raise ValueError(f"stand-in: input{index} shape {list(tensor.shape)} differs from the compiled "
-                             f"shape {list(shape)} in a dimension other than 0")  # the doc names ValueError
-        if not dynamic and tuple(tensor.shape) != shape:
+        if tuple(tensor.shape) != shape:
             raise RuntimeError(f"stand-in: input{index} has shape {list(tensor.shape)} but the model was "
                                f"compiled for {list(shape)}; Neuron models have fixed input shapes")
 
@@ -493,7 +481,7 @@ class _NeuronGraph(torch.nn.Module):
                  lnc: int) -> None:
         super().__init__()
         self.register_buffer("neff", neff)
-        self.register_buffer("neuron_flags", torch.tensor([0, 0, 0, TARGETS.index(target), lnc]))
+        self.register_buffer("neuron_flags", torch.tensor([TARGETS.index(target), lnc]))
         self.meta = meta
         self.out_spec = out_spec
 
@@ -654,34 +642,6 @@ def _build_module(state: DoubleState, with_compiler: bool) -> types.ModuleType:
             state.load_module(traced)
         return traced
 
-    def dynamic_batch(neuron_script):
-        """Let the model take any batch size on dim 0; modifies it in place and returns it."""
-        state.record("dynamic_batch", neuron_script)
-        for flags in _flags_of(neuron_script, "dynamic_batch"):
-            flags[DYNAMIC] = 1
-        return neuron_script
-
-    def lazy_load(trace, enable_lazy_load=True):
-        state.record("lazy_load", trace, enable_lazy_load=enable_lazy_load)
-        for flags in _flags_of(trace, "lazy_load"):
-            flags[LAZY] = int(enable_lazy_load)
-
-    def async_load(trace, enable_async_load=True):
-        state.record("async_load", trace, enable_async_load=enable_async_load)
-        for flags in _flags_of(trace, "async_load"):
-            flags[ASYNC] = int(enable_async_load)
-
-    def set_neuron_cores(trace, start_nc=-1, nc_count=-1):
-        """Move a loaded model to cores start_nc .. start_nc + nc_count - 1 (round robin inside the range);
-        it is unloaded from where it was first (api-torch-neuronx-core-placement.rst)."""
-        state.record("set_neuron_cores", trace, start_nc=start_nc, nc_count=nc_count)
-        for flags in _flags_of(trace, "set_neuron_cores"):
-            state.load(flags, start_nc, nc_count)
-
-    def set_multicore(trace):
-        state.record("set_multicore", trace)
-        set_neuron_cores(trace, 0, state.visible_cores())
-
     @contextlib.contextmanager
     def neuron_cores_context(start_nc=-1, nc_count=-1):
         """Place the models torch.jit.load loads inside the context. Not thread-safe, as documented: the
@@ -693,130 +653,21 @@ def _build_module(state: DoubleState, with_compiler: bool) -> types.ModuleType:
         finally:
             state.context = outer
 
-    def multicore_context():
-        return neuron_cores_context(0, state.visible_cores())
-
-    def move_trace_to_device(trace, device_id):
-        state.record("move_trace_to_device", trace, device_id)
-        set_neuron_cores(trace, device_id, 1)
-
-    def analyze(func, example_inputs, compiler_workdir=None, additional_ignored_ops=None, max_workers=4,
-                is_hf_transformers=False, cleanup=False):
-        """Operator support report, no compile (api-torch-neuronx-analyze.rst)."""
-        state.record("analyze", func, example_inputs, compiler_workdir=compiler_workdir,
-                     additional_ignored_ops=additional_ignored_ops, max_workers=max_workers,
-                     is_hf_transformers=is_hf_transformers, cleanup=cleanup)
-        inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
-        module_to_trace = func if isinstance(func, torch.nn.Module) else _Function(func)
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            graph = torch.jit.trace(module_to_trace, inputs, check_trace=False, strict=False)
-        ignored = set(additional_ignored_ops or ())
-        kinds = [n.kind() for n in graph.inlined_graph.nodes() if n.kind().startswith("aten::")]
-        kinds = [kind for kind in kinds if kind not in ignored]
-        supported = {kind: kinds.count(kind) for kind in dict.fromkeys(kinds) if kind not in UNSUPPORTED_OPS}
-        unsupported = [{"kind": kind, "failureAt": "neuronx-cc", "call": "", "opGraph": ""}
-                       for kind in kinds if kind in UNSUPPORTED_OPS]
-        share = 100.0 * sum(supported.values()) / len(kinds) if kinds else 100.0
-        return {"torch_neuronx_version": TORCH_NEURONX_VERSION,
-                "neuronx_cc_version": NEURONX_CC_VERSION if with_compiler else None,
-                "support_percentage": f"{share:.2f}%",
-                "supported_operators": supported,
-                "unsupported_operators": unsupported}
-
-    @dataclasses.dataclass
-    class PartitionerConfig:
-        trace_kwargs: dict | None = None
-        model_support_percentage_threshold: float = 0.5
-        min_subgraph_size: int = -1
-        max_subgraph_count: int = -1
-        ops_to_partition: set | None = None
-        analyze_parameters: dict | None = None
-
-    class DataParallel(torch.nn.Module):
-        """Replicates a Neuron model on the visible cores and splits dim ``dim`` across them
-        (api-torch-neuronx-data-parallel.rst). Accepts a model from trace or from torch.jit.load."""
-
-        def __init__(self, model, device_ids=None, dim=0, set_dynamic_batching=True):
-            super().__init__()
-            state.record("DataParallel", model, device_ids=device_ids, dim=dim,
-                         set_dynamic_batching=set_dynamic_batching)
-            _flags_of(model, "DataParallel")
-            try:
-                visible = state.visible_cores()
-            except RuntimeError as exc:
-                raise RuntimeError(NO_CORES_ERROR) from exc
-            ids = list(range(visible)) if device_ids is None else [
-                int(str(d).removeprefix("nc:")) for d in device_ids]
-            if not ids or any(not 0 <= i < visible for i in ids):
-                raise ValueError(f"stand-in: device_ids {device_ids} outside the {visible} visible NeuronCores")
-            if set_dynamic_batching and dim != 0:
-                warnings.warn("Dynamic batching is only supported on dim=0; it is disabled", UserWarning)
-            self.device_ids, self.dim = ids, dim
-            self.num_workers = 2 * len(ids)  # documented default: 2 threads per NeuronCore
-            self.dynamic_batching = set_dynamic_batching and dim == 0
-            buffer = io.BytesIO()
-            torch.jit.save(model, buffer)
-            self.replicas = []
-            for core in ids:  # one loaded copy per core, like the runtime
-                buffer.seek(0)
-                replica = torch.jit.load(buffer)  # loads, then moves: why lazy_load helps DataParallel
-                for flags in _flags_of(replica, "DataParallel"):
-                    flags[DYNAMIC] = int(self.dynamic_batching)
-                    state.load(flags, core, 1)
-                self.replicas.append(replica)
-
-        def disable_dynamic_batching(self):
-            self.dynamic_batching = False
-            for replica in self.replicas:
-                for flags in _flags_of(replica, "DataParallel"):
-                    flags[DYNAMIC] = 0
-
-        def forward(self, *inputs):
-            sizes = {t.shape[self.dim] for t in inputs}
-            if len(sizes) != 1:
-                raise ValueError("Inconsistent batch sizes found on inputs")
-            split_size = max(1, sizes.pop() // len(self.replicas))  # documented default
-            chunks = list(zip(*(torch.split(t, split_size, dim=self.dim) for t in inputs)))
-            jobs = [(self.replicas[i % len(self.replicas)], chunk) for i, chunk in enumerate(chunks)]
-            with ThreadPoolExecutor(max_workers=min(self.num_workers, len(jobs))) as pool:
-                results = list(pool.map(lambda job: job[0](*job[1]), jobs))
-            leaves = [pytree.tree_flatten(result)[0] for result in results]
-            merged = [torch.cat(parts, dim=self.dim) for parts in zip(*leaves)]
-            return pytree.tree_unflatten(merged, pytree.tree_flatten(results[0])[1])
-
-    for function in (trace, dynamic_batch, lazy_load, async_load, set_neuron_cores, set_multicore,
-                     neuron_cores_context, multicore_context, move_trace_to_device, analyze):
-        setattr(module, function.__name__, function)
-    module.DataParallel = DataParallel
-    module.PartitionerConfig = PartitionerConfig
+    module.trace, module.neuron_cores_context = trace, neuron_cores_context
     module.experimental = _experimental(module)
     return module
 
 
 def _placing_load(state: DoubleState) -> Callable[..., Any]:
     """torch.jit.load as it behaves once torch_neuronx is imported: a Neuron model is loaded onto a
-    NeuronCore at load time (the least used one, or the enclosing neuron_cores_context's), unless it
-    was saved with lazy_load (api-torch-neuronx-async-lazy-load.rst)."""
+    NeuronCore at load time (the least used one, or the enclosing neuron_cores_context's)."""
     def load(*args: Any, **kwargs: Any) -> Any:
         model = _JIT_LOAD(*args, **kwargs)
-        if state.is_double_trace(model) and not all(int(f[LAZY]) for f in _flags_of(model, "load")):
+        if state.is_double_trace(model):
             start_nc, nc_count = state.context or (-1, -1)
             state.load_module(model, start_nc, nc_count)
         return model
     return load
-
-
-def _runtime_classes(state: DoubleState) -> types.SimpleNamespace:
-    """``torch.classes.neuron``: the Runtime class an AWS sample counts visible cores with
-    (src/examples/pytorch/libtorch_demo/bert_neuronx/detect_instance.py)."""
-    class Runtime:
-        def get_visible_nc_count(self) -> int:
-            try:
-                return state.visible_cores()
-            except RuntimeError as exc:
-                raise RuntimeError(NO_RUNTIME_ERROR) from exc
-    return types.SimpleNamespace(Runtime=Runtime)
 
 
 def _experimental(module: types.ModuleType) -> types.ModuleType:
@@ -824,13 +675,11 @@ def _experimental(module: types.ModuleType) -> types.ModuleType:
     since Neuron 2.25 (release-notes/2.25.0/nx-pytorch.rst)."""
     experimental = types.ModuleType("torch_neuronx.experimental")
     experimental.__spec__ = importlib.machinery.ModuleSpec("torch_neuronx.experimental", None)
-    for name in ("set_neuron_cores", "set_multicore", "neuron_cores_context", "multicore_context"):
-        def moved(*args, _name=name, **kwargs):
-            warnings.warn(f"In a future version torch_neuronx.experimental.{_name} will be removed.  "
-                          f"Call torch_neuronx.{_name} instead.", DeprecationWarning, stacklevel=2)
-            return getattr(module, _name)(*args, **kwargs)
-        moved.__name__ = name
-        setattr(experimental, name, moved)
+    def neuron_cores_context(*args, **kwargs):
+        warnings.warn("In a future version torch_neuronx.experimental.neuron_cores_context will be removed.  "
+                      "Call torch_neuronx.neuron_cores_context instead.", DeprecationWarning, stacklevel=2)
+        return module.neuron_cores_context(*args, **kwargs)
+    experimental.neuron_cores_context = neuron_cores_context
     return experimental
 
 
@@ -877,7 +726,6 @@ def install(monkeypatch, *, devices: int = 0, platform: str = "inf2", neuronx_cc
     monkeypatch.setitem(sys.modules, "torch_neuronx", module)
     monkeypatch.setitem(sys.modules, "torch_neuronx.experimental", module.experimental)
     monkeypatch.setattr(torch.jit, "load", _placing_load(state))
-    monkeypatch.setattr(torch.classes, "neuron", _runtime_classes(state), raising=False)
     if neuronx_cc:
         compiler = types.ModuleType("neuronxcc", "TEST DOUBLE of neuronx-cc's module (tests/neuron_double.py)")
         compiler.__spec__ = importlib.machinery.ModuleSpec("neuronxcc", None, origin=__file__)

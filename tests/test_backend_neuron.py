@@ -63,6 +63,8 @@ def test_lnc_is_passed_for_trn2_and_refused_elsewhere():
     for target in ("inf2", "trn1", "trn1n"):
         with pytest.raises(ConfigError, match=f"--lnc 2 is for trn2 only.*{target}"):
             compiler_args(CompileOptions(auto_cast="none", lnc=2), target)
+        # EARG001.rst: on inf2/trn1 only lnc=1 is supported, so --lnc 1 is passed, not refused
+        assert compiler_args(CompileOptions(auto_cast="none", lnc=1), target)[6:8] == ["--logical-nc-config", "1"]
     with pytest.raises(ConfigError, match="pass the logical NeuronCore config as --lnc"):
         compiler_args(CompileOptions(auto_cast="none", extra_args=("-lnc", "1")), "trn2")
     with pytest.raises(ConfigError, match="lnc 3 must be 1 or 2"):
@@ -276,6 +278,44 @@ def test_a_trn2_artifact_is_refused_on_an_inf2_host_and_the_reverse(build_host, 
         load_compiled(inf2)
 
 
+def test_compiling_for_another_generation_on_a_neuron_host_traces_on_the_cpu(inf2_xlarge, tiny_model, tmp_path):
+    """trace() loads its result onto a NeuronCore unless cpu_backend=True: trn2 code on an inf2 host must
+    not be loaded, nor checked there (issue 20, item 1); the same generation is still verified here."""
+    result = compile_tiny(tiny_model, tmp_path / "trn2", options=CompileOptions(target="trn2", auto_cast="none"))
+    assert [c.kwargs["cpu_backend"] for c in inf2_xlarge.double.calls_to("trace")] == [True]
+    assert result.manifest["buckets"][0]["numerics"]["verified"] is False
+    assert not inf2_xlarge.double.placements and not inf2_xlarge.double.executions
+    trn1 = compile_tiny(tiny_model, tmp_path / "trn1", options=CompileOptions(target="trn1", auto_cast="none"))
+    assert inf2_xlarge.double.calls_to("trace")[-1].kwargs["cpu_backend"] is False
+    assert trn1.manifest["buckets"][0]["numerics"]["verified"] is True
+
+
+def test_inf2_code_on_trn1_warns_without_claiming_aws_said_it_is_safe(build_host, neuron_host, tiny_model,
+                                                                       tmp_path, caplog):
+    out = compile_tiny(tiny_model, tmp_path / "art").path
+    neuron_host("trn1.2xlarge", devices=1)
+    with caplog.at_level(logging.WARNING, logger="neuron_encoder.runtime"):
+        load_compiled(out, replicas=1).close()
+    assert "compiled for inf2, and this host is trn1" in caplog.text
+    assert "AWS documents only trn1 code on inf2" in caplog.text and "safe" not in caplog.text
+
+
+def test_trn1_code_runs_on_trn2_only_when_the_runtime_allows_legacy_neffs(build_host, neuron_host, tiny_model,
+                                                                          tmp_path, monkeypatch, caplog):
+    """configuration-guide.rst: NEURON_RT_ALLOW_LEGACY_NEFF=TRUE lets trn1 NEFFs run on trn2 (runtime 2.25+)."""
+    out = compile_tiny(tiny_model, tmp_path / "art", options=CompileOptions(target="trn1", auto_cast="none")).path
+    neuron_host("trn2.3xlarge", devices=1)
+    with pytest.raises(ArtifactError, match="NEURON_RT_ALLOW_LEGACY_NEFF=TRUE"):
+        load_compiled(out, replicas=1)
+    device = neuron_host("trn2.3xlarge", devices=1)
+    monkeypatch.setenv("NEURON_RT_ALLOW_LEGACY_NEFF", "TRUE")
+    with caplog.at_level(logging.WARNING, logger="neuron_encoder.runtime"):
+        model = load_compiled(out, replicas=1)
+    assert "NEURON_RT_ALLOW_LEGACY_NEFF=TRUE lets the runtime" in caplog.text
+    assert model(torch.ones(2, 16, dtype=torch.long)).shape == (2, 16, tiny_model.config.hidden_size)
+    assert device.double.placements
+
+
 def test_trn1_code_on_an_inf2_host_loads_with_a_warning(build_host, neuron_host, tiny_model, tmp_path, caplog):
     out = compile_tiny(tiny_model, tmp_path / "art", options=CompileOptions(target="trn1", auto_cast="none")).path
     neuron_host("inf2.xlarge", devices=1)
@@ -299,6 +339,14 @@ def test_lnc_on_trn2_is_recorded_and_must_match_the_runtime(build_host, neuron_h
     assert hardware.neuron_core_count() == 128
     assert load_compiled(result.path, replicas=2).placement == {"b2_s16": (0, 1)}
     assert device.double.visible_cores() == 128
+
+
+def test_lnc_1_on_inf2_compiles_and_loads(build_host, neuron_host, tiny_model, tmp_path):
+    result = compile_tiny(tiny_model, tmp_path / "art", options=CompileOptions(target="inf2", auto_cast="none",
+                                                                                lnc=1))
+    assert build_host.double.compilations[0].options["logical_nc_config"] == "1"
+    neuron_host("inf2.xlarge", devices=1)
+    assert load_compiled(result.path, replicas=1).placement == {"b2_s16": (0,)}
 
 
 def test_lnc_on_inf2_is_refused_before_compiling(build_host, tiny_model, tmp_path):

@@ -3,6 +3,7 @@ reading back what the commands created, as a user would."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -11,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.moto_server import FIXTURE_RESULTS, REGION, boto, make_bucket, queue_invocation_result, register_test_images
+from tests.moto_server import (FIXTURE_RESULTS, REGION, boto, make_bucket, queue_invocation_result, register_image,
+                               register_test_images)
 from tests.test_cli import run_cli  # `neuron-encoder ARGS` in-process, exit codes through cli.main
 
 AWS_CLI = Path(sys.executable).with_name("aws")
@@ -67,6 +69,14 @@ def test_bench_status_cleanup_and_the_aws_cli_sees_the_same(monkeypatch, capsys,
     assert {i["MetadataOptions"]["HttpTokens"] for i in instances} == {"required"}
     groups = aws_cli("ec2", "describe-security-groups", "--filters", f"Name=tag:run-id,Values={run}")
     assert [g["IpPermissions"] for g in groups["SecurityGroups"]] == [[]]
+    for instance in instances:  # issue 20, item 7: installs under the image's own package list, then pip check
+        user_data = base64.b64decode(aws_cli("ec2", "describe-instance-attribute", "--instance-id",
+                                              instance["InstanceId"], "--attribute", "userData")["UserData"]["Value"])
+        lines = user_data.decode().splitlines()
+        frozen = next(i for i, line in enumerate(lines) if "-m pip list --format=freeze" in line)
+        install = next(i for i, line in enumerate(lines) if '-m pip install -q -c "$WORK/frozen.txt"' in line)
+        check = next(i for i, line in enumerate(lines) if line.startswith('"$PY" -m pip check'))
+        assert frozen < install < check and lines[frozen].endswith('> "$WORK/frozen.txt"')
     policy = aws_cli("iam", "get-role-policy", "--role-name", f"neuron-encoder-{run}", "--policy-name",
                      "neuron-encoder-run")["PolicyDocument"]
     assert [s["Action"] for s in policy["Statement"]] == ["s3:PutObject", "s3:GetObject"]
@@ -95,6 +105,9 @@ def test_endpoint_invoke_and_delete_through_the_cli(monkeypatch, capsys, aws_env
     assert code == 0, err
     assert "scaling target: neuron best throughput within p99 10 ms 2618 inferences/s x 60 s" in out
     assert aws_cli("sagemaker", "describe-endpoint", "--endpoint-name", "ne-cli")["EndpointStatus"] == "InService"
+    # TorchServe's response timeout is 60 s unless the container environment says otherwise (issue 20, item 3)
+    model = aws_cli("sagemaker", "describe-model", "--model-name", "ne-cli")
+    assert model["PrimaryContainer"]["Environment"]["SAGEMAKER_MODEL_SERVER_TIMEOUT"] == "600"
     policies = boto("application-autoscaling").describe_scaling_policies(ServiceNamespace="sagemaker")
     assert policies["ScalingPolicies"][0]["TargetTrackingScalingPolicyConfiguration"]["TargetValue"] == 78540.0
     queue_invocation_result(moto_endpoint, "[[0.6, 0.8]]")  # moto answers from a queue; the request is ours
@@ -103,6 +116,26 @@ def test_endpoint_invoke_and_delete_through_the_cli(monkeypatch, capsys, aws_env
     code, out, _ = run_cli(monkeypatch, capsys, "deploy", "delete", "ne-cli")
     assert code == 0 and "sagemaker delete_endpoint ne-cli" in out
     assert boto("sagemaker").list_endpoints()["Endpoints"] == []
+
+
+@pytest.mark.skipif(not AWS_CLI.exists(), reason="the aws CLI (awscli, a test dependency) is not installed")
+def test_a_graviton_type_gets_an_arm64_image_or_a_refusal_saying_why(monkeypatch, capsys, account):
+    """Issue 20, item 5: `deploy bench --instance-types c7g.xlarge --dry-run` names an arm64 image (the aws CLI
+    reads its architecture back); an arm64 type with no arm64 image, or an x86_64 --ami for it, exits 2."""
+    args = ["deploy", "bench", "--bucket", account["bucket"], "--package", SPEC, "--dry-run", "--ami", account["ami"]]
+    code, out, err = run_cli(monkeypatch, capsys, *args, "--instance-types", "c7g.xlarge")
+    assert code == 0, err
+    sent = json.loads(out.split("[dry-run] ec2.run_instances (not sent)\n", 1)[1].split("\n[dry-run]", 1)[0]
+                      .split("\nc7g.xlarge:", 1)[0])
+    assert sent["InstanceType"] == "c7g.xlarge"
+    image = aws_cli("ec2", "describe-images", "--image-ids", sent["ImageId"])["Images"][0]
+    assert image["Architecture"] == "arm64"
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--instance-types", "g5g.xlarge")
+    assert code == 2 and "g5g.xlarge is an arm64 (Graviton) type, and no arm64 gpu image is known here" in err
+    x86 = register_image("an-x86-image", "x86_64")
+    code, _, err = run_cli(monkeypatch, capsys, *args[:-2], "--ami", f"cpu-arm64={x86}", "--instance-types",
+                           "c7g.xlarge")
+    assert code == 2 and f"AMI {x86} is x86_64, and the cpu-arm64 image must be arm64" in err
 
 
 def test_errors_are_one_line_with_the_deploy_exit_code(monkeypatch, capsys, aws_env):

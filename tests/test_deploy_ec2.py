@@ -98,3 +98,45 @@ def test_a_quota_error_stops_at_once_and_names_the_quota(aws_env):
 def test_no_zone_offering_the_type_is_an_error_before_any_launch(aws_env):
     with pytest.raises(DeployError, match="no subnet in a zone offering inf2.xlarge"):
         ec2.launch_instance(Aws(REGION), launch(), RUN, [], "/dev/sda1")
+
+
+PROFILE_NOT_YET = ("Value (neuron-encoder-ne-1) for parameter iamInstanceProfile.name is invalid. "
+                   "Invalid IAM Instance Profile name")
+
+
+def test_a_new_instance_profile_ec2_does_not_see_yet_is_retried_with_backoff(aws_env):
+    """IAM's eventual consistency: run_instances right after create_instance_profile fails until EC2 sees it
+    (issue 20, item 2); the launch waits and retries instead of failing the first fleet run."""
+    aws, slept = Aws(REGION), []
+    params = ec2.run_params(launch(), RUN, "subnet-a", "/dev/sda1")
+    with Stubber(aws.client("ec2")) as stubber:
+        for _ in range(3):
+            stubber.add_client_error("run_instances", "InvalidParameterValue", PROFILE_NOT_YET, expected_params=params)
+        stubber.add_response("run_instances", {"Instances": [{"InstanceId": "i-1"}]}, params)
+        instance = ec2.launch_instance(aws, launch(), RUN, [("subnet-a", "us-east-1a")], "/dev/sda1",
+                                       lambda line: None, sleep=slept.append)
+        stubber.assert_no_pending_responses()
+    assert instance["InstanceId"] == "i-1" and slept == [2.0, 4.0, 8.0]
+
+
+def test_an_instance_profile_still_unseen_after_two_minutes_is_an_error_that_says_so(aws_env):
+    aws, slept = Aws(REGION), []
+    with Stubber(aws.client("ec2")) as stubber:
+        for _ in range(8):
+            stubber.add_client_error("run_instances", "InvalidParameterValue", PROFILE_NOT_YET)
+        with pytest.raises(DeployError, match="EC2 still does not see instance profile neuron-encoder-ne-1 after "
+                                              "120 s .*--instance-profile"):
+            ec2.launch_instance(aws, launch(), RUN, [("subnet-a", "us-east-1a")], "/dev/sda1", lambda line: None,
+                                sleep=slept.append)
+        stubber.assert_no_pending_responses()
+    assert slept == [2.0, 4.0, 8.0, 16.0, 30.0, 30.0, 30.0]  # eight tries over two minutes
+
+
+def test_other_invalid_parameters_are_not_retried(aws_env):
+    aws, slept = Aws(REGION), []
+    with Stubber(aws.client("ec2")) as stubber:
+        stubber.add_client_error("run_instances", "InvalidParameterValue", "Invalid value for volume size")
+        with pytest.raises(DeployError, match="Invalid value for volume size"):
+            ec2.launch_instance(aws, launch(), RUN, [("subnet-a", "us-east-1a")], "/dev/sda1", lambda line: None,
+                                sleep=slept.append)
+    assert slept == []

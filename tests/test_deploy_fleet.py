@@ -187,3 +187,16 @@ def test_the_example_configs_load_and_name_files_that_exist():
             for table, default in ((loaded.bench_configs, "x"), (loaded.compile_configs, None)):
                 chosen = loaded.family_file(table, instance_type, default if table is loaded.bench_configs else None)
                 assert chosen is None or chosen == "x" or (root / chosen).is_file(), (path, family, chosen)
+
+
+def test_the_neuron_bench_configs_compile_as_aws_published():
+    """Both configs that claim AWS's published setting pass what restores it since Neuron 2.27: matmult-bf16
+    without mixed-precision accumulation (issue 20, item 8)."""
+    from neuron_encoder.backends.neuron import PUBLISHED_ARGS
+    root = staging.checkout_root()
+    for path in (fleet.DEFAULT_BENCH["neuron"], "benchmarks/configs/inf2-neuronperf.json"):
+        runs = [run for run in json.loads((root / path).read_text())["runs"] if run["engines"] == "neuron"]
+        assert runs, path
+        for run in runs:
+            assert (run["auto_cast"], run["auto_cast_type"]) == ("matmult", "bf16"), path
+            assert set(PUBLISHED_ARGS) <= set(run["compiler_args"].split()), path

@@ -162,3 +162,21 @@ def test_the_handler_and_the_server_answer_alike(served, minilm_artifact):
                 np.testing.assert_allclose(np.array(got), np.array(answer.json()), atol=2e-3)
             else:
                 assert got == answer.json()
+
+
+def test_a_neuron_worker_loads_with_only_the_containers_core_variable(neuron_host, tiny_model, tmp_path,
+                                                                      monkeypatch):
+    """Issue 20, item 11: inside a SageMaker container there may be no neuron-ls and no EC2 instance type
+    in DMI; the environment deploy sets (NEURON_RT_NUM_CORES=1 per worker) is enough to count and load."""
+    from neuron_encoder.backends import CompileOptions
+    from neuron_encoder.compiler import compile_model
+    from neuron_encoder.deploy.sagemaker import container_environment
+
+    neuron_host(None, devices=0)  # a build host
+    out = compile_model(tiny_model, batch_sizes="1", seq_lens="16", backend="neuron", out=tmp_path / "art",
+                        options=CompileOptions(target="inf2", auto_cast="none")).path
+    device = neuron_host(None, devices=1)  # the container: a device, but no instance type and no neuron-ls
+    for name, value in container_environment({"backend": "neuron"}, "ml.inf2.xlarge").items():
+        monkeypatch.setenv(name, value)
+    model = load_handlers().model_fn(str(out))
+    assert model.encoder.placement == {"b1_s16": (0,)} and device.double.placements

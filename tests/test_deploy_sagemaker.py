@@ -34,15 +34,29 @@ def test_image_uri_per_region():
     assert sagemaker.image_versions(sagemaker.image_uri("us-east-1")) == {
         "torch": "2.9.0", "python": "312", "sdk": "2.31.0", "os": "ubuntu24.04"}
     assert sagemaker.image_versions(CPU_IMAGE) is None
+    # aws/deep-learning-containers available_images.md: Taipei has Neuron containers, in the main account
+    assert sagemaker.image_uri("ap-east-2").startswith("763104351884.dkr.ecr.ap-east-2.amazonaws.com/")
 
 
 def test_versions_that_match_pass_and_what_cannot_be_checked_is_said():
-    image = sagemaker.image_uri("us-east-1")
-    assert sagemaker.check_compatibility(neuron_manifest(), image, "ml.inf2.xlarge") == []
-    notes = sagemaker.check_compatibility(neuron_manifest(**{"neuronx-cc": "2.27.5334.0"}), image, "ml.inf2.xlarge")
-    assert notes == ["compiled with neuronx-cc 2.27.5334.0, SDK 2.31.0 ships 2.26.6360.0: recompile on that SDK if "
-                     "the endpoint fails to load it"]
+    for tag in ("2.9.0-neuronx-py312-sdk2.31.0-ubuntu24.04", "2.9.0-neuronx-py312-sdk2.31.1-ubuntu24.04"):
+        image = sagemaker.image_uri("us-east-1", tag)
+        assert sagemaker.check_compatibility(neuron_manifest(), image, "ml.inf2.xlarge") == []
     assert "not checked" in sagemaker.check_compatibility(neuron_manifest(), CPU_IMAGE, "ml.inf2.xlarge")[0]
+    newer = sagemaker.image_uri("us-east-1", "2.9.0-neuronx-py312-sdk2.40.0-ubuntu24.04")
+    assert "neuronx-cc of SDK 2.40.0 is not known here" in sagemaker.check_compatibility(neuron_manifest(), newer,
+                                                                                          "ml.inf2.xlarge")[0]
+
+
+def test_an_artifact_from_another_compiler_than_the_images_is_refused_with_the_fix():
+    """The Neuron 2.32 pair's compiler (2.27) against the 2.31 image's (2.26): recompile with the image's pair."""
+    with pytest.raises(DeployError) as info:
+        sagemaker.check_compatibility(neuron_manifest(**{"neuronx-cc": "2.27.5334.0"}),
+                                      sagemaker.image_uri("us-east-1"), "ml.inf2.xlarge")
+    assert str(info.value) == (
+        "the artifact was compiled with neuronx-cc 2.27.5334.0, and SDK 2.31.0's image ships 2.26.6360.0: recompile "
+        "it with that compiler, in a venv made with: python -m pip install neuronx-cc==2.26.6360.0 "
+        "torch-neuronx==2.9.0.2.15.32035 --extra-index-url=https://pip.repos.neuron.amazonaws.com")
 
 
 @pytest.mark.parametrize("manifest, instance_type, fragment", [
@@ -50,6 +64,7 @@ def test_versions_that_match_pass_and_what_cannot_be_checked_is_said():
     ({"backend": "cpu", "versions": {"torch": "2.9.0"}}, "ml.inf2.xlarge", "compiled for cpu"),
     (neuron_manifest(), "ml.m5.large", "needs an Inferentia2 or Trainium instance"),
     ({**neuron_manifest(), "target": "trn2"}, "ml.inf2.xlarge", "compiled for trn2"),
+    ({**neuron_manifest(), "target": "inf2"}, "ml.trn2.48xlarge", "compiled for inf2.*--target trn2"),
 ])
 def test_artifacts_that_cannot_run_there_are_refused(manifest, instance_type, fragment):
     with pytest.raises(DeployError, match=fragment):
@@ -84,7 +99,10 @@ def test_the_ml_inf2_request_has_the_neuron_timeouts_and_one_worker_per_core():
     assert variant["ModelDataDownloadTimeoutInSeconds"] == 900
     assert endpoint.environment == {"SAGEMAKER_PROGRAM": "inference.py",
                                     "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                                    "SAGEMAKER_MODEL_SERVER_TIMEOUT": "600",
                                     "NEURON_RT_NUM_CORES": "1", "SAGEMAKER_MODEL_SERVER_WORKERS": "2"}
+    big = sagemaker.container_environment(neuron_manifest(), "ml.inf2.24xlarge")
+    assert big["SAGEMAKER_MODEL_SERVER_WORKERS"] == "12"  # 6 chips x 2 NeuronCores, from the platform table
 
 
 def test_moto_rejects_ml_inf2_in_endpoint_configs_hence_the_test_instance_type(aws_env):

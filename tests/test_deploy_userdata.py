@@ -45,12 +45,43 @@ def test_first_action_caps_the_lifetime_and_a_trap_always_uploads_and_shuts_down
 def test_installs_into_the_images_python_without_replacing_torch():
     text = render(script())
     assert "PY=/opt/aws_neuronx_venv_pytorch_2_9/bin/python" in text
-    assert 'echo "torch==$torch_before" > "$WORK/keep-torch.txt"' in text
-    assert '"$PY" -m pip install -q -c "$WORK/keep-torch.txt" "$WORK/neuron_encoder-0.1.0-py3-none-any.whl[bench]"' \
+    assert '"$PY" -m pip install -q -c "$WORK/frozen.txt" "$WORK/neuron_encoder-0.1.0-py3-none-any.whl[bench]"' \
         in text
     assert 'if [ "$torch_before" != "$torch_after" ]' in text
     assert text.index("torch_before=") < text.index("-m pip install -q -c") < text.index("torch_after=")
     assert "import torch_neuronx; torch_neuronx.trace" in text  # SDK 2.32+ images have no torch-neuronx
+
+
+# A stand-in for the image's Python: logs each call, answers torch's version and a package list like a
+# Neuron venv's (neuronx-cc pins scipy with an upper bound), and fails `pip check` when told to.
+FAKE_PYTHON = """#!/bin/bash
+echo "$*" >> "$WORK/calls.log"
+case "$*" in
+  -c*) echo 2.9.0 ;;
+  "-m pip list"*) printf 'torch==2.9.0\\nscipy==1.13.1\\nneuron-encoder==0.0.9\\nneuronx-cc==2.26.6360.0\\n' ;;
+  "-m pip check") exit "${PIP_CHECK_STATUS:-0}" ;;
+esac
+"""
+
+
+@pytest.mark.parametrize("check_status, exit_code", [(0, 0), (1, 4)])
+def test_the_install_keeps_every_package_of_the_image_and_runs_pip_check(tmp_path, check_status, exit_code):
+    """Issue 20, item 7: neuronx-cc pins other packages with upper bounds, so the install is constrained by
+    the venv's own package list (not torch alone), and `pip check` runs after it; a failure stops the run."""
+    text = render(script(package_spec="neuron-encoder[bench]==0.1.0", wheel_key=None))
+    block = text[text.index("torch_before="):text.index('echo "neuron-encoder: installed')]
+    python = tmp_path / "python"
+    python.write_text(FAKE_PYTHON)
+    python.chmod(0o755)
+    env = {"PATH": "/usr/bin:/bin", "WORK": str(tmp_path), "PY": str(python), "PIP_CHECK_STATUS": str(check_status)}
+    done = subprocess.run(["bash", "-c", "set -e\n" + block], env=env, capture_output=True, text=True)
+    assert done.returncode == exit_code, done.stderr
+    calls = (tmp_path / "calls.log").read_text().splitlines()
+    assert [c for c in calls if c.startswith("-m pip")] == [
+        "-m pip list --format=freeze --exclude-editable",
+        f"-m pip install -q -c {tmp_path}/frozen.txt neuron-encoder[bench]==0.1.0", "-m pip check"]
+    assert (tmp_path / "frozen.txt").read_text().split() == ["torch==2.9.0", "scipy==1.13.1", "neuronx-cc==2.26.6360.0"]
+    assert ("pip check failed" in done.stdout) == bool(check_status)
 
 
 def test_runs_the_staged_bench_config_and_compile_config_when_given():

@@ -192,7 +192,6 @@ def test_pypi_placeholder_is_reported_as_not_usable(monkeypatch, tmp_path):
     monkeypatch.delitem(sys.modules, "torch_neuronx", raising=False)
     problem = hardware.neuron_sdk_problem()
     assert problem is not None and "placeholder" in problem
-    assert not hardware.is_neuron_sdk_available()
 
 
 def test_missing_sdk(monkeypatch):
@@ -218,10 +217,14 @@ def test_versions_come_from_the_module_first(monkeypatch):
     assert hardware.neuron_versions() == {"torch-neuronx": "2.9.0.2.99.1", "neuronx-cc": NEURONX_CC_VERSION}
 
 
-def test_the_install_hint_names_the_documented_pair():
-    for pin in (hardware.TORCH_NEURONX_PIN, hardware.NEURONX_CC_PIN, hardware.NEURON_PIP_REPOSITORY,
-                hardware.NEURON_VENV):
-        assert pin in hardware.NEURON_INSTALL_HINT
+def test_the_install_hint_names_both_documented_pairs_and_the_pythons_torch_neuronx_takes():
+    """setup/pytorch/manual.rst: Python 3.11, 3.12 or 3.13; the 2.32 pair for a fresh venv, the 2.31
+    compiler for an artifact bound for the 2.31 SageMaker container (update-dlami.rst)."""
+    hint = hardware.NEURON_INSTALL_HINT
+    assert "neuronx-cc==2.27.5334.0 torch-neuronx==2.9.0.2.15.32035" in hint
+    assert "neuronx-cc==2.26.6360.0 torch-neuronx==2.9.0.2.15.32035" in hint
+    assert "Python 3.11, 3.12, 3.13 venv" in hint and "3.10" not in hint
+    assert "https://pip.repos.neuron.amazonaws.com" in hint and "/opt/aws_neuronx_venv_pytorch_2_9" in hint
 
 
 def test_cuda_devices(monkeypatch):
@@ -253,3 +256,13 @@ def test_ec2_instance_type_reads_dmi(monkeypatch, tmp_path):
         monkeypatch.setattr(hardware, "Path", lambda path: fake)
         assert hardware.ec2_instance_type() == expected
     hardware.ec2_instance_type.cache_clear()
+
+
+@pytest.mark.parametrize("variable, value, cores", [("NEURON_RT_NUM_CORES", "1", 1),
+                                                    ("NEURON_RT_VISIBLE_CORES", "0-1", 2)])
+def test_a_core_variable_counts_without_neuron_ls_or_an_instance_type(host, monkeypatch, variable, value, cores):
+    """A SageMaker container may have neither neuron-ls nor an EC2 instance type in DMI; the handler's
+    NEURON_RT_NUM_CORES=1 is enough to count by (issue 20, item 11)."""
+    host(None, 1)
+    monkeypatch.setenv(variable, value)
+    assert hardware.neuron_core_count() == cores

@@ -10,9 +10,10 @@ from typing import Any, Callable
 
 import torch
 
+from .. import platforms
 from ..errors import ConfigError
 
-TARGETS = ("inf2", "trn1", "trn1n", "trn2")
+TARGETS = tuple(platforms.TARGETS)
 AUTO_CASTS = ("auto", "none", "matmult", "all")  # the compiler's own spelling: matmult; auto: hardware's policy
 AUTO_CAST_TYPES = ("bf16", "fp16", "tf32", "fp8_e4m3")
 
@@ -137,7 +138,8 @@ class Backend:
         """Why this host cannot run what the backend compiles (gate, benchmark, serve), or None."""
         raise NotImplementedError
 
-    def can_run(self) -> bool:
+    def can_run(self, options: CompileOptions) -> bool:
+        """Whether this host can run what `options` compile (the numerics gate runs it here, or not)."""
         return self.run_problem() is None
 
     def resolve_options(self, options: CompileOptions) -> CompileOptions:

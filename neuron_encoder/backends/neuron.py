@@ -18,14 +18,11 @@ from typing import Any, Callable
 
 import torch
 
-from .. import hardware
+from .. import hardware, platforms
 from ..errors import ArtifactError, BackendUnavailable, CompileError, ConfigError
 from .base import TARGETS, Backend, CompileOptions, LoadedBucket
 
-# Code runs only on the NeuronCore generation it was compiled for: optimum-neuron's export guide
-# (docs/source/guides/export_model.mdx) says trn2 (NeuronCore-v3) models do not run on inf2
-# (NeuronCore-v2) and vice versa; inf2 and trn1 chips both have NeuronCore-v2.
-GENERATIONS = {"inf2": "NeuronCore-v2", "trn1": "NeuronCore-v2", "trn1n": "NeuronCore-v2", "trn2": "NeuronCore-v3"}
+LEGACY_NEFF = "NEURON_RT_ALLOW_LEGACY_NEFF"  # the runtime's switch for platforms.LEGACY_NEFF pairs
 # neuronx-cc's spellings of the logical NeuronCore config (compiler/neuronx-cc/api-reference-guide/index.rst
 # names the first two; error code EARG001's example uses --lnc).
 LNC_FLAGS = ("--logical-nc-config", "-lnc", "--lnc")
@@ -54,15 +51,16 @@ def compiler_args(options: CompileOptions, target: str) -> list[str]:
 
 
 def check_lnc(options: CompileOptions, target: str) -> None:
-    """--lnc only for trn2: the CLI reference lists --logical-nc-config as "only available on trn2", and
-    EARG001 is the compiler's error for an LNC its target does not support."""
+    """--lnc 2 only for trn2: EARG001 is the compiler's error for it on inf2/trn1, where lnc=1, the only
+    config those cores have, is accepted (compiler/error-codes/EARG001.rst)."""
     named = [arg for arg in options.extra_args if arg.split("=", 1)[0] in LNC_FLAGS]
     if named:
         raise ConfigError(f"pass the logical NeuronCore config as --lnc 1|2, not {named[0]} in the compiler "
                           "args: the artifact records --lnc and checks it against the runtime at load")
-    if options.lnc is not None and target != "trn2":
+    if options.lnc not in (None, 1) and not platforms.TARGETS[target].has_lnc:
         raise ConfigError(f"--lnc {options.lnc} is for trn2 only (neuronx-cc --logical-nc-config; error EARG001 "
-                          f"elsewhere): a {target} NeuronCore is not split into logical cores; drop --lnc")
+                          f"elsewhere): a {target} NeuronCore is not split into logical cores; drop --lnc "
+                          "or pass --lnc 1")
 
 
 def published_options(options: CompileOptions) -> CompileOptions:
@@ -82,7 +80,7 @@ def resolve_target(options: CompileOptions) -> str:
     if override in TARGETS:
         return override
     family = hardware.neuron_family()
-    if family in TARGETS:
+    if family is not None:
         return family
     raise ConfigError("cannot tell which Neuron target to compile for: pass --target inf2|trn1|trn1n|trn2")
 
@@ -110,6 +108,16 @@ class NeuronBackend(Backend):
                     "(compile elsewhere with --target, run there)")
         return None
 
+    def can_run(self, options: CompileOptions) -> bool:
+        """Devices and the SDK here, and code for this host's NeuronCore generation (_check_target)."""
+        if self.run_problem() is not None:
+            return False
+        try:
+            _check_target(resolve_target(options), hardware.neuron_family())
+        except ArtifactError:
+            return False
+        return True
+
     def resolve_options(self, options: CompileOptions) -> CompileOptions:
         resolved = options.replace(target=resolve_target(options))
         check_lnc(resolved, resolved.target)
@@ -119,9 +127,12 @@ class NeuronBackend(Backend):
                 options: CompileOptions, log_dir: Path) -> torch.nn.Module:
         """Trace with neuronx-cc in a temporary work directory (TMPDIR): it holds graph.hlo, a .npy copy
         of every weight and the NEFF, model-sized, so only its log and command reach `log_dir`. On a
-        failure the work directory stays, and the error names it."""
+        failure the work directory stays, and the error names it.
+
+        trace() loads its result onto a NeuronCore unless cpu_backend=True, so code this host cannot run
+        (a build host, or another generation's target on a Neuron host) is traced on the CPU backend."""
         import torch_neuronx
-        cross_compile = not hardware.has_neuron_devices()  # a build host: trace for the target, run later
+        cross_compile = not self.can_run(options)
         workdir = Path(tempfile.mkdtemp(prefix=f"neuron-encoder-{log_dir.name}-"))
         args = [*self.compiler_args(options), "--logfile", str(workdir / COMPILER_LOG)]  # not the process's cwd
         written_out = model.with_fused_attention(False)  # the attention form neuronx-cc lowers
@@ -156,8 +167,8 @@ class NeuronBackend(Backend):
     def check_artifact(self, manifest: dict[str, Any]) -> list[str]:
         target = manifest.get("target")
         notes = _check_target(target, hardware.neuron_family())
-        if target == "trn2":
-            _check_runtime_lnc((manifest.get("options") or {}).get("lnc") or hardware.DEFAULT_LNC)
+        if target in platforms.TARGETS and platforms.TARGETS[target].has_lnc:
+            _check_runtime_lnc((manifest.get("options") or {}).get("lnc") or platforms.DEFAULT_LNC)
         return notes + _check_versions(manifest.get("versions") or {}, hardware.neuron_versions())
 
     def target(self, options: CompileOptions) -> str:
@@ -199,21 +210,29 @@ def _placement_context(torch_neuronx) -> Callable[..., Any]:
 
 
 def _check_target(target: str | None, host: str | None) -> list[str]:
-    """Refuse code for another NeuronCore generation; warn where the families differ but the cores do not."""
+    """Refuse code for another NeuronCore generation (optimum-neuron's export guide: trn2 models do not run
+    on inf2, nor the reverse) unless the runtime is told to take it; warn where the families differ."""
     if target is None:
         return ["the artifact records no Neuron target: cannot check that it suits this host"]
     if host is None:
         return [f"cannot tell this host's instance family (no EC2 instance type): not checking that {target} "
                 "code suits it"]
-    if GENERATIONS[target] != GENERATIONS[host]:
-        raise ArtifactError(f"the artifact was compiled for {target} ({GENERATIONS[target]}), but this host is "
-                            f"{host} ({GENERATIONS[host]}): Neuron code runs only on the NeuronCore generation "
-                            f"it was compiled for; recompile it with --target {host}")
+    generation, here = platforms.TARGETS[target].generation, platforms.TARGETS[host].generation
+    legacy_pair = (target, host) in platforms.LEGACY_NEFF
+    if legacy_pair and os.environ.get(LEGACY_NEFF, "").strip().upper() == "TRUE":
+        return [f"the artifact was compiled for {target} and this host is {host}: {LEGACY_NEFF}=TRUE lets the "
+                f"runtime (2.25 or later) run that code there; recompile with --target {host} for its own code"]
+    if generation != here:
+        legacy_hint = f", or set {LEGACY_NEFF}=TRUE (runtime 2.25+) to run {target} code here" if legacy_pair else ""
+        raise ArtifactError(f"the artifact was compiled for {target} ({generation}), but this host is "
+                            f"{host} ({here}): Neuron code runs only on the NeuronCore generation "
+                            f"it was compiled for; recompile it with --target {host}{legacy_hint}")
+    if (target, host) in platforms.DOCUMENTED_SAFE:
+        return [f"the artifact was compiled for {target}, and this host is {host}: the same {here}, on which AWS "
+                f"says {target} code is safe; recompile with --target {host} to be sure"]
     if target != host:
-        # AWS: "It is currently safe to use the trn1 flag when compiling for inf2" (aws-neuron-sdk issue #865),
-        # and the two targets compile alike today (aws-neuron/transformers-neuronx issue #31).
-        return [f"the artifact was compiled for {target}, and this host is {host}: the same {GENERATIONS[host]}, "
-                f"on which AWS says trn1 code is safe on inf2; recompile with --target {host} to be sure"]
+        return [f"the artifact was compiled for {target}, and this host is {host}: the same {here}, but AWS "
+                f"documents only trn1 code on inf2; recompile with --target {host} to be sure"]
     return []
 
 

@@ -8,21 +8,26 @@ volume is tagged at creation, so cleanup finds them by tag, not by memory.
 
 from __future__ import annotations
 
-import re
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
+from .. import platforms
 from ..errors import DeployError
 from .aws import TOOL, Aws, AwsCallError, Run, parse_expiry
 
-# The vCPU quota a VcpuLimitExceeded hits, by instance class (Service Quotas, service "ec2"). Codes are
-# given only where checked against AWS's quota tables; the names are the console's.
-_QUOTA_CLASSES = {"inf": "Inf", "trn": "Trn", "g": "G and VT", "vt": "G and VT", "p": "P"}
+# The vCPU quota a VcpuLimitExceeded hits, by the platform table's quota class (Service Quotas, service
+# "ec2"). Codes are given only where checked against AWS's quota tables; the names are the console's.
 _QUOTA_CODES_KNOWN = {("Standard", False): "L-1216C47A", ("G and VT", True): "L-3819A6DF", ("P", True): "L-7212CCBC"}
 _QUOTA_CODES = {"VcpuLimitExceeded", "InstanceLimitExceeded", "MaxSpotInstanceCountExceeded"}
 _CAPACITY_CODES = {"InsufficientInstanceCapacity", "InsufficientCapacity", "Unsupported"}
-ROOT_DEVICE = "/dev/sda1"  # Ubuntu DLAMIs; Amazon Linux 2023 uses /dev/xvda (see root_device)
+# IAM is eventually consistent: EC2 may not see a new instance profile for a while after IAM's own waiter
+# does, and answers run_instances with this until then (IAM user guide, "Changes that I make are not always
+# immediately visible"). Retried with backoff for about two minutes.
+_PROFILE_NOT_YET_VISIBLE = ("InvalidParameterValue", "Invalid IAM Instance Profile")
+PROFILE_PROPAGATION_S = 120
+ROOT_DEVICE = "/dev/sda1"  # Ubuntu DLAMIs; Amazon Linux 2023 uses /dev/xvda (see describe_image)
 
 
 @dataclass(frozen=True)
@@ -41,8 +46,8 @@ class Launch:
 
 def quota_name(instance_type: str, spot: bool) -> str:
     """inf2.xlarge -> 'Running On-Demand Inf instances'; c7i.xlarge with spot -> 'All Standard (...) Spot ...'."""
-    letters = re.match(r"[a-z]*", instance_type).group(0)
-    klass = next((name for key, name in _QUOTA_CLASSES.items() if letters.startswith(key)), "Standard")
+    family = platforms.family(instance_type)
+    klass = family.quota_class if family else "Standard"
     label = "Standard (A, C, D, H, I, M, R, T, Z)" if klass == "Standard" else klass
     name = f"All {label} Spot Instance Requests" if spot else f"Running On-Demand {label} instances"
     code = _QUOTA_CODES_KNOWN.get((klass, spot))
@@ -58,13 +63,14 @@ def security_group(aws: Aws, run: Run, vpc_id: str) -> str:
     return response["GroupId"]
 
 
-def root_device(aws: Aws, image_id: str) -> str:
-    """The image's root device name: the block device mapping must name it to set size and encryption."""
+def describe_image(aws: Aws, image_id: str) -> tuple[str, str | None]:
+    """The image's root device name (the block device mapping must name it to set size and encryption) and
+    its architecture (x86_64, arm64), which must be the instance's."""
     images = aws.call("ec2", "describe_images", {"ImageIds": [image_id]}, read_only=True)["Images"]
     if not images:
         raise DeployError(f"AMI {image_id} does not exist in {aws.region} (or is not shared with you): "
                           "pass --ami with an AMI of this region")
-    return images[0].get("RootDeviceName") or ROOT_DEVICE
+    return images[0].get("RootDeviceName") or ROOT_DEVICE, images[0].get("Architecture")
 
 
 def run_params(launch: Launch, run: Run, subnet_id: str, device_name: str) -> dict[str, Any]:
@@ -126,8 +132,29 @@ def vpc_of(aws: Aws, subnets: list[str] | None) -> str:
     return vpcs[0]["VpcId"]
 
 
+def run_instance(aws: Aws, params: dict[str, Any], sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+    """run_instances, retried with backoff (2, 4, 8, ... 30 s; about two minutes in all) while EC2 does not
+    yet see a just-created instance profile."""
+    delay, waited = 2.0, 0.0
+    while True:
+        try:
+            return aws.call("ec2", "run_instances", params)
+        except AwsCallError as exc:
+            code, text = _PROFILE_NOT_YET_VISIBLE
+            if exc.code != code or text not in str(exc):
+                raise
+            if waited >= PROFILE_PROPAGATION_S:
+                raise DeployError(f"EC2 still does not see instance profile {params['IamInstanceProfile']['Name']} "
+                                  f"after {waited:.0f} s ({exc}): retry in a few minutes, or pass "
+                                  "--instance-profile with one that exists") from None
+        sleep(delay)
+        waited += delay
+        delay = min(2 * delay, 30.0)
+
+
 def launch_instance(aws: Aws, launch: Launch, run: Run, subnets: list[tuple[str, str]],
-                    device_name: str, echo: Callable[[str], None] = print) -> dict[str, Any]:
+                    device_name: str, echo: Callable[[str], None] = print,
+                    sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
     """Start one instance, trying the next zone on a capacity error; a quota error stops at once."""
     if not subnets:
         raise DeployError(f"no subnet in a zone offering {launch.instance_type} in {aws.region}: pick another "
@@ -135,7 +162,7 @@ def launch_instance(aws: Aws, launch: Launch, run: Run, subnets: list[tuple[str,
     tried = []
     for subnet_id, zone in subnets:
         try:
-            response = aws.call("ec2", "run_instances", run_params(launch, run, subnet_id, device_name))
+            response = run_instance(aws, run_params(launch, run, subnet_id, device_name), sleep)
         except AwsCallError as exc:
             if exc.code in _QUOTA_CODES:
                 quota = quota_name(launch.instance_type, launch.spot)

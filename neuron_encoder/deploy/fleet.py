@@ -16,7 +16,7 @@ from typing import Any, Callable
 from ..errors import ConfigError, DeployError
 from ..files import read_json_file
 from . import ec2, iam, staging
-from .amis import FAMILIES, family_of, resolve_ami
+from .amis import FAMILIES, check_architecture, family_of, image_of, resolve_ami
 from .aws import Aws, Run, parse_expiry
 from .userdata import Script, render
 
@@ -52,7 +52,7 @@ class FleetConfig:
         if not self.instance_types:
             raise ConfigError("no instance types: pass --instance-types inf2.xlarge,... or list them in the config")
         for instance_type in self.instance_types:
-            family_of(instance_type)
+            image_of(instance_type)  # an unparsable type, or one with no image of its architecture, stops here
         if not 0 < self.max_hours <= MAX_HOURS_LIMIT:
             raise ConfigError(f"max_hours must be within (0, {MAX_HOURS_LIMIT:g}], got {self.max_hours}")
         if not self.bucket:
@@ -143,11 +143,14 @@ def _script(config: FleetConfig, run: Run, instance_type: str, region: str, keys
 
 
 def _images(aws: Aws, config: FleetConfig) -> dict[str, tuple[str, str]]:
-    """{family: (AMI id, root device name)} for the families in the fleet."""
+    """{image name (amis.FAMILIES): (AMI id, root device name)} for the fleet's types, each AMI checked
+    against the architecture of its entry."""
     images = {}
-    for family in sorted({family_of(t) for t in config.instance_types}):
-        image = config.amis.get(family) or resolve_ami(aws, family, config.ami_parameters.get(family))
-        images[family] = (image, ec2.root_device(aws, image))
+    for name in sorted({image_of(t) for t in config.instance_types}):
+        image = config.amis.get(name) or resolve_ami(aws, name, config.ami_parameters.get(name))
+        device, architecture = ec2.describe_image(aws, image)
+        check_architecture(image, architecture, name)
+        images[name] = (image, device)
     return images
 
 
@@ -192,7 +195,7 @@ def _create(aws: Aws, config: FleetConfig, fleet: FleetRun, images: dict[str, tu
     fleet.created.append(f"security group {group}")
     for instance_type in config.instance_types:
         family = family_of(instance_type)
-        image, device = images[family]
+        image, device = images[image_of(instance_type)]
         launch = ec2.Launch(instance_type, family, image, _script(config, run, instance_type, aws.region or "", keys),
                             group, profile, config.volume_gb, config.spot)
         subnets = ec2.candidate_subnets(aws, instance_type, list(config.subnets) or None)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import artifact
+from .. import artifact, platforms
 from ..errors import DeployError
 from ..files import utc_stamp
 from . import autoscaling, staging
@@ -28,28 +28,25 @@ from .aws import Aws, AwsCallError, Run
 Echo = Callable[[str], None]
 
 REPOSITORY = "pytorch-inference-neuronx"
-# The last SDK whose DLCs ship torch-neuronx (trace() artifacts); Neuron 2.32 dropped it from DLAMIs and
-# DLCs (aws-neuron-sdk setup/pytorch/index.rst, v2.32.0). Tag pattern: aws-neuron/deep-learning-containers
-# README, e.g. 2.9.0-neuronx-py312-sdk2.27.1-ubuntu24.04.
-DEFAULT_IMAGE_TAG = "2.9.0-neuronx-py312-sdk2.31.0-ubuntu24.04"
+# The last SDK whose DLCs ship torch-neuronx (trace() artifacts): the platform table's SageMaker release.
+# Tag pattern: aws-neuron/deep-learning-containers README, e.g. 2.9.0-neuronx-py312-sdk2.31.0-ubuntu24.04.
+DEFAULT_IMAGE_TAG = platforms.RELEASES[platforms.SAGEMAKER].container_tags[0]
 _TAG = re.compile(r"^(?P<torch>\d+\.\d+(?:\.\d+)?)-neuronx-py(?P<python>\d+)-sdk(?P<sdk>[\d.]+)-(?P<os>[\w.]+)$")
 # DLC registry accounts: 763104351884 unless listed; regions with Neuron containers
-# (aws/deep-learning-containers available_images.md, "Neuron Container" column).
+# (aws/deep-learning-containers available_images.md, "Neuron" column).
 _REGISTRY_EXCEPTIONS = {"af-south-1": "626614931356", "ap-east-1": "871362719292", "ap-northeast-3": "364406365360",
                         "ap-southeast-3": "907027046896", "eu-south-1": "692866216735", "me-south-1": "217643126080",
                         "me-central-1": "914824155844", "cn-north-1": "727897471807",
                         "cn-northwest-1": "727897471807"}
 NEURON_CONTAINER_REGIONS = ("us-east-1", "us-east-2", "us-west-2", "ap-south-1", "ap-southeast-1", "ap-southeast-2",
-                            "ap-northeast-1", "eu-central-1", "eu-west-1", "eu-west-3", "sa-east-1")
-# neuronx-cc shipped by each SDK (Neuron release content pages); an artifact compiled by another is flagged.
-SDK_COMPILER = {"2.31.0": "2.26.6360.0"}
-# NeuronCores per instance (Neuron docs); one TorchServe worker per core, each process holding one core.
-NEURON_CORES = {"ml.inf2.xlarge": 2, "ml.inf2.8xlarge": 2, "ml.inf2.24xlarge": 12, "ml.inf2.48xlarge": 24,
-                "ml.trn1.2xlarge": 2, "ml.trn1.32xlarge": 32}
+                            "ap-east-2", "ap-northeast-1", "eu-central-1", "eu-west-1", "eu-west-3", "sa-east-1")
 # Startup is download + extract + one NEFF load per core (+ the first-load check of a cross-compiled
 # artifact): minutes, not the seconds a CPU model takes. Both bounds are 60..3600 s (SageMaker API).
 STARTUP_HEALTH_CHECK_S = 900
 MODEL_DOWNLOAD_S = 900
+# The inference toolkit passes SAGEMAKER_MODEL_SERVER_TIMEOUT (default 60 s) to TorchServe as its response
+# timeout; the health-check timeout above does not extend it, and a first request may wait on a NEFF load.
+MODEL_SERVER_TIMEOUT_S = 600
 
 
 def image_uri(region: str, tag: str = DEFAULT_IMAGE_TAG) -> str:
@@ -77,16 +74,18 @@ def check_compatibility(manifest: dict[str, Any], uri: str, instance_type: str) 
     """Raise when the artifact cannot run on this image and instance; return what could not be checked."""
     backend, target = manifest.get("backend"), manifest.get("target")
     versions = manifest.get("versions") or {}
-    family = instance_type.removeprefix("ml.").split(".")[0]
-    neuron_instance = family.startswith(("inf2", "trn"))
+    family = platforms.family(instance_type)
+    neuron_instance = family is not None and family.kind == "neuron"
     if neuron_instance and backend != "neuron":
         raise DeployError(f"the artifact was compiled for {backend}, which {instance_type} cannot accelerate: "
                           "compile it with --backend neuron --target inf2 (or trn1)")
     if backend == "neuron" and not neuron_instance:
         raise DeployError(f"a Neuron artifact needs an Inferentia2 or Trainium instance, not {instance_type}")
-    if backend == "neuron" and target and target.startswith("trn2") != family.startswith("trn2"):
+    runs_on = family.target if family else None
+    if backend == "neuron" and target in platforms.TARGETS and runs_on and not platforms.same_generation(target,
+                                                                                                         runs_on):
         raise DeployError(f"the artifact was compiled for {target}, which does not run on {instance_type}: "
-                          "recompile it with the --target of that instance (inf2, trn1 or trn2)")
+                          f"recompile it with --target {runs_on}")
     image = image_versions(uri)
     if image is None:
         return [f"{uri} does not follow the DLC tag pattern: the artifact's versions were not checked against it"]
@@ -99,12 +98,14 @@ def check_compatibility(manifest: dict[str, Any], uri: str, instance_type: str) 
         raise DeployError(f"the artifact was compiled with {'torch-neuronx' if backend == 'neuron' else 'torch'} "
                           f"{framework}, the image has torch {image['torch']}: pass --image with a matching tag, or "
                           "recompile on that SDK")
-    compiler = SDK_COMPILER.get(image["sdk"])
-    if backend == "neuron" and compiler is None:
+    release = platforms.release_of_sdk(image["sdk"])
+    if backend == "neuron" and release is None:
         notes.append(f"neuronx-cc of SDK {image['sdk']} is not known here: {versions.get('neuronx-cc')} not checked")
-    elif backend == "neuron" and versions.get("neuronx-cc") != compiler:
-        notes.append(f"compiled with neuronx-cc {versions.get('neuronx-cc')}, SDK {image['sdk']} ships {compiler}: "
-                     "recompile on that SDK if the endpoint fails to load it")
+    elif backend == "neuron" and versions.get("neuronx-cc") != release.neuronx_cc:
+        # An artifact bound for an image is compiled with that image's compiler (NEURON.md, Installing).
+        raise DeployError(f"the artifact was compiled with neuronx-cc {versions.get('neuronx-cc')}, and SDK "
+                          f"{image['sdk']}'s image ships {release.neuronx_cc}: recompile it with that compiler, in "
+                          f"a venv made with: {platforms.pip_install(release.version)}")
     return notes
 
 
@@ -148,9 +149,11 @@ class Endpoint:
 
 
 def container_environment(manifest: dict[str, Any], instance_type: str) -> dict[str, str]:
-    """The handler module, and for Neuron one TorchServe worker per NeuronCore, each holding one core."""
-    environment = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
-    cores = NEURON_CORES.get(instance_type)
+    """The handler module, TorchServe's response timeout, and for Neuron one TorchServe worker per
+    NeuronCore, each holding one core."""
+    environment = {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                   "SAGEMAKER_MODEL_SERVER_TIMEOUT": str(MODEL_SERVER_TIMEOUT_S)}
+    cores = platforms.instance_cores(instance_type)
     if manifest.get("backend") == "neuron" and cores:
         environment.update({"NEURON_RT_NUM_CORES": "1", "SAGEMAKER_MODEL_SERVER_WORKERS": str(cores)})
     return environment

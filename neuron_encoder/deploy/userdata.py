@@ -91,14 +91,15 @@ torch-neuronx (Neuron SDK 2.32+ DLAMIs dropped it): pass --ami with a PyTorch DL
 }
 
 _INSTALL = """torch_before=$("$PY" -c 'import torch; print(torch.__version__)')
-echo "torch==$torch_before" > "$WORK/keep-torch.txt"
+"$PY" -m pip list --format=freeze --exclude-editable | { grep -iv '^neuron[-_]encoder==' || true; } > "$WORK/frozen.txt"
 @fetch_package
-"$PY" -m pip install -q -c "$WORK/keep-torch.txt" @requirement
+"$PY" -m pip install -q -c "$WORK/frozen.txt" @requirement
+"$PY" -m pip check || { echo "neuron-encoder: pip check failed in $PY after installing"; exit 4; }
 torch_after=$("$PY" -c 'import torch; print(torch.__version__)')
 if [ "$torch_before" != "$torch_after" ]; then
   echo "neuron-encoder: torch changed from $torch_before to $torch_after; not benchmarking a replaced torch"; exit 4
 fi
-echo "neuron-encoder: installed into $PY, torch $torch_after kept"
+echo "neuron-encoder: installed into $PY, every package it had kept (torch $torch_after)"
 """
 
 _RUN = """s3 cp --only-show-errors "s3://$BUCKET/@bench_script_key" "$WORK/bench.py"
