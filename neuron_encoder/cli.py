@@ -104,9 +104,9 @@ def compile_command(
     optlevel: Optional[int] = typer.Option(None, help="neuronx-cc --optlevel 1, 2 or 3"
                                            + _default("optlevel", CompileOptions)),
     compiler_args: Optional[str] = typer.Option(None, help="extra neuronx-cc flags, passed through verbatim"),
-    lnc: Optional[int] = typer.Option(None, help="trn2 only: logical NeuronCore config 1 or 2 (neuronx-cc "
-                                                 "--logical-nc-config; default 2); run with the same "
-                                                 "NEURON_LOGICAL_NC_CONFIG"),
+    lnc: Optional[int] = typer.Option(None, help="logical NeuronCore config (neuronx-cc --logical-nc-config): "
+                                                 "1 or 2 on trn2 (default 2; run with the same "
+                                                 "NEURON_LOGICAL_NC_CONFIG), only 1 on inf2/trn1"),
     out: Optional[str] = typer.Option(None, help="artifact directory (default: artifacts/<model>-<backend>-...)"),
     force: bool = typer.Option(False, "--force", help="recompile even if a matching artifact exists"),
     max_abs: Optional[float] = typer.Option(None, help="numerics gate for fp32: max abs error"
