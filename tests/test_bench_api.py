@@ -8,6 +8,7 @@ import json
 import pytest
 
 from neuron_encoder import hardware
+from neuron_encoder.bench import peers
 from neuron_encoder.bench.api import run_bench
 from neuron_encoder.bench.report import format_summary_table, write_report
 from neuron_encoder.bench.results import read_result
@@ -20,6 +21,7 @@ def offline_cpu_host(monkeypatch):
     monkeypatch.setattr(hardware, "is_cuda_available", lambda: False)
     monkeypatch.setattr(hardware, "has_neuron_devices", lambda: False)
     monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2"}))  # the cpu family: eager + fp32
+    monkeypatch.setattr(peers, "missing", lambda runtime: "not installed")  # and no ONNX Runtime or OpenVINO
 
 
 def test_tiny_cpu_run_end_to_end(tmp_path):
