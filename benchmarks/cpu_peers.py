@@ -8,6 +8,11 @@ the numerics gate. The host's GEMM rate in bf16 and fp32 (torch.mm at bert-base'
 one batch of 8 x 128 rows) is the ceiling each candidate's GFLOP/s is set against. Candidates and
 GEMMs run interleaved (bench/compare.py); the whole race runs --runs times, and the table shows each
 run's median and the median of runs, since a shared machine's noise is part of the figure.
+On a host shared with other processes run it with OMP_WAIT_POLICY=PASSIVE: torch's OpenMP threads
+otherwise spin after every parallel region, taking the cores from the candidate that runs next and,
+when other processes want the cores too, from each other (measured on a 2-core Xeon with AMX under
+load 6: our bf16 artifact 834 ms at batch 1 spinning, 41 ms passive; OpenVINO 224 and 144 ms).
+ONNX Runtime's threads are told not to spin for the same reason. The header prints the policy.
 Targets on a CPU with native bf16: our bf16 <= 0.95x OpenVINO's bf16 at batch 1 and 8, and >= 90% of
 the bf16 GEMM rate at batch 8; on an fp32-only CPU our fp32 <= 1.0x the faster fp32 peer.
 Usage: python benchmarks/cpu_peers.py [--runs 3] [--rounds 10] [--batches 1,8]
@@ -16,6 +21,7 @@ Usage: python benchmarks/cpu_peers.py [--runs 3] [--rounds 10] [--batches 1,8]
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -106,7 +112,9 @@ def main() -> None:
         print(f"  run {run + 1} of {args.runs} done", flush=True)
 
     print(f"\nbert-base on {hardware.cpu_model()} ({torch.get_num_threads()} threads; native bf16: "
-          f"{'yes' if hardware.cpu_has_fast_bf16() else 'no'}), seq {args.seq}, median of interleaved rounds per run")
+          f"{'yes' if hardware.cpu_has_fast_bf16() else 'no'}; OMP_WAIT_POLICY "
+          f"{os.environ.get('OMP_WAIT_POLICY', 'unset (torch threads spin)')}), seq {args.seq}, "
+          "median of interleaved rounds per run")
     ceiling = {name: flops / (statistics.median(ms for b in batches for ms in runs[(b, name)]) * 1e6)
                for name, (_, flops) in gemms.items()}
     print("host GEMM rate (torch.mm, 1024x768 @ 768x3072): "

@@ -12,9 +12,10 @@
     cpu-openvino-fp32/bf16/fp16 that export compiled by OpenVINO: at fp32, and at its default for this CPU
 
 Families select several: `cpu` (eager, the fp32 artifact, the bf16 one where the CPU has bf16
-natively, and the peers below where they are installed), `cpu-onnxruntime` (its fp32),
-`cpu-openvino` (fp32, and its default precision here when that is another), `cuda` (eager fp32 and fp16, the fp16 artifact, bf16 too where the GPU has it),
-`neuron` (both), `auto` (every family this host can run; absent ones are skipped and said so).
+natively, and ONNX Runtime and OpenVINO where they are installed), `cpu-onnxruntime` (its fp32),
+`cpu-openvino` (fp32, and its default precision here when that is another), `cuda` (eager fp32 and
+fp16, the fp16 artifact, bf16 too where the GPU has it), `neuron` (both), `auto` (every family this
+host can run; absent ones are skipped and said so).
 """
 
 from __future__ import annotations

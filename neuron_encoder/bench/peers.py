@@ -54,11 +54,11 @@ def openvino_default_precision() -> str:
 
 
 def export_onnx(encoder: Encoder, path: Path) -> Path:
-    """The fp32 encoder as ONNX at `path`: hidden states (B, T, H), batch and length dynamic.
+    """The (fp32) encoder as ONNX at `path`: hidden states (B, T, H), batch and length dynamic.
 
     The written-out attention is exported: both runtimes fuse its matmul-softmax-matmul pattern,
     which is also what Hugging Face's exports give them."""
-    model = encoder.with_fused_attention(False).float().eval()
+    model = encoder.with_fused_attention(False).eval()  # shares the weights: no copy
     example = tuple(torch.ones(1, 8, dtype=torch.long) for _ in INPUTS)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shapes are dynamic axes, as intended
