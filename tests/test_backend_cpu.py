@@ -64,3 +64,11 @@ def test_ops_with_another_signature_are_not_used(monkeypatch, probe_again):
     changed.binary = changed
     monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", changed, raising=False)
     assert cpu.onednn_packs("fp32") is False
+
+
+def test_the_probe_leaves_the_callers_random_stream_alone(probe_again):
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    cpu.onednn_packs("fp32")
+    assert torch.equal(torch.rand(3), expected)

@@ -36,8 +36,6 @@ from .base import Backend, CompileOptions, LoadedBucket, WithDtype
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 WEIGHTS = "weights.safetensors"  # beside buckets/: one copy for every bucket
 PACK_ROWS = 128  # oneDNN's packing hint (rows of the activations); measured to matter little
-
-
 ONEDNN_ACTIVATIONS = {"none": ("none", ""), "gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh"),
                       "relu": ("relu", "")}  # ours -> oneDNN's (gelu "none" is the exact erf GELU)
 TORCH_ACTIVATIONS = {"none": lambda y: y, "gelu": F.gelu, "gelu_tanh": lambda y: F.gelu(y, approximate="tanh"),
@@ -102,8 +100,9 @@ def onednn_packs(precision: str) -> bool:
     try:
         if precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
             return False  # bf16 packing needs AVX512 or AVX-NE-CONVERT
-        linear = nn.Linear(16, 8).to(DTYPES[precision])
-        x = torch.randn(2, 3, 16).to(DTYPES[precision])
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream stays as it was
+            linear = nn.Linear(16, 8).to(DTYPES[precision])
+            x = torch.randn(2, 3, 16).to(DTYPES[precision])
         packed, plain = FusedLinear(linear, "gelu"), FusedLinear(linear, "gelu", packed=False)
         fused, unfused = FusedLinear(linear), FusedLinear(linear, packed=False)
         with torch.inference_mode():
