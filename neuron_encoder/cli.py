@@ -138,7 +138,7 @@ def bench(
 ) -> None:
     """Benchmark eager and compiled engines, and embedding endpoints: latency, throughput, accuracy."""
     from .bench.api import run_bench
-    from .bench.report import format_summary_table
+    from .bench.report import format_cpu_best, format_summary_table
     from .options import compile_options
     result, path = run_bench(model, engines=engines if engines is not None else ([] if endpoint else "auto"),
                              endpoints=endpoint, endpoint_kind=endpoint_kind, batch_sizes=batch_sizes,
@@ -149,6 +149,8 @@ def bench(
                              command=shlex.join(["neuron-encoder", *sys.argv[1:]]),
                              progress=lambda line: typer.echo(line, err=True))
     typer.echo(format_summary_table(result.rows))
+    if format_cpu_best(result.rows):
+        typer.echo(format_cpu_best(result.rows))
     typer.echo(f"results: {path} (and .csv); next: neuron-encoder report {path}")
 
 

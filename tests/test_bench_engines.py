@@ -71,6 +71,7 @@ def test_the_cpu_family_races_the_peers_where_they_are_installed(cpu_only_host, 
     peer_kinds = ["cpu-onnxruntime-fp32", "cpu-openvino-fp32", "cpu-openvino-bf16"]
     assert resolve_engines("auto") == ["cpu-eager", "cpu-artifact-fp32", *peer_kinds]
     assert resolve_engines("cpu-openvino,cpu-onnxruntime") == peer_kinds
+    assert resolve_engines(["cpu-openvino,cpu-onnxruntime"]) == peer_kinds  # as run_bench passes the CLI's text
     assert resolve_engines("cpu-openvino-fp32") == ["cpu-openvino-fp32"]
     monkeypatch.setattr(peers, "openvino_default_precision", lambda: "fp32")  # a CPU without native bf16
     assert resolve_engines("cpu-openvino") == ["cpu-openvino-fp32"]

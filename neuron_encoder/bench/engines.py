@@ -110,7 +110,7 @@ def resolve_engines(names: str | Sequence[str], progress: Progress | None = None
     BackendUnavailable (the backend says why); `auto` skips what is absent, and says so.
     """
     say = progress or (lambda message: None)
-    items = [n.strip() for n in names.split(",")] if isinstance(names, str) else [str(n).strip() for n in names]
+    items = [n.strip() for name in ([names] if isinstance(names, str) else names) for n in str(name).split(",")]
     items = [n for n in items if n]
     if not items:
         raise ConfigError("no engines to benchmark; give e.g. auto, cpu, cuda, neuron or cpu-eager")
