@@ -170,7 +170,7 @@ def bench(
     An option not given is left to run_bench and CompileOptions, which hold the defaults.
     """
     from .bench.api import run_bench
-    from .bench.report import format_summary_table
+    from .bench.report import format_cpu_best, format_summary_table
     from .options import compile_options
     given = dict(endpoint_kind=endpoint_kind, batch_sizes=batch_sizes, seq_lens=seq_lens, concurrency=concurrency,
                  duration_s=duration, warmup=warmup, out_dir=out_dir)
@@ -181,6 +181,8 @@ def bench(
                              command=shlex.join(["neuron-encoder", *sys.argv[1:]]),
                              progress=lambda line: typer.echo(line, err=True))
     typer.echo(format_summary_table(result.rows))
+    if format_cpu_best(result.rows):
+        typer.echo(format_cpu_best(result.rows))
     typer.echo(f"results: {path} (and .csv); next: neuron-encoder report {path}")
 
 

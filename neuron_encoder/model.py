@@ -57,14 +57,17 @@ class MultiHeadAttention(nn.Module):
         self.out = nn.Linear(h, h)  # W_O
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        return self.out(self.heads(x, keep))
+
+    def heads(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """Every head's attention, concatenated, before W_O (a backend may fuse W_O with the residual add)."""
         B, T, H = x.shape
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # each (B, T, H)
         q = q.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         y = scaled_dot_product_attention(q, k, v, keep, self.fused)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, H)  # concatenate the heads: (B, T, H)
-        return self.out(y)
+        return y.transpose(1, 2).reshape(B, T, H)  # concatenate the heads: (B, T, H)
 
 
 class FeedForward(nn.Module):

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from neuron_encoder import hardware
+from neuron_encoder.bench import peers
 from neuron_encoder.bench.api import run_bench
 from neuron_encoder.bench.report import format_summary_table, write_report
 from neuron_encoder.bench.results import read_result
@@ -21,6 +22,7 @@ def offline_cpu_host(monkeypatch):
     monkeypatch.setenv("NEURON_ENCODER_NO_IMDS", "1")  # no metadata probe leaves this machine
     monkeypatch.setattr(hardware, "is_cuda_available", lambda: False)
     monkeypatch.setattr(hardware, "has_neuron_devices", lambda: False)
+    monkeypatch.setattr(peers, "missing", lambda runtime: "not installed")  # no ONNX Runtime or OpenVINO
 
 
 def test_tiny_cpu_run_end_to_end(tmp_path):

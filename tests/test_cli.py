@@ -64,6 +64,7 @@ def test_bench_then_report(monkeypatch, capsys, tmp_path):
                              "--out-dir", str(tmp_path / "results"))
     assert code == 0, err
     assert "cpu-artifact-fp32" in out and "p50 ms" in out
+    assert "fastest CPU engine, batch 2, seq 16: " in out
     assert "compiling for cpu" in err  # progress goes to stderr, the table to stdout
     result = next((tmp_path / "results").glob("bench-*.json"))
     code, out, err = run_cli(monkeypatch, capsys, "report", str(result), "--out-dir", str(tmp_path / "report"),

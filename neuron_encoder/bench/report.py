@@ -142,6 +142,63 @@ def format_summary_table(rows: Sequence[BenchRow]) -> str:
     return "\n".join(lines)
 
 
+def _best_by_engine(rows: Sequence[BenchRow]) -> dict[tuple[str, int, int, str], BenchRow]:
+    """Per (model, batch, seq, engine), the closed-loop row with the most throughput over concurrency
+    (an open-loop row's throughput is the rate offered, not the engine's best)."""
+    best: dict[tuple[str, int, int, str], BenchRow] = {}
+    for row in rows:
+        key = (row.model, row.batch_size, row.seq_len, row.engine)
+        if row.mode == "closed" and (key not in best or row.throughput_avg > best[key].throughput_avg):
+            best[key] = row
+    return best
+
+
+def cpu_best(rows: Sequence[BenchRow]) -> dict[tuple[str, int, int], BenchRow]:
+    """Per (model, batch, seq), the fastest CPU engine's best row: what an accelerator must beat."""
+    best: dict[tuple[str, int, int], BenchRow] = {}
+    for (model, batch, seq, engine), row in _best_by_engine(rows).items():
+        key = (model, batch, seq)
+        if engine.startswith("cpu-") and (key not in best or row.throughput_avg > best[key].throughput_avg):
+            best[key] = row
+    return best
+
+
+def format_cpu_best(rows: Sequence[BenchRow]) -> str:
+    """One line per (model, batch, seq): the fastest CPU engine, and each other CPU engine's share of it."""
+    by_engine = _best_by_engine(rows)
+    lines = []
+    for (model, batch, seq), best in sorted(cpu_best(rows).items()):
+        others = [r for (m, b, s, e), r in sorted(by_engine.items())
+                  if (m, b, s) == (model, batch, seq) and e.startswith("cpu-") and r is not best]
+        lines.append(f"fastest CPU engine, batch {batch}, seq {seq}: {best.engine} ({best.precision}) "
+                     f"{_fmt_rate(best.throughput_avg)} inf/s at concurrency {best.concurrency}"
+                     + (f"; then {', '.join(f'{r.engine} {r.throughput_avg / best.throughput_avg:.2f}x' for r in others)}"
+                        if others else ""))
+    return "\n".join(lines)
+
+
+def _cpu_best_lines(items: Sequence[ReportRow]) -> list[str]:
+    """Every engine's best throughput on a machine as a multiple of that machine's fastest CPU engine."""
+    header = ("model", "instance", "batch", "seq", "engine", "precision", "best inf/s", "CPU's best",
+              "its inf/s", "x CPU's best")
+    table = []
+    for machine in sorted({item.machine.name for item in items}):
+        rows = [item.row for item in items if item.machine.name == machine]
+        best = cpu_best(rows)
+        for (model, batch, seq, engine), row in sorted(_best_by_engine(rows).items()):
+            cpu = best.get((model, batch, seq))
+            if cpu is not None:
+                table.append([model, machine, batch, seq, engine, row.precision, _fmt_rate(row.throughput_avg),
+                              cpu.engine, _fmt_rate(cpu.throughput_avg),
+                              f"{row.throughput_avg / cpu.throughput_avg:.2f}"])
+    if not table:
+        return []
+    return ["", "## Against the CPU's best", "",
+            "Each engine's best closed-loop throughput (over concurrency) as a multiple of the fastest CPU "
+            "engine on the same machine (ours, ONNX Runtime or OpenVINO), at the same batch and sequence length.",
+            ""] + _md_table(header, table, right={2, 3, 6, 8, 9})
+
+
 def _machine_lines(machines: Sequence[Machine]) -> list[str]:
     lines = ["## Machines", ""]
     for m in machines:
@@ -393,6 +450,7 @@ def write_report(
              f"Made {created} from {len(machines)} result file(s).", ""]
     lines += _machine_lines(machines)
     lines += _results_lines(items, prices)
+    lines += _cpu_best_lines(items)
     lines += _slo_lines(slo)
     lines += _failure_lines(machines)
     lines += _published_lines(prices)
