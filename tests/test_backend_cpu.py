@@ -14,7 +14,7 @@ from neuron_encoder import Encoder
 from neuron_encoder.backends import cpu
 from neuron_encoder.compiler import compile_model
 from neuron_encoder.runtime import load_compiled
-from tests.conftest import random_inputs
+from tests.conftest import assert_close, random_inputs
 
 
 @pytest.fixture
@@ -51,11 +51,11 @@ def test_without_the_private_ops_the_artifact_runs_torch_linears(tiny_model, tin
     """A torch above 2.2 may drop torch.ops.mkldnn's private ops: the probe says so once, nothing fails."""
     monkeypatch.setattr(torch, "ops", types.SimpleNamespace(mkldnn=types.SimpleNamespace()))  # none of them
     assert cpu.onednn_packs("fp32") is False and cpu.onednn_packs("bf16") is False
-    path = compile_model(tiny_model, batch_sizes=[2], seq_lens=[16], backend="cpu", out=tmp_path / "a").path
+    result = compile_model(tiny_model, batch_sizes=[2], seq_lens=[16], backend="cpu", out=tmp_path / "a")
     inputs = random_inputs(tiny_config, 2, 16, pad_from=9)
-    with load_compiled(path) as model, torch.inference_mode():
+    with load_compiled(result.path) as model, torch.inference_mode():
         assert {m.packed for m in linears(model.buckets[(2, 16)].module)} == {False}
-        torch.testing.assert_close(model(*inputs), tiny_model(*inputs), atol=2e-5, rtol=1e-4)
+        assert_close(model(*inputs), tiny_model(*inputs), inputs[1], result.manifest["precision"])
 
 
 def test_ops_with_another_signature_are_not_used(monkeypatch, probe_again):
