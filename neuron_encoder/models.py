@@ -16,8 +16,9 @@ import torch
 from .config import preset
 from .errors import ConfigError
 from .model import Encoder
+from .task import EMBEDDING, Task
 from .text import Tokenizer, has_tokenizer
-from .weights import DEFAULT_MODEL, resolve
+from .weights import DEFAULT_MODEL, read_task, resolve
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class ResolvedModel(NamedTuple):
     model_id: str  # the spec as the user gave it, recorded in artifacts and results
     tokenizer: Tokenizer | None  # None for random weights, or a checkpoint without tokenizer files
     checkpoint_dir: Path | None = None  # the local checkpoint directory; None for random weights
+    task: Task = EMBEDDING  # embedding, or a classifier's or reranker's labels and score function
 
 
 def load_model(spec: str | Path | Encoder = DEFAULT_MODEL, seed: int = 0) -> ResolvedModel:
@@ -53,4 +55,5 @@ def load_model(spec: str | Path | Encoder = DEFAULT_MODEL, seed: int = 0) -> Res
     encoder = Encoder.from_pretrained(directory)
     log.info("loaded %s from %s", spec, directory)
     tokenizer = Tokenizer(directory, max_length=encoder.config.max_length) if has_tokenizer(directory) else None
-    return ResolvedModel(encoder, str(spec), tokenizer, directory)
+    task = read_task(directory, encoder.config.num_labels)
+    return ResolvedModel(encoder, str(spec), tokenizer, directory, task)
