@@ -16,7 +16,7 @@ import torch
 from .config import preset
 from .errors import ConfigError
 from .model import Encoder
-from .task import EMBEDDING, Task
+from .task import EMBEDDING, Task, task_from_hf_config
 from .text import Tokenizer, has_tokenizer
 from .weights import DEFAULT_MODEL, read_task, resolve
 
@@ -40,8 +40,8 @@ def load_model(spec: str | Path | Encoder = DEFAULT_MODEL, seed: int = 0) -> Res
 
     random:PRESET is seeded, so its weights hash, and with it the compile cache, stay stable.
     """
-    if isinstance(spec, Encoder):
-        return ResolvedModel(spec.eval(), "custom", None)
+    if isinstance(spec, Encoder):  # a head without a checkpoint: transformers' default labels and scores
+        return ResolvedModel(spec.eval(), "custom", None, task=task_from_hf_config({}, spec.config.num_labels))
     if str(spec).startswith(RANDOM_PREFIX):
         name = str(spec)[len(RANDOM_PREFIX):]
         if not name:

@@ -17,10 +17,11 @@ from . import artifact, hardware
 from .artifact import bucket_name
 from .backends import Backend, LoadedBucket, get_backend
 from .config import EncoderConfig
-from .errors import ArtifactError, ShapeError
+from .errors import ArtifactError, ConfigError, ShapeError
 from .files import write_json_atomic
 from .model import pool
 from .numerics import Tolerance, check_bucket
+from .task import Task
 from .text import Tokenizer, has_tokenizer
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,7 @@ class CompiledEncoder:
         self.fixed_shapes = fixed_shapes  # False (the CPU): inputs run at their own shape, unpadded
         self.manifest = manifest
         self.config = EncoderConfig.from_dict(manifest["model"]["config"])
+        self.task = Task.from_dict(manifest.get("task"))  # embedding, or labels and scores
         self.buckets = buckets
         self.seq_lens = sorted({s for _, s in buckets})
         self.batch_sizes = {s: sorted(b for b, s2 in buckets if s2 == s) for s in self.seq_lens}
@@ -80,7 +82,8 @@ class CompiledEncoder:
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  token_type_ids: torch.Tensor | None = None, truncate: bool = False) -> torch.Tensor:
-        """Last hidden state (B, T, H) for any B >= 1 and T up to the largest bucket."""
+        """Last hidden state (B, T, H), or a classifier's logits (B, L), for any B >= 1 and T up to the
+        largest bucket."""
         input_ids, attention_mask, token_type_ids = self._check(input_ids, attention_mask, token_type_ids, truncate)
         B, T = input_ids.shape
         chunks = self.route(B, T)
@@ -101,20 +104,30 @@ class CompiledEncoder:
             return self.buckets[(bucket_batch, bucket_seq)](ids, mask, types)
         rows, T = ids.shape
         padded = _pad(ids, mask, types, bucket_batch, bucket_seq, self.config.pad_token_id)
-        hidden = self.buckets[(bucket_batch, bucket_seq)](*padded)
-        return hidden if (rows, T) == (bucket_batch, bucket_seq) else hidden[:rows, :T]
+        out = self.buckets[(bucket_batch, bucket_seq)](*padded)  # hidden states (B, T, H) or logits (B, L)
+        return out[:rows, :T] if out.dim() == 3 else out[:rows]
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
               token_type_ids: torch.Tensor | None = None, truncate: bool = False,
               normalize: bool | None = None) -> torch.Tensor:
         """Pooled vectors (B, H), as the model's config says (cls or mean), L2-normalised as it says
         unless `normalize` is given (a server normalises per request)."""
+        if self.task.kind != "embedding":
+            raise ConfigError(f"{self.directory} is a {self.task.kind}: it scores, it does not embed (use logits)")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden = self(input_ids, attention_mask, token_type_ids, truncate)
         mask = attention_mask[:, :hidden.shape[1]]
         return pool(hidden, mask, self.config.pooling,
                     self.config.normalize if normalize is None else normalize)
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               token_type_ids: torch.Tensor | None = None, truncate: bool = False) -> torch.Tensor:
+        """A classifier's or reranker's logits (B, L), its head compiled into every bucket; task.scores
+        turns them into the scores its manifest's task says."""
+        if self.task.kind == "embedding":
+            raise ConfigError(f"{self.directory} is an embedding model: it has no logits (use embed)")
+        return self(input_ids, attention_mask, token_type_ids, truncate)
 
     def close(self) -> None:
         """Free what the buckets hold (NeuronCores, GPU memory, process settings); calls fail after."""
