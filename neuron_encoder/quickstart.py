@@ -37,7 +37,8 @@ def run_quickstart(model: str = "minilm", run_dir: str | Path | None = None, dur
     ./artifacts cache, so a second run reuses them.
     """
     resolved = load_model(model)
-    encoder, model_id, tokenizer, checkpoint_dir = resolved
+    encoder, model_id, tokenizer, checkpoint_dir = (resolved.encoder, resolved.model_id, resolved.tokenizer,
+                                                    resolved.checkpoint_dir)
     counts = breakdown(encoder.config)
     echo(format_table(model_id, encoder.config, counts))
     similarity = None

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import CheckpointError, ShapeError
+from .errors import CheckpointError, ConfigError, ShapeError
 from .files import read_json_file
 
 
@@ -129,7 +129,7 @@ class Tokenizer:
         room for its text a ShapeError). truncate=False raises a ShapeError instead of cutting.
         """
         if direction not in DIRECTIONS or strategy not in STRATEGIES:
-            raise ShapeError(f"truncation direction {direction!r} and strategy {strategy!r} must be one of "
+            raise ConfigError(f"truncation direction {direction!r} and strategy {strategy!r} must be one of "
                              f"{DIRECTIONS} and {STRATEGIES}")
         if isinstance(texts, str):
             raise ShapeError("pass a list of texts, not a single string")

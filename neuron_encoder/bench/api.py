@@ -98,7 +98,7 @@ def run_bench(model: str | Path | Encoder | ResolvedModel = "minilm", *, engines
     names = [engines] if isinstance(engines, str) else list(engines)
     kinds = resolve_engines(names, progress=say) if names or not (artifacts or endpoints) else []
     resolved = model if isinstance(model, ResolvedModel) else load_model(model, seed)
-    encoder, model_id, tokenizer, _ = resolved
+    encoder, model_id, tokenizer = resolved.encoder, resolved.model_id, resolved.tokenizer
     command = command or _describe_call(model=model_id, engines=names, sweep=sweep, slo_p99_ms=slo_p99_ms,
                                         artifacts=[str(a) for a in artifacts], endpoints=list(endpoints))
     encoder.config.check_sequence_length(max(sweep.seq_lens))
