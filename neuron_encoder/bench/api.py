@@ -23,7 +23,7 @@ from neuron_encoder.bench.sweep import Sweep, run_sweep
 from neuron_encoder.bench.engines import plan_engines, resolve_engines
 from neuron_encoder.bench.workload import make_workload
 from neuron_encoder.compiler import DEFAULT_ARTIFACTS_DIR
-from neuron_encoder.errors import BenchmarkFailed
+from neuron_encoder.errors import BenchmarkFailed, ConfigError
 from neuron_encoder.files import safe_name, utc_stamp
 from neuron_encoder.model import Encoder
 from neuron_encoder.models import ResolvedModel, load_model
@@ -99,6 +99,10 @@ def run_bench(model: str | Path | Encoder | ResolvedModel = "minilm", *, engines
     kinds = resolve_engines(names, progress=say) if names or not (artifacts or endpoints) else []
     resolved = model if isinstance(model, ResolvedModel) else load_model(model, seed)
     encoder, model_id, tokenizer = resolved.encoder, resolved.model_id, resolved.tokenizer
+    task, pairs = resolved.task.kind, resolved.task.kind == "reranker"  # a reranker is timed in pairs/s
+    if endpoints and task != "embedding":
+        raise ConfigError(f"{model_id} is a {task}: endpoints are timed on the embedding routes only, until the "
+                          "server's /predict and /rerank routes land")
     command = command or _describe_call(model=model_id, engines=names, sweep=sweep, slo_p99_ms=slo_p99_ms,
                                         artifacts=[str(a) for a in artifacts], endpoints=list(endpoints))
     encoder.config.check_sequence_length(max(sweep.seq_lens))
@@ -110,9 +114,10 @@ def run_bench(model: str | Path | Encoder | ResolvedModel = "minilm", *, engines
     planned += endpoint_engines(list(endpoints), endpoint_kind, tokenizer, model_id,
                                 os.environ.get("NEURON_ENCODER_API_KEY"))
     sample = make_workload(encoder.config, tokenizer, REFERENCE_ROWS, max(sweep.seq_lens), pool=1,
-                           seed=seed + 1).batches[0]
-    outcome = run_sweep(planned, sweep, lambda b, s: make_workload(encoder.config, tokenizer, b, s, seed=seed),
-                        model=model_id, reference=make_reference(encoder, sample), slo_p99_ms=slo_p99_ms,
+                           seed=seed + 1, pairs=pairs).batches[0]
+    outcome = run_sweep(planned, sweep,
+                        lambda b, s: make_workload(encoder.config, tokenizer, b, s, seed=seed, pairs=pairs),
+                        model=model_id, reference=make_reference(encoder, sample, task), slo_p99_ms=slo_p99_ms,
                         slo_search=slo_search, progress=say)
 
     result, json_path = _write(outcome, command, out_dir)
