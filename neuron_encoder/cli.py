@@ -141,7 +141,7 @@ def compile_command(
                            options=options, out=out, force=force, lengths_from=lengths_from,
                            max_buckets=max_buckets, tolerance=Tolerance(max_abs=max_abs, min_cosine=min_cosine),
                            progress=typer.echo)
-    typer.echo(json.dumps({"artifact": str(result.path), "cache_hit": result.cache_hit,
+    typer.echo(json.dumps({"artifact": str(result.path), "cache_hit": result.cache_hit, "task": result.manifest["task"],
                            "backend": result.manifest["backend"], "precision": result.manifest["precision"],
                            "bucket_choice": result.manifest.get("bucket_choice"),
                            "buckets": [{k: b[k] for k in ("name", "compile_seconds")} | b["numerics"]

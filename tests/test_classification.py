@@ -127,7 +127,8 @@ def test_a_long_text_keeps_the_whole_query(tmp_path):
 
 
 def test_the_command_fits_the_model(tmp_path):
-    """classify and rerank refuse an embedder; embed refuses a classifier; each names the command to use."""
+    """classify and rerank refuse an embedder; embed and quickstart refuse a classifier; each names the command
+    to use."""
     build_tokenizer("wordpiece", tmp_path / "embedder")
     build_checkpoint("bert", tmp_path / "embedder", vocab_size=300)
     with pytest.raises(ConfigError, match="embedding model: it cannot classify"):
@@ -141,3 +142,6 @@ def test_the_command_fits_the_model(tmp_path):
         embed_model_texts(str(tmp_path / "classifier"), ["a text"])
     with pytest.raises(ConfigError, match="a text or a pair"):
         classify(load_scorer(str(tmp_path / "classifier")), [["a", "b", "c"]])
+    from neuron_encoder.quickstart import run_quickstart
+    with pytest.raises(ConfigError, match="quickstart is the embeddings job"):
+        run_quickstart(str(tmp_path / "classifier"), bench=False, echo=lambda line: None)
