@@ -408,3 +408,16 @@ def test_an_embedder_artifact_has_no_logits(compiled, tiny_config):
     assert model.task.kind == "embedding" and compiled.manifest["task"]["kind"] == "embedding"
     with pytest.raises(ConfigError, match="embedding model: it has no logits"):
         model.logits(*sample_inputs(tiny_config, 1, 16))
+
+
+def test_the_task_is_in_a_classifiers_cache_key_and_leaves_an_embedders_as_it_was(classifier, tiny_model):
+    from neuron_encoder.compiler import _plan
+    from neuron_encoder.models import load_model
+    from neuron_encoder.task import Task
+    embedder = _plan(load_model(tiny_model), "1", ("16", None, 4), "cpu", CompileOptions())
+    assert "task" not in embedder.settings
+    resolved = load_model(classifier)
+    plans = [_plan(r, "1", ("16", None, 4), "cpu", CompileOptions())
+             for r in (resolved, resolved._replace(task=Task("classifier", ("no", "yes"), "softmax")))]
+    assert plans[0].settings["task"]["id2label"] == {"0": "LABEL_0", "1": "LABEL_1"}
+    assert plans[0].key != plans[1].key  # other labels: another artifact
