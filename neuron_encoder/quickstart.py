@@ -8,6 +8,7 @@ from typing import Callable
 
 from . import hardware
 from .embeddings import cosine_matrix, embed_texts
+from .errors import ConfigError
 from .files import utc_stamp
 from .models import load_model
 from .params import breakdown, format_table
@@ -42,7 +43,11 @@ def run_quickstart(model: str = DEFAULT_MODEL, run_dir: str | Path | None = None
     ./artifacts cache, so a second run reuses them.
     """
     resolved = load_model(model)
-    encoder, model_id, tokenizer, checkpoint_dir = resolved
+    if resolved.task.kind != "embedding":
+        raise ConfigError(f"{resolved.model_id} is a {resolved.task.kind}; quickstart is the embeddings job: use "
+                          f"neuron-encoder compile, bench and {'rerank' if resolved.task.kind == 'reranker' else 'classify'}")
+    encoder, model_id, tokenizer, checkpoint_dir = (resolved.encoder, resolved.model_id, resolved.tokenizer,
+                                                    resolved.checkpoint_dir)
     counts = breakdown(encoder.config)
     echo(format_table(model_id, encoder.config, counts))
     similarity = None

@@ -98,6 +98,17 @@ def _fmt_cosine(value: float | None) -> str:
     return "-" if value is None else f"{value:.6f}"
 
 
+def _fmt_accuracy(row: BenchRow) -> str:
+    """An embedder's min cosine; a classifier's or reranker's max |logit difference| and top-1 agreement."""
+    if row.accuracy_logit_max_abs is None:
+        return _fmt_cosine(row.accuracy_cosine_min)
+    return f"logits ±{row.accuracy_logit_max_abs:.1e}, top-1 {row.accuracy_top1:.0%}"
+
+
+def _model_with_task(row: BenchRow) -> str:
+    return row.model if row.task == "embedding" else f"{row.model} ({row.task})"
+
+
 def _fmt_load(row: BenchRow) -> str:
     if row.mode == "open":
         return f"open {_fmt_rate(row.rate or 0.0)}/s"
@@ -116,7 +127,7 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]], right: set[i
 
 
 _SUMMARY_HEADER = ("engine", "label", "precision", "batch", "seq", "conc.", "cores", "p50 ms", "p95 ms",
-                   "p99 ms", "inf/s avg", "inf/s peak", "pad. eff.", "cos vs fp32", "errors")
+                   "p99 ms", "inf/s avg", "inf/s peak", "pad. eff.", "vs fp32", "errors")
 
 
 def _summary_cells(row: BenchRow) -> list[str]:
@@ -124,7 +135,7 @@ def _summary_cells(row: BenchRow) -> list[str]:
     return [row.engine, row.label, row.precision, str(row.batch_size), str(row.seq_len), _fmt_load(row),
             str(row.cores), _fmt_ms(lat["p50"]), _fmt_ms(lat["p95"]), _fmt_ms(lat["p99"]),
             _fmt_rate(row.throughput_avg), _fmt_rate(row.throughput_peak), f"{row.padding_efficiency:.0%}",
-            _fmt_cosine(row.accuracy_cosine_min), str(row.errors)]
+            _fmt_accuracy(row), str(row.errors)]
 
 
 def format_summary_table(rows: Sequence[BenchRow]) -> str:
@@ -230,7 +241,7 @@ def _machine_lines(machines: Sequence[Machine]) -> list[str]:
 
 
 _MAIN_HEADER = ("engine", "instance", "precision", "batch", "seq", "conc.", "cores", "p50 ms", "p95 ms", "p99 ms",
-                "inf/s avg", "inf/s peak", "pad. eff.", "cos vs fp32", "USD / 1M inf", "label")
+                "inf/s avg", "inf/s peak", "pad. eff.", "vs fp32", "USD / 1M inf", "label")
 
 
 def _main_cells(item: ReportRow) -> list[str]:
@@ -238,7 +249,7 @@ def _main_cells(item: ReportRow) -> list[str]:
     lat = r.latency_ms
     return [r.engine, item.machine.name, r.precision, str(r.batch_size), str(r.seq_len), _fmt_load(r), str(r.cores),
             _fmt_ms(lat["p50"]), _fmt_ms(lat["p95"]), _fmt_ms(lat["p99"]), _fmt_rate(r.throughput_avg),
-            _fmt_rate(r.throughput_peak), f"{r.padding_efficiency:.0%}", _fmt_cosine(r.accuracy_cosine_min),
+            _fmt_rate(r.throughput_peak), f"{r.padding_efficiency:.0%}", _fmt_accuracy(r),
             _fmt_cost(item.cost_per_1m), r.label]
 
 
@@ -246,7 +257,7 @@ def _results_lines(items: Sequence[ReportRow], prices: PriceTable) -> list[str]:
     lines: list[str] = []
     for model in sorted({item.row.model for item in items}):
         rows = sorted((item for item in items if item.row.model == model), key=_row_key)
-        lines += ["", f"## Results: {model}", ""]
+        lines += ["", f"## Results: {_model_with_task(rows[0].row)}", ""]
         lines += _md_table(_MAIN_HEADER, [_main_cells(item) for item in rows], right=set(range(3, 15)))
     lines += ["", "Latency is per call (one batch); inf/s counts inferences (samples) per second, peak over 1 s "
               "windows. Cost per 1M inferences = 1e6 / (inf/s avg) x price per hour / 3600.", "",
