@@ -563,7 +563,10 @@ def near_zero_report(rows: list[dict], model_p50: float, generator: LoadGenerato
         print(f"{NEAR_ZERO_LABELS[row['system']]:<26} {row['connections']:>5} {row['rate']:>10.0f} "
               f"{row['p50']:>8.2f} {row['p99']:>8.2f} {row['errors']:>6} {row['cpu_ms']:>10.3f} "
               f"{versus(ceiling):>10} {versus(infinity):>11}")
-    print(f"offline model call (tokenise + embed one text, batch 1): p50 {model_p50:.3f} ms")
+    # torch's threads, as the server's replica has them by default: on a busy 2-core host a 2-thread team
+    # waits on descheduled helpers, so this p50 (and the server's) swings with the neighbours' load.
+    print(f"offline model call (tokenise + embed one text, batch 1, {torch.get_num_threads()} torch threads): "
+          f"p50 {model_p50:.3f} ms")
     for row in (r for r in rows if r["connections"] == 1):
         print(f"  {NEAR_ZERO_LABELS[row['system']]} at 1 connection: p50 {row['p50'] - model_p50:.3f} ms over "
               "the model call's")
