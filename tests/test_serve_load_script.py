@@ -37,3 +37,62 @@ def test_offline_and_served_numbers_and_the_verdicts(tiny_text_artifact, capsys,
     assert "32 clients / offline best" in out and "added (median per text; target <= 2)" in out
     corpora = script.load_corpora(str(tmp_path / "mine.txt")) if (tmp_path / "mine.txt").write_text("a\n\nb\n") else {}
     assert corpora["mine.txt"] == ["a", "b"] and corpora["built-in"] == list(CORPUS)
+
+
+def test_the_near_zero_model_is_the_seeded_encoder_under_hugging_face_names(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from neuron_encoder import Encoder, preset
+    from neuron_encoder.models import load_model
+    script = load_script()
+    resolved = load_model(str(script.near_zero_checkpoint(tmp_path / "near-zero")))
+    config = dataclasses.replace(preset("minilm-l6"), **script.NEAR_ZERO_SHAPE)
+    assert resolved.encoder.config == config and resolved.tokenizer is not None
+    torch.manual_seed(0)
+    expected = Encoder(config).state_dict()
+    assert all(torch.equal(tensor, expected[name]) for name, tensor in resolved.encoder.state_dict().items())
+
+
+def test_the_ceiling_under_both_load_generators_and_its_cpu_per_request(tmp_path):
+    import shutil
+
+    from neuron_encoder.bench.endpoints import parse_embeddings
+    from neuron_encoder.text import Tokenizer
+    from neuron_encoder.weights import resolve
+    script = load_script()
+    assert parse_embeddings("openai", script.CEILING_ANSWER).shape == (1, 32)
+    assert script.lua_string("a]]b]=]c") == "[==[a]]b]=]c]==]"
+    generator = script.LoadGenerator(list(CORPUS)[:20], Tokenizer(resolve("minilm")), tmp_path)
+    assert generator.script.read_text().count("[[{") == 20  # one long-bracket body a text
+    with script.running("ceiling", lambda: script.start_ceiling(tmp_path)) as ceiling:
+        if shutil.which("wrk"):  # CI installs no OS packages: wrk is optional there
+            by_wrk = script.under_load(ceiling, generator, connections=4, duration=1)
+            assert by_wrk["errors"] == 0 and by_wrk["requests"] > 0 and by_wrk["cpu_ms"] > 0
+            assert generator.commands and "(C)" in generator.describe()
+        generator.wrk = None
+        ours = script.under_load(ceiling, generator, connections=2, duration=0.3)
+    assert ours["errors"] == 0 and ours["requests"] > 0 and ours["p50"] > 0
+    assert "own client" in generator.describe()
+
+
+def test_the_profile_summary_and_the_near_zero_report(capsys, tmp_path):
+    script = load_script()
+    raw = ("main (app.py);handle (app.py);parse (json.py) 5\nmain (app.py);embed (model.py) 3\n"
+           "main (app.py);handle (app.py) 1\nmain (app.py) 1\n")
+    top = script.profile_top(raw, top=2)  # the 2 with most samples of their own, then the 2 most under
+    assert top == [("parse (json.py)", 50.0, 50.0), ("embed (model.py)", 30.0, 30.0),
+                   ("main (app.py)", 10.0, 100.0), ("handle (app.py)", 10.0, 60.0)]
+    generator = script.LoadGenerator(["a text"], None, tmp_path)
+    generator.wrk = None
+    row = {"p99": 9.0, "errors": 0, "requests": 100, "cpu_ms": 0.2}
+    rows = [{**row, "system": "ours", "connections": 64, "rate": 5000.0, "p50": 12.0},
+            {**row, "system": "ours", "connections": 1, "rate": 900.0, "p50": 1.1},
+            {**row, "system": "ceiling", "connections": 64, "rate": 20000.0, "p50": 3.0},
+            {**row, "system": "infinity", "connections": 64, "rate": 1000.0, "p50": 60.0}]
+    script.near_zero_report(rows, model_p50=0.8, generator=generator, top=top)
+    out = capsys.readouterr().out
+    assert "0.25        5.00" in out  # ours against the ceiling, then against Infinity, at 64 connections
+    assert "5000/s, 0 errors: met" in out and "0.300 ms: met" in out and "own client" in out
+    assert "50.0    50.0  parse (json.py)" in out
