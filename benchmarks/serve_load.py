@@ -61,7 +61,7 @@ from neuron_encoder.bench.workload import CORPUS, corpus_workload
 from neuron_encoder.compiler import compile_model
 from neuron_encoder.errors import run_main
 from neuron_encoder.serve.settings import DEFAULT_BATCH_SIZES, DEFAULT_SEQ_LENS
-from neuron_encoder.weights import HF_TO_OURS, _split_block, hf_to_ours, resolve
+from neuron_encoder.weights import BERT_NAMES, _split_block, hf_to_ours, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 INFINITY = "infinity-emb[server,torch]==0.0.78"
@@ -331,7 +331,7 @@ def near_zero_checkpoint(directory: Path) -> Path:
         torch.manual_seed(0)
         ours = Encoder(config).eval().state_dict()
     hf_state = {}
-    for pattern in HF_TO_OURS:  # the package's one name table, read backwards
+    for pattern in BERT_NAMES:  # the package's BERT name table, read backwards
         for layer in range(config.num_hidden_layers):
             for kind in ("weight", "bias"):
                 name = f"{pattern.format(i=layer)}.{kind}"
