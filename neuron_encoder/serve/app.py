@@ -2,7 +2,8 @@
 text-embeddings-inference), the ASGI layer and the lifespan that loads and warms every replica.
 
 Routes parse bodies (schemas.py, invocations.py), call Inference and shape the answer; they never touch
-torch. Every error is a ServeError rendered once, as {"error", "error_type"}. server.py runs the app.
+torch. The POST routes are plain ASGI handlers that the ASGI layer answers directly (bodies.py); FastAPI
+declares them too, for the OpenAPI document. Every error is a ServeError rendered once, as {"error", "error_type"}. server.py runs the app.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from neuron_encoder.serve.replicas import run_batch
 from neuron_encoder.serve.service import Service
 from neuron_encoder.serve.settings import ServeSettings
 
-FAMILIES = (routes_sagemaker, routes_openai, routes_tei)  # each module's router(service): its routes
+FAMILIES = (routes_sagemaker, routes_openai, routes_tei)  # each: handlers(service) for POST, router(service, posts)
 
 
 class EmbeddingAPI(FastAPI):
@@ -51,12 +52,13 @@ def create_app(settings: ServeSettings, run: Callable = run_batch, service: Serv
                        description="Embeddings from a compiled BERT-style encoder, for SageMaker, OpenAI and "
                                    "text-embeddings-inference clients.")
     app.state.service = service
-    routers = [family.router(service) for family in FAMILIES]
+    posts = {path: handler for family in FAMILIES for path, handler in family.handlers(service).items()}
+    routers = [family.router(service, posts) for family in FAMILIES]
     for router in routers:
         app.include_router(router)
     handle_errors(app, service)
     paths = {route.path for router in [app.router, *routers] for route in router.routes if hasattr(route, "path")}
-    app.add_middleware(RequestMiddleware, service=service, routes=frozenset(paths))  # the docs' routes too
+    app.add_middleware(RequestMiddleware, service=service, routes=frozenset(paths), posts=posts)  # docs' routes too
     if settings.cors_allow_origin:  # no CORS unless asked
         from fastapi.middleware.cors import CORSMiddleware
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_allow_origin),
