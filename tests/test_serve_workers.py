@@ -17,6 +17,7 @@ from neuron_encoder.compiler import compile_model
 from neuron_encoder.errors import ConfigError
 from neuron_encoder.serve.replicas import CPU_AUTO_WORKERS, Worker, plan_workers
 from neuron_encoder.serve.settings import parse_workers
+from neuron_encoder.serve.workers import worker_environment
 
 from .serve_doubles import NEURON_HOST_VARIABLE
 from .serve_helpers import ServerProcess
@@ -44,6 +45,14 @@ def test_neuron_workers_own_contiguous_disjoint_cores(neuron_host, monkeypatch):
         plan_workers("neuron", 13)
     monkeypatch.setenv("NEURON_RT_VISIBLE_CORES", "4-7")  # the supervisor was given part of the host
     assert [w.visible_cores for w in plan_workers("neuron", budget=8)] == ["4-5", "6-7"]
+
+
+def test_each_worker_is_told_its_share_before_it_starts(tmp_path):
+    cpu = worker_environment(Worker(1, (), 3), tmp_path, {"OMP_NUM_THREADS": "8", "PATH": "/bin"})
+    assert cpu == {"PATH": "/bin", "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "OMP_NUM_THREADS": "3",
+                   "RAYON_NUM_THREADS": "3"}
+    neuron = worker_environment(Worker(2, (4, 5), 16), tmp_path, {"NEURON_RT_NUM_CORES": "12"})
+    assert neuron["NEURON_RT_VISIBLE_CORES"] == "4-5" and "NEURON_RT_NUM_CORES" not in neuron
 
 
 def pids_and_info(server: ServerProcess, wanted: int, tries: int = 300) -> dict[int, dict]:

@@ -4,8 +4,8 @@ servers scale past one event loop (one process holds one GIL and one loop, howev
 Each worker is `python -m neuron_encoder.serve.workers` with its own listening socket on the same port
 (SO_REUSEPORT: the kernel spreads new connections over the workers), its own replicas, and what the plan
 gives it (replicas.plan_workers): its NeuronCores through NEURON_RT_VISIBLE_CORES and its share of the CPU
-threads through OMP_NUM_THREADS, both set in its environment before it imports torch or starts a
-runtime. Its settings come on its stdin (they may hold the API key, which an environment would show).
+threads through OMP_NUM_THREADS (and RAYON_NUM_THREADS, the tokenizer's pool), set in its environment
+before it imports torch or starts a runtime. Its settings come on its stdin (they may hold the API key, which an environment would show).
 
 The supervisor owns a private temporary directory: PROMETHEUS_MULTIPROC_DIR for the metrics of every
 worker (metrics.py) and the ready marks (service.Team). SIGTERM or Ctrl-C: every worker drains
@@ -84,6 +84,18 @@ def check_port_free(host: str, port: int) -> None:
             raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
+def worker_environment(worker: Worker, metrics_dir: Path, environ: dict | None = None) -> dict[str, str]:
+    """A worker's environment: what it owns, read by torch, the tokenizer and the Neuron runtime when they
+    start, and where its metrics go."""
+    env = {**(os.environ if environ is None else environ), "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+           "OMP_NUM_THREADS": str(worker.threads),  # torch's threads: its share (threads.py)
+           "RAYON_NUM_THREADS": str(worker.threads)}  # the tokenizer's batch encode: the same share
+    if worker.cores:
+        env["NEURON_RT_VISIBLE_CORES"] = worker.visible_cores
+        env.pop("NEURON_RT_NUM_CORES", None)  # VISIBLE_CORES says it all
+    return env
+
+
 class Supervisor:
     """Starts every worker of the plan, restarts one that dies, and forwards SIGTERM (module docstring)."""
 
@@ -121,11 +133,7 @@ class Supervisor:
         return f"worker {worker.index} on {where}, {worker.threads} CPU thread(s)"
 
     def _start(self, worker: Worker) -> None:
-        env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(self.run_dir / "metrics"),
-               "OMP_NUM_THREADS": str(worker.threads)}
-        if worker.cores:
-            env["NEURON_RT_VISIBLE_CORES"] = worker.visible_cores
-            env.pop("NEURON_RT_NUM_CORES", None)  # VISIBLE_CORES says it all
+        env = worker_environment(worker, self.run_dir / "metrics")
         process = subprocess.Popen([sys.executable, "-m", self.module], env=env, stdin=subprocess.PIPE,
                                    start_new_session=True)  # Ctrl-C reaches the supervisor, which forwards it
         team = Team(worker.index, tuple(self.plan), self.run_dir)
