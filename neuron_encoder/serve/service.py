@@ -26,9 +26,8 @@ from neuron_encoder import __version__, artifact, hardware
 from neuron_encoder.serve import errors
 from neuron_encoder.serve.batcher import Batcher
 from neuron_encoder.serve.infer import Inference
-from neuron_encoder.serve.metrics import Metrics
+from neuron_encoder.serve.metrics import REFRESH_S, Metrics
 from neuron_encoder.serve.packing import BucketTable
-from neuron_encoder.serve.metrics import REFRESH_S
 from neuron_encoder.serve.replicas import ArtifactSource, LoadedReplica, Replicas, Worker, plan_replicas, run_batch
 from neuron_encoder.serve.settings import ServeSettings
 
