@@ -5,6 +5,7 @@ simulated inf2.24xlarge (tests/neuron_double.py) each worker owns its own contig
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import time
@@ -19,7 +20,7 @@ from neuron_encoder.serve.replicas import CPU_AUTO_WORKERS, Worker, plan_workers
 from neuron_encoder.serve.settings import parse_workers
 from neuron_encoder.serve.workers import worker_environment
 
-from .serve_doubles import NEURON_HOST_VARIABLE
+from .serve_doubles import GATE_ID, NEURON_HOST_VARIABLE
 from .serve_helpers import ServerProcess
 
 
@@ -99,6 +100,30 @@ def test_two_cpu_workers_serve_count_drain_and_restart(tiny_text_artifact, tmp_p
         assert "worker 0: SIGTERM: draining" in output and "worker 1: SIGTERM: draining" in output
     finally:
         server.stop()
+
+
+def test_sigterm_drains_every_worker(tiny_text_artifact, tmp_path):
+    """Requests held at the gate in both workers (eight connections, which the kernel spreads): SIGTERM,
+    then every worker refuses new requests, answers every accepted one once the gate opens, and exits."""
+    server = ServerProcess(tmp_path, gate=True, artifact=str(tiny_text_artifact), workers=2, graceful_timeout=60)
+    server.start().wait_ready()
+    post = lambda body: httpx.post(f"{server.url}/v1/embeddings", json=body, timeout=120)  # a new connection each
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        server.gate.close()
+        held = [pool.submit(post, {"input": [[101, GATE_ID, 102]]}) for _ in range(8)]
+        server.gate.wait_until_holding()
+        time.sleep(0.5)  # the other held requests reach their worker's queue
+        server.terminate()
+        deadline = time.monotonic() + 30
+        while server.output().count(": SIGTERM: draining") < 2:
+            assert time.monotonic() < deadline, server.output()
+            time.sleep(0.05)
+        refused = post({"input": "too late"})
+        server.gate.open()
+        results = [future.result() for future in held]
+    assert refused.status_code == 503 and refused.json()["error_type"] == "Unhealthy"
+    assert [r.status_code for r in results] == [200] * 8
+    assert server.process.wait(60) == 0, server.output()
 
 
 def test_auto_on_inf2_24xlarge_gives_each_worker_its_own_cores(neuron_host, tiny_model, tmp_path):

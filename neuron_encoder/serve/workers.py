@@ -177,9 +177,10 @@ class Supervisor:
                 self._start(worker)
 
 
-def worker_main() -> None:
-    """One worker: its settings and Team from stdin, its own socket on the shared port, then the server.
-    It drains when the supervisor goes away without a word (killed)."""
+def worker_main(run: Callable = run_batch) -> None:
+    """One worker: its settings and Team from stdin, its own socket on the shared port, then the server
+    (`run`: the replicas' model call; tests inject faults). It drains when the supervisor goes away
+    without a word (killed)."""
     from neuron_encoder.errors import run_main
     settings, team, parent = pickle.loads(sys.stdin.buffer.read())
     logging.basicConfig(level=logging.INFO, format=f"worker {team.index}: %(message)s", stream=sys.stderr)
@@ -190,7 +191,7 @@ def worker_main() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=orphaned, name="supervisor-watch", daemon=True).start()
-    run_main(lambda: run_server(settings, team=team, sockets=[listen(settings.host, settings.port)]))
+    run_main(lambda: run_server(settings, run, team, sockets=[listen(settings.host, settings.port)]))
 
 
 if __name__ == "__main__":
