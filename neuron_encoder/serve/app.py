@@ -26,7 +26,22 @@ FAMILIES = (routes_sagemaker, routes_openai, routes_tei)  # each: handlers(servi
 
 class EmbeddingAPI(FastAPI):
     """FastAPI whose OpenAPI document also defines the request bodies: the routes read their bodies
-    themselves (415 and 413 before parsing), so FastAPI cannot see the models they parse them with."""
+    themselves (415 and 413 before parsing), so FastAPI cannot see the models they parse them with.
+
+    A POST to a body route goes straight to the ASGI layer (`shortcut`, a RequestMiddleware), past
+    FastAPI's and Starlette's own layers, which look up telemetry settings in the environment and wrap
+    every request in error handlers of their own; the ASGI layer answers every failure itself. Not with
+    CORS, whose middleware must see every request."""
+
+    shortcut: RequestMiddleware | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        shortcut = self.shortcut
+        if shortcut is not None and scope["type"] == "http" and scope["method"] == "POST" \
+                and scope["path"] in shortcut.posts:
+            scope["app"] = self
+            return await shortcut(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
     def openapi(self) -> dict:
         if self.openapi_schema is None:
@@ -63,4 +78,6 @@ def create_app(settings: ServeSettings, run: Callable = run_batch, service: Serv
         from fastapi.middleware.cors import CORSMiddleware
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_allow_origin),
                            allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type"])
+    else:
+        app.shortcut = RequestMiddleware(None, service, frozenset(paths), posts)
     return app
