@@ -272,7 +272,10 @@ def serve(
     sagemaker: bool = typer.Option(False, "--sagemaker", help="SageMaker container: bind 0.0.0.0 on "
                                    "SAGEMAKER_BIND_TO_PORT (8080), artifact from SM_MODEL_DIR (also when "
                                    "SAGEMAKER_BIND_TO_PORT is set)"),
-    replicas: Optional[int] = typer.Option(None, help="model replicas (default one per NeuronCore or GPU, one on CPU)"),
+    workers: Optional[str] = typer.Option(None, help="server processes: N, or auto (one per Neuron device, its "
+                                          "cores their own; on the CPU one per core, up to 8)" + " (default auto)"),
+    replicas: Optional[int] = typer.Option(None, help="model replicas per worker (default one per NeuronCore or GPU, "
+                                                      "one on CPU)"),
     max_batch_tokens: Optional[int] = typer.Option(None, help="padded tokens (batch x bucket length) in one batch"
                                                    + _default("max_batch_tokens")),
     max_batch_requests: Optional[int] = typer.Option(None, help="inputs in one batch (default the largest bucket's)"),
@@ -306,13 +309,14 @@ def serve(
     from .errors import ConfigError
     from .options import compile_options
     try:
-        from .serve.server import serve as run_server
-        from .serve.settings import ServeSettings
+        from .serve.settings import ServeSettings, parse_workers
+        from .serve.workers import serve as run_server
     except ImportError as exc:
         raise ConfigError(f"the server needs its extra ({exc.name} is missing): "
                           "pip install 'neuron-encoder[serve]'") from None
     given = dict(artifact=artifact, model=model, backend=backend, batch_sizes=batch_sizes, seq_lens=seq_lens,
                  artifacts_dir=artifacts_dir, host=host, port=port, sagemaker=sagemaker, replicas=replicas,
+                 workers=parse_workers(workers) if workers is not None else None,
                  max_batch_tokens=max_batch_tokens, max_batch_requests=max_batch_requests,
                  max_client_batch_size=max_client_batch_size, max_concurrent_requests=max_concurrent_requests,
                  max_batch_delay_ms=max_batch_delay_ms, request_timeout_ms=request_timeout_ms,

@@ -52,7 +52,7 @@ class Gate:
 class ServerProcess:
     """`python -m tests.serve_doubles SETTINGS GATE` with its output in a log file."""
 
-    def __init__(self, directory: Path, gate: bool = False, **settings) -> None:
+    def __init__(self, directory: Path, gate: bool = False, env: dict[str, str] | None = None, **settings) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = directory / f"server-{self.port}.log"
@@ -60,13 +60,14 @@ class ServerProcess:
         self.settings = {"port": self.port, **settings}
         self.headers = {"Authorization": f"Bearer {settings['api_key']}"} if settings.get("api_key") else {}
         self.process: subprocess.Popen | None = None
+        self.env = env or {}
 
     def start(self) -> ServerProcess:
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "tests.serve_doubles", json.dumps(self.settings),
                  str(self.gate.path) if self.gate else ""],
-                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **SERVER_ENV}, stdout=log, stderr=subprocess.STDOUT)
+                cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **SERVER_ENV, **self.env}, stdout=log, stderr=subprocess.STDOUT)
         return self
 
     def wait_ready(self) -> ServerProcess:

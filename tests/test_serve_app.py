@@ -88,6 +88,18 @@ def test_no_cors_unless_asked(tiny_text_artifact):
         assert client.get("/metrics", headers=origin).headers["access-control-allow-origin"] == "https://example.com"
 
 
+def test_body_routes_go_straight_to_the_asgi_layer_unless_cors(tiny_text_artifact):
+    app = create_app(ServeSettings(artifact=str(tiny_text_artifact)))
+    assert set(app.shortcut.posts) == {"/embed", "/tokenize", "/invocations", "/v1/embeddings"}
+    settings = ServeSettings(artifact=str(tiny_text_artifact), cors_allow_origin=("https://example.com",))
+    app = create_app(settings)
+    assert app.shortcut is None  # CORS must see every request
+    with TestClient(app) as client:
+        wait_for(client)
+        response = client.post("/embed", json={"inputs": "x"}, headers={"Origin": "https://example.com"})
+    assert response.status_code == 200 and response.headers["access-control-allow-origin"] == "https://example.com"
+
+
 def test_an_unexpected_error_is_a_500_without_internals(tiny_text_artifact, monkeypatch):
     from neuron_encoder.serve import infer
     monkeypatch.setattr(infer.Inference, "embed_texts", lambda *args, **kwargs: {}["internal detail"])

@@ -42,3 +42,48 @@ def test_tei_bodies():
     assert tokenize.add_special_tokens is False
     with pytest.raises(errors.Validation, match="truncation_direction"):
         schemas.parse(schemas.EmbedRequest, b'{"inputs": "a", "truncation_direction": "middle"}')
+
+
+FAST_CASES = {
+    schemas.OpenAIEmbeddingRequest: [
+        b'{"input": "a"}', b'{"input": ["a", "b"], "model": "m", "user": "u"}', b'{"input": [101, 7592, 102]}',
+        b'{"input": [[101, 102], [101, 7, 102]]}', b'{"input": []}', b'{"input": [[]]}', b'{"input": [1, "a"]}',
+        b'{"input": true}', b'{"input": [true]}', b'{"input": [1.0]}', b'{"input": [[1], "a"]}',
+        b'{"input": {"text": "a"}}', b'{"input": "a", "encoding_format": "base64"}',
+        b'{"input": "a", "encoding_format": "int8"}', b'{"input": "a", "dimensions": 0}',
+        b'{"input": "a", "dimensions": 3}', b'{"input": "a", "dimensions": true}', b'{"input": "a", "dimensions": 2.0}',
+        b'{"input": "a", "model": null, "user": null, "dimensions": null}', b'{"input": "a", "model": 3}',
+        b'{"input": [123456789012345678901234567890]}', b'{"model": "m"}', b'{"input": "a", "extra": 1}', b'[]',
+        b'"a"', b'null', b'{"input": "a\\ud800"}', b'{"input": NaN}', b'not json'],
+    schemas.EmbedRequest: [
+        b'{"inputs": "a"}', b'{"inputs": ["a", "b"], "normalize": false, "truncate": null}', b'{"inputs": []}',
+        b'{"inputs": "a", "truncation_direction": "Left"}', b'{"inputs": "a", "truncation_direction": "middle"}',
+        b'{"inputs": "a", "normalize": 1}', b'{"inputs": "a", "normalize": "yes"}', b'{"inputs": "a", "truncate": 0}',
+        b'{"inputs": 3}', b'{"inputs": ["a", 1]}', b'{"inputs": "a", "colour": "red"}', b'{}', b'{"inputs": null}'],
+    schemas.TokenizeRequest: [
+        b'{"inputs": ["a"], "add_special_tokens": false}', b'{"inputs": "a", "add_special_tokens": null}',
+        b'{"inputs": "a", "add_special_tokens": 0}', b'{"inputs": "a"}'],
+}
+
+
+@pytest.mark.parametrize("model, body", [(model, body) for model, bodies in FAST_CASES.items() for body in bodies])
+def test_the_fast_checks_accept_only_what_the_model_accepts(model, body):
+    """parse_fast skips pydantic for valid bodies: whatever it accepts, the model accepts with the same
+    fields, and whatever the model refuses, parse refuses with the model's own message."""
+    fast = schemas.parse_fast(model, body)
+    try:
+        validated = model.model_validate_json(body)
+    except Exception:
+        validated = None
+    if fast is not None:
+        assert validated is not None and vars(fast) == validated.model_dump(), body
+    if validated is None:
+        with pytest.raises((errors.Validation, errors.NotJson)):
+            schemas.parse(model, body)
+
+
+def test_valid_bodies_build_no_model(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was built for a valid body")
+    monkeypatch.setattr(schemas.OpenAIEmbeddingRequest, "model_validate_json", refuse)
+    assert schemas.parse(schemas.OpenAIEmbeddingRequest, b'{"input": ["a"], "model": "m"}').input == ["a"]

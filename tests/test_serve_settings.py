@@ -68,8 +68,8 @@ def test_the_command_line_leaves_every_default_to_the_settings(monkeypatch):
         if hasattr(defaults, name) and name != "cors_allow_origin":
             assert default is None or default is False is getattr(defaults, name), name
     from typer.testing import CliRunner
-    from neuron_encoder.serve import server
+    from neuron_encoder.serve import workers
     seen = []
-    monkeypatch.setattr(server, "serve", lambda settings, api_key_file=None: seen.append(settings))
+    monkeypatch.setattr(workers, "serve", lambda settings, api_key_file=None: seen.append(settings))
     assert CliRunner().invoke(cli.app, ["serve"]).exit_code == 0
     assert seen == [ServeSettings()] and seen[0].batch_sizes == serve_settings.DEFAULT_BATCH_SIZES

@@ -2,7 +2,8 @@
 text-embeddings-inference), the ASGI layer and the lifespan that loads and warms every replica.
 
 Routes parse bodies (schemas.py, invocations.py), call Inference and shape the answer; they never touch
-torch. Every error is a ServeError rendered once, as {"error", "error_type"}. server.py runs the app.
+torch. The POST routes are plain ASGI handlers that the ASGI layer answers directly (bodies.py); FastAPI
+declares them too, for the OpenAPI document. Every error is a ServeError rendered once, as {"error", "error_type"}. server.py runs the app.
 """
 
 from __future__ import annotations
@@ -20,12 +21,27 @@ from neuron_encoder.serve.replicas import run_batch
 from neuron_encoder.serve.service import Service
 from neuron_encoder.serve.settings import ServeSettings
 
-FAMILIES = (routes_sagemaker, routes_openai, routes_tei)  # each module's router(service): its routes
+FAMILIES = (routes_sagemaker, routes_openai, routes_tei)  # each: handlers(service) for POST, router(service, posts)
 
 
 class EmbeddingAPI(FastAPI):
     """FastAPI whose OpenAPI document also defines the request bodies: the routes read their bodies
-    themselves (415 and 413 before parsing), so FastAPI cannot see the models they parse them with."""
+    themselves (415 and 413 before parsing), so FastAPI cannot see the models they parse them with.
+
+    A POST to a body route goes straight to the ASGI layer (`shortcut`, a RequestMiddleware), past
+    FastAPI's and Starlette's own layers, which look up telemetry settings in the environment and wrap
+    every request in error handlers of their own; the ASGI layer answers every failure itself. Not with
+    CORS, whose middleware must see every request."""
+
+    shortcut: RequestMiddleware | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        shortcut = self.shortcut
+        if shortcut is not None and scope["type"] == "http" and scope["method"] == "POST" \
+                and scope["path"] in shortcut.posts:
+            scope["app"] = self
+            return await shortcut(scope, receive, send)
+        await super().__call__(scope, receive, send)
 
     def openapi(self) -> dict:
         if self.openapi_schema is None:
@@ -51,14 +67,17 @@ def create_app(settings: ServeSettings, run: Callable = run_batch, service: Serv
                        description="Embeddings from a compiled BERT-style encoder, for SageMaker, OpenAI and "
                                    "text-embeddings-inference clients.")
     app.state.service = service
-    routers = [family.router(service) for family in FAMILIES]
+    posts = {path: handler for family in FAMILIES for path, handler in family.handlers(service).items()}
+    routers = [family.router(service, posts) for family in FAMILIES]
     for router in routers:
         app.include_router(router)
     handle_errors(app, service)
     paths = {route.path for router in [app.router, *routers] for route in router.routes if hasattr(route, "path")}
-    app.add_middleware(RequestMiddleware, service=service, routes=frozenset(paths))  # the docs' routes too
+    app.add_middleware(RequestMiddleware, service=service, routes=frozenset(paths), posts=posts)  # docs' routes too
     if settings.cors_allow_origin:  # no CORS unless asked
         from fastapi.middleware.cors import CORSMiddleware
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_allow_origin),
                            allow_methods=["GET", "POST"], allow_headers=["authorization", "content-type"])
+    else:
+        app.shortcut = RequestMiddleware(None, service, frozenset(paths), posts)
     return app

@@ -34,12 +34,12 @@ class Embedded:
     queue_s: float
     inference_s: float
 
-    def headers(self, start_ns: int) -> dict[str, str]:
-        """text-embeddings-inference's timing headers, in milliseconds."""
+    def headers(self, start_ns: int) -> list[tuple[bytes, bytes]]:
+        """text-embeddings-inference's timing headers, in milliseconds, as ASGI sends them."""
         total = (time.perf_counter_ns() - start_ns) / 1e6
-        return {"x-total-time": f"{total:.3f}", "x-tokenization-time": f"{self.tokenization_s * 1000:.3f}",
-                "x-queue-time": f"{self.queue_s * 1000:.3f}", "x-inference-time": f"{self.inference_s * 1000:.3f}",
-                "x-compute-tokens": str(self.tokens)}
+        return [(b"x-total-time", b"%.3f" % total), (b"x-tokenization-time", b"%.3f" % (self.tokenization_s * 1000)),
+                (b"x-queue-time", b"%.3f" % (self.queue_s * 1000)),
+                (b"x-inference-time", b"%.3f" % (self.inference_s * 1000)), (b"x-compute-tokens", b"%d" % self.tokens)]
 
 
 class Inference:

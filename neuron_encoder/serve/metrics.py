@@ -3,10 +3,18 @@
 Histograms: request, tokenization, queue and inference durations; batch size and tokens; input length.
 Counters: requests by route and status, rejections by reason, bucket hits, busy seconds, tokens.
 Gauges: queue depth, inputs in flight, per-replica busy fraction (last BUSY_WINDOW_S), padding efficiency.
+
+With several server processes (workers.py), prometheus_client's multiprocess mode: the supervisor gives
+every worker PROMETHEUS_MULTIPROC_DIR (a private temporary directory) before it imports prometheus_client,
+each worker's counters and histograms live in files there, and /metrics, from whichever worker answers,
+adds them up (MultiProcessCollector). Gauges cannot be callbacks there: each worker sets them every
+REFRESH_S (refresh()), replicas are labelled "worker.replica", and padding efficiency is computed from
+the summed token counters.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -17,9 +25,19 @@ from prometheus_client.core import GaugeMetricFamily
 
 PREFIX = "neuron_encoder"
 BUSY_WINDOW_S = 10.0
+REFRESH_S = 1.0  # how often a worker sets its gauges in multiprocess mode
 _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _COUNTS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _TOKENS = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+
+
+def _pid_once() -> None:
+    """Multiprocess mode asks the OS for the process id on every inc and observe (a system call, 4% of a
+    worker's time under load in py-spy): a worker process never forks, so its id is read once. Process-wide,
+    and only ever in a worker, which is a process of its own."""
+    from prometheus_client import values
+    pid = os.getpid()
+    values.ValueClass = values.MultiProcessValue(process_identifier=lambda: pid)
 
 
 class ReplicaActivity:
@@ -76,9 +94,15 @@ class _BusyCollector:
 class Metrics:
     """The instruments, named PREFIX_*; render() is the /metrics body."""
 
-    def __init__(self, replicas: int, queue_depth: Callable[[], float], in_flight: Callable[[], float]) -> None:
+    def __init__(self, replicas: int, queue_depth: Callable[[], float], in_flight: Callable[[], float],
+                 worker: int | None = None) -> None:
+        """`worker`: this process's index among several (multiprocess mode, PROMETHEUS_MULTIPROC_DIR set)."""
         self.registry = registry = CollectorRegistry()
         self.activity = ReplicaActivity(replicas)
+        self.shared_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") if worker is not None else None
+        self.worker = worker
+        if self.shared_dir is not None:
+            _pid_once()
 
         def histogram(name: str, text: str, buckets, labels=()) -> Histogram:
             return Histogram(f"{PREFIX}_{name}", text, labels, buckets=buckets, registry=registry)
@@ -101,13 +125,28 @@ class Metrics:
         self.real_tokens = counter("real_tokens", "tokens computed that were inputs")
         self.padded_tokens = counter("padded_tokens", "tokens computed, padding included")
         self.batch_failures = counter("batch_failures", "batches the backend failed on")
-        Gauge(f"{PREFIX}_queue_depth", "inputs waiting for a replica", registry=registry).set_function(queue_depth)
-        Gauge(f"{PREFIX}_in_flight_inputs", "inputs admitted and not yet answered",
-              registry=registry).set_function(in_flight)
-        Gauge(f"{PREFIX}_padding_efficiency", "real / padded tokens over every batch so far",
-              registry=registry).set_function(self._efficiency)
-        registry.register(_BusyCollector(self.activity))
         self._real = self._padded = 0  # batch_done runs on the event loop only
+        depth = Gauge(f"{PREFIX}_queue_depth", "inputs waiting for a replica", registry=registry,
+                      multiprocess_mode="livesum")
+        flight = Gauge(f"{PREFIX}_in_flight_inputs", "inputs admitted and not yet answered", registry=registry,
+                       multiprocess_mode="livesum")
+        if self.shared_dir is None:
+            depth.set_function(queue_depth)
+            flight.set_function(in_flight)
+            Gauge(f"{PREFIX}_padding_efficiency", "real / padded tokens over every batch so far",
+                  registry=registry).set_function(self._efficiency)
+            registry.register(_BusyCollector(self.activity))
+        else:  # set by refresh(); the efficiency is computed when rendering
+            busy = Gauge(f"{PREFIX}_replica_busy_fraction", f"share of the last {BUSY_WINDOW_S:g} s each replica "
+                         "spent computing", ["replica"], registry=registry, multiprocess_mode="livesum")
+            self._gauges = [(depth, queue_depth), (flight, in_flight)]
+            self._gauges += [(busy.labels(f"{worker}.{r}"), lambda r=r: self.activity.busy_fraction(r))
+                             for r in range(replicas)]
+
+    def refresh(self) -> None:
+        """Multiprocess mode: write this worker's gauges (the worker calls it every REFRESH_S)."""
+        for gauge, value in getattr(self, "_gauges", ()):
+            gauge.set(value())
 
     def _efficiency(self) -> float:
         return self._real / self._padded if self._padded else 1.0
@@ -130,7 +169,13 @@ class Metrics:
         self._padded += computed
 
     def render(self) -> bytes:
-        return generate_latest(_WithoutCreated(self.registry))
+        if self.shared_dir is None:
+            return generate_latest(_WithoutCreated(self.registry))
+        from prometheus_client.multiprocess import MultiProcessCollector
+        self.refresh()
+        every = CollectorRegistry()
+        MultiProcessCollector(every, self.shared_dir)
+        return generate_latest(_WithEfficiency(every))
 
 
 class _WithoutCreated:
@@ -145,3 +190,21 @@ class _WithoutCreated:
         for family in self.registry.collect():
             family.samples = [sample for sample in family.samples if not sample.name.endswith("_created")]
             yield family
+
+
+class _WithEfficiency:
+    """Every worker's series, summed, and the padding efficiency of their summed token counters."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self):
+        totals = {}
+        for family in self.registry.collect():
+            if family.name in (f"{PREFIX}_real_tokens", f"{PREFIX}_padded_tokens"):
+                totals[family.name] = sum(s.value for s in family.samples if s.name.endswith("_total"))
+            yield family
+        padded = totals.get(f"{PREFIX}_padded_tokens", 0)
+        efficiency = GaugeMetricFamily(f"{PREFIX}_padding_efficiency", "real / padded tokens over every batch so far")
+        efficiency.add_metric([], totals.get(f"{PREFIX}_real_tokens", 0) / padded if padded else 1.0)
+        yield efficiency

@@ -3,25 +3,24 @@ GET /v1/models."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from neuron_encoder.serve import errors, invocations, schemas
-from neuron_encoder.serve.bodies import BAD_INPUT, answer, error_responses, read_body, request_body
+from neuron_encoder.serve.bodies import BAD_INPUT, Handler, Reply, answer, error_responses, read_body, request_body, \
+    via_fastapi
 from neuron_encoder.serve.invocations import JSON
 from neuron_encoder.serve.service import Service
 
 
-def router(service: Service) -> APIRouter:
-    routes, limits = APIRouter(), service.settings
+def handlers(service: Service) -> dict[str, Handler]:
+    """The POST routes as plain ASGI handlers (bodies.py), by path."""
+    limits = service.settings
 
-    @routes.post("/v1/embeddings", responses={200: {"model": schemas.OpenAIEmbeddingResponse},
-                                              **BAD_INPUT},
-                 openapi_extra=request_body(schemas.OpenAIEmbeddingRequest))
-    async def openai_embeddings(request: Request) -> Response:
+    async def openai_embeddings(scope, receive) -> Reply:
         """OpenAI: texts or token ids; float or base64; `dimensions` truncates, then re-normalises."""
         inference = service.check_ready()
-        body = schemas.parse(schemas.OpenAIEmbeddingRequest, await read_body(request, limits.payload_limit))
+        body = schemas.parse(schemas.OpenAIEmbeddingRequest, await read_body(scope, receive, limits.payload_limit))
         if body.dimensions is not None and body.dimensions > service.info["hidden_size"]:
             raise errors.Validation(f"dimensions {body.dimensions} is more than the model's "
                                     f"{service.info['hidden_size']}")
@@ -29,7 +28,15 @@ def router(service: Service) -> APIRouter:
         result = await (inference.embed_texts(texts) if texts is not None else inference.embed_ids(ids))
         vectors = invocations.finish(result.vectors, True, body.dimensions)
         return answer(schemas.openai_response(vectors, service.info["model_id"], result.tokens,
-                                              body.encoding_format), request, result, len(vectors))
+                                              body.encoding_format), scope, result, len(vectors))
+
+    return {"/v1/embeddings": openai_embeddings}
+
+
+def router(service: Service, posts: dict[str, Handler]) -> APIRouter:
+    routes = APIRouter()
+    routes.post("/v1/embeddings", responses={200: {"model": schemas.OpenAIEmbeddingResponse}, **BAD_INPUT},
+                openapi_extra=request_body(schemas.OpenAIEmbeddingRequest))(via_fastapi(posts["/v1/embeddings"]))
 
     @routes.get("/v1/models", responses={200: {"model": schemas.ModelList}, **error_responses(401, 503)})
     async def models() -> Response:

@@ -2,16 +2,41 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from neuron_encoder.serve import errors, invocations, schemas
-from neuron_encoder.serve.bodies import BAD_INPUT, answer, error_responses, read_body, request_body
+from neuron_encoder.serve.bodies import BAD_INPUT, Handler, Reply, answer, error_responses, read_body, request_body, \
+    via_fastapi
 from neuron_encoder.serve.invocations import JSON
 from neuron_encoder.serve.service import Service
 
-def router(service: Service) -> APIRouter:
-    routes, limits = APIRouter(), service.settings
+
+def handlers(service: Service) -> dict[str, Handler]:
+    """The POST routes as plain ASGI handlers (bodies.py), by path."""
+    limits = service.settings
+
+    async def embed(scope, receive) -> Reply:
+        """text-embeddings-inference: {"inputs", "normalize", "truncate", "truncation_direction"}."""
+        inference = service.check_ready()
+        body = schemas.parse(schemas.EmbedRequest, await read_body(scope, receive, limits.payload_limit))
+        texts = invocations.as_list(body.inputs, limits.max_client_batch_size)
+        result = await inference.embed_texts(texts, body.truncate, body.truncation_direction)
+        return answer(invocations.embeddings_json(invocations.finish(result.vectors, body.normalize)), scope,
+                      result, len(texts))
+
+    async def tokenize(scope, receive) -> Reply:
+        """text-embeddings-inference: each input's tokens, with ids, text and character offsets."""
+        inference = service.check_ready()
+        body = schemas.parse(schemas.TokenizeRequest, await read_body(scope, receive, limits.payload_limit))
+        texts = invocations.as_list(body.inputs, limits.max_client_batch_size)
+        return Reply(schemas.tokenize_response(await inference.tokenize(texts, body.add_special_tokens)))
+
+    return {"/embed": embed, "/tokenize": tokenize}
+
+
+def router(service: Service, posts: dict[str, Handler]) -> APIRouter:
+    routes = APIRouter()
 
     @routes.get("/health", responses=error_responses(503))
     async def health() -> Response:
@@ -24,24 +49,10 @@ def router(service: Service) -> APIRouter:
                 raise errors.Unhealthy(f"the model fails: {error.message}") from None
         return Response(b'{"status":"ok"}', media_type=JSON)
 
-    @routes.post("/embed", responses=BAD_INPUT, openapi_extra=request_body(schemas.EmbedRequest))
-    async def embed(request: Request) -> Response:
-        """text-embeddings-inference: {"inputs", "normalize", "truncate", "truncation_direction"}."""
-        inference = service.check_ready()
-        body = schemas.parse(schemas.EmbedRequest, await read_body(request, limits.payload_limit))
-        texts = invocations.as_list(body.inputs, limits.max_client_batch_size)
-        result = await inference.embed_texts(texts, body.truncate, body.truncation_direction)
-        return answer(invocations.embeddings_json(invocations.finish(result.vectors, body.normalize)), request,
-                      result, len(texts))
-
-    @routes.post("/tokenize", responses=BAD_INPUT, openapi_extra=request_body(schemas.TokenizeRequest))
-    async def tokenize(request: Request) -> Response:
-        """text-embeddings-inference: each input's tokens, with ids, text and character offsets."""
-        inference = service.check_ready()
-        body = schemas.parse(schemas.TokenizeRequest, await read_body(request, limits.payload_limit))
-        texts = invocations.as_list(body.inputs, limits.max_client_batch_size)
-        return Response(schemas.tokenize_response(await inference.tokenize(texts, body.add_special_tokens)),
-                        media_type=JSON)
+    routes.post("/embed", responses=BAD_INPUT, openapi_extra=request_body(schemas.EmbedRequest))(
+        via_fastapi(posts["/embed"]))
+    routes.post("/tokenize", responses=BAD_INPUT, openapi_extra=request_body(schemas.TokenizeRequest))(
+        via_fastapi(posts["/tokenize"]))
 
     @routes.get("/info", responses=error_responses(401, 503))
     async def info() -> Response:

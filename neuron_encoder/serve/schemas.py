@@ -5,18 +5,24 @@ No web framework here, only pydantic and numpy; what needs neither (SageMaker's 
 JSON of embeddings and errors) is in invocations.py, which AWS's own containers can run.
 Request models are strict (a string is not a bool, 1 is not true) and refuse unknown fields, as
 text-embeddings-inference's serde types do.
+
+The models are the contract (the OpenAPI document, the 422 messages), but a valid body never builds
+one: `parse` checks it against FAST_CHECKS, plain functions that accept exactly what the model accepts
+(a test holds them to the same answers), and only a body they refuse goes through pydantic, for its
+exact message. Building a model cost more per request than the rest of the route.
 """
 
 from __future__ import annotations
 
 import base64
-from typing import Any, Literal, Sequence, Union
+from types import SimpleNamespace
+from typing import Any, Callable, Literal, Sequence, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from neuron_encoder.serve import errors
-from neuron_encoder.serve.invocations import as_list, dumps
+from neuron_encoder.serve.invocations import as_list, dumps, orjson
 
 TokenIds = list[int]
 
@@ -103,8 +109,70 @@ REQUEST_MODELS = (OpenAIEmbeddingRequest, EmbedRequest, TokenizeRequest, Invocat
 
 # ----------------------------------------------------------------------------- parsing
 
+def _texts(value: Any) -> bool:
+    return type(value) is str or type(value) is list and all(type(text) is str for text in value)
+
+
+def _ids(value: Any) -> bool:
+    return type(value) is list and all(type(i) is int for i in value)  # strict: true is not 1
+
+
+def _openai_input(value: Any) -> bool:
+    return _texts(value) or _ids(value) or type(value) is list and all(_ids(ids) for ids in value)
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda value: value is None or check(value)
+
+
+def _one_of(*allowed: str) -> Callable[[Any], bool]:
+    return lambda value: type(value) is str and value in allowed
+
+
+_bool = lambda value: type(value) is bool
+_text = lambda value: type(value) is str
+
+# Each request model's fields, as plain checks that accept what the model's (strict) validation accepts.
+FAST_CHECKS: dict[type, dict[str, Callable[[Any], bool]]] = {
+    OpenAIEmbeddingRequest: {"input": _openai_input, "model": _optional(_text),
+                             "encoding_format": _one_of("float", "base64"),
+                             "dimensions": _optional(lambda d: type(d) is int and d >= 1), "user": _optional(_text)},
+    EmbedRequest: {"inputs": _texts, "normalize": _bool, "truncate": _optional(_bool),
+                   "truncation_direction": _one_of("Right", "Left", "right", "left")},
+    TokenizeRequest: {"inputs": _texts, "add_special_tokens": _bool},
+}
+_DEFAULTS = {model: {name: info.default for name, info in model.model_fields.items() if not info.is_required()}
+             for model in FAST_CHECKS}
+_REQUIRED = {model: frozenset(name for name, info in model.model_fields.items() if info.is_required())
+             for model in FAST_CHECKS}
+
+
+def parse_fast(model: type[_Request], body: bytes) -> SimpleNamespace | None:
+    """The body's fields (with the model's defaults) when it is valid JSON the model accepts; None
+    when it may not be, for `parse` to let pydantic decide and word the error."""
+    if orjson is None:
+        return None
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError:  # also what orjson alone refuses (ints past 64 bits, NaN): pydantic decides
+        return None
+    checks = FAST_CHECKS[model]
+    if type(value) is not dict or not _REQUIRED[model] <= value.keys():
+        return None
+    for name, field in value.items():
+        check = checks.get(name)
+        if check is None or not check(field):
+            return None
+    return SimpleNamespace(**{**_DEFAULTS[model], **value})
+
+
 def parse(model: type[_Request], body: bytes) -> Any:
-    """A request model from a JSON body; 400 for text that is not JSON, 422 naming each bad field."""
+    """A request's fields from a JSON body; 400 for text that is not JSON, 422 naming each bad field.
+    Valid bodies never build a model (parse_fast); the rest are the model's to judge and describe."""
+    if model in FAST_CHECKS:
+        fields = parse_fast(model, body)
+        if fields is not None:
+            return fields
     try:
         return model.model_validate_json(body)
     except ValidationError as exc:
@@ -130,7 +198,7 @@ def _describe(model: type[_Request], problems: list[dict]) -> str:
     return "; ".join(clauses)
 
 
-def openai_inputs(request: OpenAIEmbeddingRequest, max_inputs: int) -> tuple[list[str] | None, list[TokenIds] | None]:
+def openai_inputs(request: Any, max_inputs: int) -> tuple[list[str] | None, list[TokenIds] | None]:
     """(texts, None) or (None, token id lists) from OpenAI's four input forms."""
     value = request.input
     if isinstance(value, str):

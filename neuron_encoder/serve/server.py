@@ -1,4 +1,5 @@
-"""The server process: the app under uvicorn until SIGTERM, draining first.
+"""One server process: the app under uvicorn until SIGTERM, draining first (workers.py runs one, or
+several under a supervisor, each on sockets of its own).
 
 On SIGTERM (or Ctrl-C) it drains: /ping answers 503, new requests get 503, every request already
 accepted is answered, and the process exits 0 within --graceful-timeout. A second signal stops at once.
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import sys
 from typing import Callable
 
@@ -17,8 +19,8 @@ import uvicorn
 from neuron_encoder.serve.app import create_app
 from neuron_encoder.serve.middleware import request_log
 from neuron_encoder.serve.replicas import run_batch
-from neuron_encoder.serve.service import Service
-from neuron_encoder.serve.settings import ServeSettings, resolve
+from neuron_encoder.serve.service import Service, Team
+from neuron_encoder.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +59,11 @@ class DrainingServer(uvicorn.Server):
         self.should_exit = True
 
 
-def serve(settings: ServeSettings, api_key_file: str | None = None, run: Callable = run_batch) -> None:
-    """`neuron-encoder serve`: the app under uvicorn until SIGTERM; raises what stopped the model loading.
-
-    SageMaker's conventions and the API key's sources apply first (settings.resolve).
-    """
-    settings = resolve(settings, api_key_file=api_key_file)
-    service = Service(settings, run)
+def run_server(settings: ServeSettings, run: Callable = run_batch, team: Team | None = None,
+               sockets: list[socket.socket] | None = None) -> None:
+    """The app under uvicorn until SIGTERM (settings already resolved); raises what stopped the model
+    loading. `team` and `sockets`: one worker of several (workers.py), on its own listening socket."""
+    service = Service(settings, run, team)
     app = create_app(settings, run, service)
     if settings.json_output:
         handler = logging.StreamHandler(sys.stdout)
@@ -73,8 +73,9 @@ def serve(settings: ServeSettings, api_key_file: str | None = None, run: Callabl
         request_log.propagate = False
     config = uvicorn.Config(app, host=settings.host, port=settings.port, access_log=False,
                             timeout_graceful_shutdown=5, lifespan="on", log_level="info")
-    log.info("serving on http://%s:%d (%s)%s", settings.host, settings.port, service.plan.describe(),
-             "; API key required" if settings.api_key else "")
-    DrainingServer(config, service).run()
+    if team is None:
+        log.info("serving on http://%s:%d (%s)%s", settings.host, settings.port, service.plan.describe(),
+                 "; API key required" if settings.api_key else "")
+    DrainingServer(config, service).run(sockets)
     if service.fatal is not None:
         raise service.fatal

@@ -4,6 +4,10 @@
 It starts listening at once; /ping and /health answer 503 while the replicas load (or compile) and
 warm up every bucket, then 200. Draining (server.py starts it on SIGTERM) stops admissions, and every
 request already accepted is answered.
+
+One of several server processes (workers.py), it is told its Team: every worker of the plan (for /info),
+its own index, and the run directory where each worker marks itself ready: at start, a worker answers
+503 until every worker is warm, so a client that saw one 200 never meets a cold worker after.
 """
 
 from __future__ import annotations
@@ -11,28 +15,47 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import platform
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
-from neuron_encoder import __version__, artifact
+from neuron_encoder import __version__, artifact, hardware
 from neuron_encoder.serve import errors
 from neuron_encoder.serve.batcher import Batcher
 from neuron_encoder.serve.infer import Inference
-from neuron_encoder.serve.metrics import Metrics
+from neuron_encoder.serve.metrics import REFRESH_S, Metrics
 from neuron_encoder.serve.packing import BucketTable
-from neuron_encoder.serve.replicas import ArtifactSource, LoadedReplica, Replicas, plan_replicas, run_batch
+from neuron_encoder.serve.replicas import ArtifactSource, LoadedReplica, Replicas, Worker, plan_replicas, run_batch
 from neuron_encoder.serve.settings import ServeSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Team:
+    """This process's place among several server processes (workers.py)."""
+
+    index: int
+    workers: tuple[Worker, ...]
+    run_dir: Path  # ready-<index> files; the supervisor's private directory
+
+    def mark_ready(self) -> None:
+        (self.run_dir / f"ready-{self.index}").touch()
+
+    def all_ready(self) -> bool:
+        return all((self.run_dir / f"ready-{worker.index}").exists() for worker in self.workers)
 
 
 class Service:
     """What the routes share: settings, the replicas, the batcher, the state (loading, ready,
     draining, failed) and the count of requests in progress."""
 
-    def __init__(self, settings: ServeSettings, run: Callable = run_batch) -> None:
-        self.settings = settings
+    def __init__(self, settings: ServeSettings, run: Callable = run_batch, team: Team | None = None) -> None:
+        self.settings, self.team = settings, team
+        self._team_ready = team is None
         self.source = ArtifactSource(settings)
         self.plan = plan_replicas(self.source.backend(), settings.replicas)
         self.run = run
@@ -47,8 +70,10 @@ class Service:
         self.info: dict[str, Any] = {}
         self.started = time.time()
         self.metrics = Metrics(self.plan.count, lambda: self.batcher.queue_depth if self.batcher else 0,
-                               lambda: self.batcher.in_flight if self.batcher else 0)
+                               lambda: self.batcher.in_flight if self.batcher else 0,
+                               worker=team.index if team else None)
         self._loading: asyncio.Task | None = None
+        self._refreshing: asyncio.Task | None = None
 
     async def start(self) -> None:
         """Start loading every replica (each on its own thread) and return: the server listens meanwhile."""
@@ -68,6 +93,14 @@ class Service:
             return
         self.state = "ready"
         log.info("ready: %s, buckets %s", self.plan.describe(), self.info["buckets"])
+        if self.team is not None:
+            self.team.mark_ready()
+            self._refreshing = loop.create_task(self._refresh_metrics())
+
+    async def _refresh_metrics(self) -> None:
+        while True:
+            self.metrics.refresh()
+            await asyncio.sleep(REFRESH_S)
 
     async def _loaded(self) -> list[LoadedReplica]:
         """Every replica once built and warm (or the first build's error). Polled, not waited on in a
@@ -86,7 +119,7 @@ class Service:
                                timeout_ms=s.request_timeout_ms)
         self.inference = Inference(self.batcher, self.metrics, model.tokenizer, model.config.vocab_size,
                                    s.auto_truncate)
-        self.info = describe(s, self.plan, loaded, table)
+        self.info = describe(s, self.plan, loaded, table, self.team)
         self.batcher.start(loop, self.replicas.threads)
 
     @property
@@ -98,9 +131,14 @@ class Service:
             raise errors.Draining("the server is shutting down")
         if self.state == "failed":
             raise errors.Unhealthy(f"the model failed to load ({type(self.fatal).__name__}); the server is stopping")
-        if self.state != "ready":
+        if self.state != "ready" or not self._team_ready and not self._check_team():
             raise errors.Unhealthy("the model is loading; retry soon")
         return self.inference
+
+    def _check_team(self) -> bool:
+        """Every worker warm (once true, for good: a worker restarted later is one of several)."""
+        self._team_ready = self.team.all_ready()
+        return self._team_ready
 
     def begin_drain(self) -> None:
         """Stop admitting: /ping answers 503 and new requests 503; accepted ones run to the end."""
@@ -119,8 +157,9 @@ class Service:
             return False
 
     async def stop(self) -> None:
-        if self._loading is not None and not self._loading.done():
-            self._loading.cancel()
+        for task in (self._loading, self._refreshing):
+            if task is not None and not task.done():
+                task.cancel()
         if self.batcher is not None:
             self.batcher.stop()
         if self.inference is not None:
@@ -131,19 +170,32 @@ class Service:
 
 
 def replica_location(replica: LoadedReplica, plan) -> str:
-    """Where a replica runs, as the runtime reports it (the NeuronCores its buckets hold)."""
+    """Where a replica runs, as the runtime reports it (the NeuronCores its buckets hold, numbered as the
+    host numbers them: the runtime counts from the first of NEURON_RT_VISIBLE_CORES)."""
     if plan.backend == "neuron":
-        cores = sorted({core for held in replica.model.placement.values() for core in held})
+        visible = os.environ.get("NEURON_RT_VISIBLE_CORES", "").strip()
+        first = hardware.parse_core_list(visible)[0] if visible else 0
+        cores = sorted({first + core for held in replica.model.placement.values() for core in held})
         return "NeuronCore " + ",".join(map(str, cores))
     if plan.backend == "cuda":
         return f"cuda:{replica.index}"
     return f"CPU, {plan.intra_op_threads} thread(s)"
 
 
-def describe(settings: ServeSettings, plan, loaded: list[LoadedReplica], table: BucketTable) -> dict[str, Any]:
-    """GET /info: the model, the backend, the buckets, the replicas and every limit."""
+def _solo(plan) -> Worker:
+    """The one server process, as a plan entry: every visible NeuronCore, every CPU thread its replicas use."""
+    cores = ()
+    if plan.backend == "neuron":
+        visible = os.environ.get("NEURON_RT_VISIBLE_CORES", "").strip()
+        first = hardware.parse_core_list(visible)[0] if visible else 0
+        cores = tuple(range(first, first + hardware.neuron_core_count()))
+    return Worker(0, cores, plan.intra_op_threads * plan.count)
+
+
+def describe(settings: ServeSettings, plan, loaded: list[LoadedReplica], table: BucketTable,
+             team: Team | None = None) -> dict[str, Any]:
+    """GET /info: the model, the backend, the buckets, the workers, this worker's replicas, every limit."""
     import torch
-    from neuron_encoder import hardware
     model = loaded[0].model
     manifest = model.manifest
     return {
@@ -155,6 +207,8 @@ def describe(settings: ServeSettings, plan, loaded: list[LoadedReplica], table: 
         "buckets": [list(bucket) for bucket in sorted(model.buckets)],
         "replicas": plan.count, "replica_plan": plan.describe(),
         "placement": [f"replica {r.index}: " + replica_location(r, plan) for r in loaded],
+        "worker": team.index if team else 0, "pid": os.getpid(),
+        "workers": [w.describe() for w in (team.workers if team else [_solo(plan)])],
         "warm_up_ms": {f"b{b}_s{s}": round(ms, 3) for (b, s), ms in sorted(loaded[0].warm_ms.items())},
         "bucket_cost_ms": {f"b{b}_s{s}": round(ms, 3) for (b, s), ms in sorted(model.shapes.costs.items())},
         "max_input_length": table.max_length, "max_batch_tokens": settings.max_batch_tokens,

@@ -38,7 +38,8 @@ class ServeSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     sagemaker: bool = False
-    replicas: int | None = None  # default: one per NeuronCore, one per GPU, one on the CPU
+    workers: int | None = None  # server processes; None: auto (workers.plan_workers)
+    replicas: int | None = None  # per worker; default: one per NeuronCore, one per GPU, one on the CPU
     max_batch_tokens: int = 16384  # padded tokens (batch x bucket length) one batch may hold
     max_batch_requests: int | None = None  # inputs one batch may hold; default the largest bucket's batch
     max_client_batch_size: int = 32  # inputs in one request
@@ -56,7 +57,7 @@ class ServeSettings:
         for name in ("port", "max_batch_tokens", "max_client_batch_size", "max_concurrent_requests",
                      "payload_limit"):
             positive_int(f"--{_dashed(name)}", getattr(self, name))
-        for name in ("replicas", "max_batch_requests"):
+        for name in ("workers", "replicas", "max_batch_requests"):
             if getattr(self, name) is not None:
                 positive_int(f"--{_dashed(name)}", getattr(self, name))
         for name in ("request_timeout_ms", "graceful_timeout"):
@@ -81,6 +82,16 @@ class ServeSettings:
 
     def replace(self, **changes) -> ServeSettings:
         return replace(self, **changes)
+
+
+def parse_workers(text: str) -> int | None:
+    """--workers: 'auto' (None: replicas.plan_workers decides) or a positive number."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return positive_int("--workers", int(text))
+    except ValueError:
+        raise ConfigError(f"--workers must be a number or auto, got {text!r}") from None
 
 
 def _dashed(name: str) -> str:
