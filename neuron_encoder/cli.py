@@ -74,6 +74,43 @@ def embed(texts: List[str] = typer.Argument(..., help="texts to embed"),
     typer.echo(json.dumps(out))
 
 
+SCORER_MODEL_HELP = "a classifier or reranker checkpoint: a directory or a Hugging Face hub id"
+TRUNCATION_HELP = "which end of an input over the limit is cut: right | left"
+
+
+@app.command()
+def classify(texts: List[str] = typer.Argument(..., help="texts to classify; with --pairs, taken two at a time"),
+             model: Optional[str] = typer.Option(None, help=SCORER_MODEL_HELP),
+             artifact: Optional[str] = typer.Option(None, help="or a compiled artifact of one"),
+             pairs: bool = typer.Option(False, "--pairs", help="score (TEXT1, TEXT2), (TEXT3, TEXT4), ... as pairs"),
+             raw_scores: bool = typer.Option(False, "--raw-scores", help="the logits, not the scores"),
+             truncation_direction: str = typer.Option("right", help=TRUNCATION_HELP)) -> None:
+    """Every label's score for each text (or pair), highest first, as JSON."""
+    from .classification import classify as run_classify, load_scorer
+    from .errors import ConfigError
+    if pairs and len(texts) % 2:
+        raise ConfigError(f"--pairs takes an even number of texts, not {len(texts)}")
+    inputs = [texts[i:i + 2] for i in range(0, len(texts), 2)] if pairs else texts
+    predictions = run_classify(load_scorer(model, artifact), inputs, raw_scores=raw_scores,
+                               direction=truncation_direction)
+    typer.echo(json.dumps({"model": model or artifact, "inputs": inputs, "predictions": predictions}))
+
+
+@app.command()
+def rerank(query: str = typer.Argument(..., help="the query, never cut"),
+           texts: List[str] = typer.Argument(..., help="the texts to rank against it"),
+           model: Optional[str] = typer.Option(None, help=SCORER_MODEL_HELP),
+           artifact: Optional[str] = typer.Option(None, help="or a compiled artifact of one"),
+           raw_scores: bool = typer.Option(False, "--raw-scores", help="the logits, not the scores"),
+           truncation_direction: str = typer.Option("right", help=TRUNCATION_HELP)) -> None:
+    """The texts ranked by relevance to the query, highest first, as JSON."""
+    from .classification import load_scorer, rerank as run_rerank
+    results = run_rerank(load_scorer(model, artifact), query, texts, raw_scores=raw_scores,
+                         direction=truncation_direction)
+    typer.echo(json.dumps({"model": model or artifact, "query": query,
+                           "results": [result | {"text": texts[result["index"]]} for result in results]}))
+
+
 @app.command()
 def quickstart(model: str = typer.Option(DEFAULT_MODEL, help=MODEL_HELP),
                run_dir: Optional[str] = typer.Option(None, help="where results and the report go "
@@ -128,7 +165,7 @@ def compile_command(
                  max_buckets=max_buckets)
     result = compile_model(model, options=compile_options(**_given(casts)), tolerance=Tolerance(**_given(gate)),
                            force=force, progress=typer.echo, **_given(given))
-    typer.echo(json.dumps({"artifact": str(result.path), "cache_hit": result.cache_hit,
+    typer.echo(json.dumps({"artifact": str(result.path), "cache_hit": result.cache_hit, "task": result.manifest["task"],
                            "backend": result.manifest["backend"], "precision": result.manifest["precision"],
                            "bucket_choice": result.manifest.get("bucket_choice"),
                            "buckets": [{k: b[k] for k in ("name", "compile_seconds")} | b["numerics"]
@@ -170,7 +207,7 @@ def bench(
     An option not given is left to run_bench and CompileOptions, which hold the defaults.
     """
     from .bench.api import run_bench
-    from .bench.report import format_summary_table
+    from .bench.report import format_cpu_best, format_summary_table
     from .options import compile_options
     given = dict(endpoint_kind=endpoint_kind, batch_sizes=batch_sizes, seq_lens=seq_lens, concurrency=concurrency,
                  duration_s=duration, warmup=warmup, out_dir=out_dir)
@@ -181,6 +218,8 @@ def bench(
                              command=shlex.join(["neuron-encoder", *sys.argv[1:]]),
                              progress=lambda line: typer.echo(line, err=True))
     typer.echo(format_summary_table(result.rows))
+    if format_cpu_best(result.rows):
+        typer.echo(format_cpu_best(result.rows))
     typer.echo(f"results: {path} (and .csv); next: neuron-encoder report {path}")
 
 

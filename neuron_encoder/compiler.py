@@ -105,6 +105,9 @@ def _plan(model, batch_sizes, sequences: _SeqChoice, backend: str, options: Comp
     settings = {
         "format": artifact.FORMAT_VERSION,  # a new layout never reuses an old directory
         "weights_sha256": artifact.weights_hash(encoder), "config": encoder.config.to_dict(),
+        # a classifier's labels and scores are in the manifest, so in the key too; an embedder's key stays
+        # what it was before tasks, so its cached artifacts are still found
+        **({"task": resolved.task.to_dict()} if resolved.task.kind != "embedding" else {}),
         "buckets": buckets, "backend": chosen.name, "options": resolved_options.to_dict(),
         "versions": {"torch": torch.__version__, "neuron-encoder": __version__,
                      "python": platform.python_version(), **chosen.versions()},
@@ -187,10 +190,11 @@ def _manifest(plan: _Plan, records: list, tolerance: Tolerance, temp: Path) -> d
         "format": artifact.FORMAT_VERSION, "created": utc_now(), "cache_key": plan.key,
         "model": {"id": plan.resolved.model_id, "config": plan.settings["config"],
                   "weights_sha256": plan.settings["weights_sha256"]},
+        "task": plan.resolved.task.to_dict(),
         "backend": backend.name, "backend_reason": plan.reason, "target": backend.target(options),
         "precision": options.precision, "options": plan.settings["options"],
         "compiler_args": backend.compiler_args(options), "versions": plan.settings["versions"],
-        "tolerance": {"max_abs": tolerance.max_abs, "min_cosine": tolerance.min_cosine},
+        "tolerance": dataclasses.asdict(tolerance),
         "buckets": records, "bucket_choice": plan.bucket_choice, "host": hardware.describe(),
         "files": artifact.file_checksums(temp),
     }

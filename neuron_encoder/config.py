@@ -41,6 +41,7 @@ class EncoderConfig:
     position_offset: int = 0  # RoBERTa, MPNet: positions start at pad_token_id + 1, not 0
     relative_attention_buckets: int = 0  # MPNet: 32, a learned bias per head and relative-distance bucket
     share_layers: bool = False  # ALBERT: one layer's weights applied num_hidden_layers times
+    num_labels: int = 0  # a sequence classifier's logits (model.ClassificationHead); 0: no head, an embedder
 
     def __post_init__(self) -> None:
         positive = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -51,7 +52,7 @@ class EncoderConfig:
             bad["embedding_size"] = self.embedding_size
         if bad:
             raise ConfigError(f"these config values must be positive integers: {bad}")
-        counts = ("type_vocab_size", "position_offset", "relative_attention_buckets")
+        counts = ("type_vocab_size", "position_offset", "relative_attention_buckets", "num_labels")
         bad = {name: getattr(self, name) for name in counts
                if not isinstance(getattr(self, name), int) or getattr(self, name) < 0}
         if bad:
@@ -115,6 +116,7 @@ class EncoderConfig:
         family = hf.get("model_type", "bert")
         if family not in FAMILIES:
             raise ConfigError(f"model_type {family!r} is not supported; supported families: {', '.join(FAMILIES)}")
+        num_labels = hf_num_labels(hf)
         if family == "distilbert":  # its own key names, no segments, eps fixed in its code
             hf = {"vocab_size": hf.get("vocab_size"), "hidden_size": hf.get("dim"),
                   "num_hidden_layers": hf.get("n_layers"), "num_attention_heads": hf.get("n_heads"),
@@ -133,7 +135,7 @@ class EncoderConfig:
                  "intermediate_size", "max_position_embeddings", "type_vocab_size",
                  "layer_norm_eps", "pad_token_id")
         values = {n: hf[n] for n in names if hf.get(n) is not None}
-        values.update(family=family, hidden_act=act)
+        values.update(family=family, hidden_act=act, num_labels=num_labels)
         if family in ("roberta", "xlm-roberta", "camembert"):
             values["position_offset"] = values.get("pad_token_id", 1) + 1
         elif family == "electra":  # the projection exists only where the widths differ
@@ -153,6 +155,18 @@ class EncoderConfig:
                                   "ALBERT's one shared layer (1, 1), as every released ALBERT has")
             values.update(embedding_size=hf.get("embedding_size", 128), share_layers=True)
         return cls(**values)
+
+
+def hf_num_labels(hf: dict[str, Any]) -> int:
+    """The logits of a *ForSequenceClassification checkpoint (its id2label's size, as transformers counts
+    them), or 0 for any other architecture: the checkpoint says what it is."""
+    if not any(str(name).endswith("ForSequenceClassification") for name in hf.get("architectures") or ()):
+        return 0
+    labels = hf.get("id2label")
+    count = len(labels) if isinstance(labels, dict) and labels else hf.get("num_labels", 2)
+    if not isinstance(count, int) or count < 1:
+        raise ConfigError(f"a sequence classifier needs at least one label, not num_labels={count!r}")
+    return count
 
 
 PRESETS: dict[str, EncoderConfig] = {

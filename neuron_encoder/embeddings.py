@@ -35,4 +35,7 @@ def embed_model_texts(spec: str, texts: Sequence[str]) -> torch.Tensor:
     if resolved.tokenizer is None:
         raise ConfigError(f"{resolved.model_id} has no tokenizer (random weights, or a checkpoint without tokenizer "
                           "files), so it cannot embed text: use 'minilm', a checkpoint directory or a hub id")
+    if resolved.task.kind != "embedding":
+        raise ConfigError(f"{resolved.model_id} is a {resolved.task.kind}: it scores texts, it does not embed "
+                          f"them (use neuron-encoder {'rerank' if resolved.task.kind == 'reranker' else 'classify'})")
     return embed_texts(resolved.encoder, texts, resolved.tokenizer)

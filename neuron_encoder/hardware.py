@@ -262,15 +262,6 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
-@functools.lru_cache(maxsize=None)
-def onednn_packs(precision: str) -> bool:
-    """Whether torch's oneDNN can prepack linears in `precision` here (bf16 needs AVX512 or AVX-NE-CONVERT)."""
-    import torch
-    if not torch.backends.mkldnn.is_available():
-        return False
-    return precision == "fp32" or (precision == "bf16" and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def cpu_has_fast_bf16() -> bool:
     """bf16 matmuls are fast only with AVX512-BF16 or AMX; elsewhere they are emulated and slow."""
     return bool(_bf16_flags())

@@ -6,6 +6,7 @@ DistilBERT has no segment embeddings; RoBERTa (XLM-R, CamemBERT) counts position
 ELECTRA projects narrower embeddings up to the hidden size; MPNet adds a relative position bias to
 every layer's attention scores; ALBERT projects its embeddings as ELECTRA does and applies one
 layer's weights num_hidden_layers times.
+A sequence classifier (config.num_labels > 0) ends in ClassificationHead, and forward returns its logits.
 There is no data-dependent control flow, so the model traces at fixed shapes (the Neuron compiler's
 requirement) and the traced graph computes exactly what eager does. Inference only: no dropout.
 """
@@ -20,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import EncoderConfig
+from .errors import ConfigError
 
 
 def scaled_dot_product_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -57,14 +59,17 @@ class MultiHeadAttention(nn.Module):
         self.out = nn.Linear(h, h)  # W_O
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        return self.out(self.heads(x, keep))
+
+    def heads(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """Every head's attention, concatenated, before W_O (a backend may fuse W_O with the residual add)."""
         B, T, H = x.shape
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # each (B, T, H)
         q = q.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         k = k.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         v = v.view(B, T, self.num_heads, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
         y = scaled_dot_product_attention(q, k, v, keep, self.fused)  # (B, nh, T, hs)
-        y = y.transpose(1, 2).reshape(B, T, H)  # concatenate the heads: (B, T, H)
-        return self.out(y)
+        return y.transpose(1, 2).reshape(B, T, H)  # concatenate the heads: (B, T, H)
 
 
 class FeedForward(nn.Module):
@@ -163,8 +168,32 @@ class RelativePositionBias(nn.Module):
         return self.table(self.buckets[:T, :T]).permute(2, 0, 1)[None]  # (T, T, nh) -> (1, nh, T, T)
 
 
+# The families' classification heads differ in one thing, the activation between their two linears.
+HEAD_ACTIVATIONS = {"bert": "tanh", "albert": "tanh", "roberta": "tanh", "xlm-roberta": "tanh",
+                    "camembert": "tanh", "mpnet": "tanh", "distilbert": "relu", "electra": "gelu"}
+
+
+class ClassificationHead(nn.Module):
+    """Sequence classification from the first token ([CLS], <s>): dense, activation, out: (B, T, H) -> (B, L).
+
+    Every family's head has this shape: BERT's and ALBERT's dense is their tanh pooler, DistilBERT's its
+    pre_classifier with ReLU, RoBERTa's (XLM-R, CamemBERT, MPNet) classifier.dense with tanh, ELECTRA's the
+    same with GELU (weights.py holds the names). Their dropout acts in training only, so it is left out.
+    """
+
+    def __init__(self, config: EncoderConfig) -> None:
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = {"tanh": nn.Tanh(), "relu": nn.ReLU(), "gelu": nn.GELU()}[HEAD_ACTIVATIONS[config.family]]
+        self.out = nn.Linear(config.hidden_size, config.num_labels)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.out(self.activation(self.dense(hidden[:, 0])))  # (B, H) -> (B, L)
+
+
 class Encoder(nn.Module):
-    """A BERT-style encoder: forward() returns the last hidden state (B, T, H).
+    """A BERT-style encoder: forward() returns the last hidden state (B, T, H), or a classifier's logits
+    (B, num_labels) when the config has labels: what a backend compiles is what the model is for.
 
     `fused_attention` picks torch's attention kernel (True) or the written-out form (False) for
     every layer, once, at construction; with_fused_attention gives a copy with the other form.
@@ -182,6 +211,7 @@ class Encoder(nn.Module):
         # Pre-norm stacks end with a norm, or the last residual stream is never normalised.
         self.final_norm = (nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
                            if config.norm_first else None)
+        self.head = ClassificationHead(config) if config.num_labels else None
         self.apply(self._init_weights)
 
     @staticmethod
@@ -194,6 +224,12 @@ class Encoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        hidden = self.hidden_states(input_ids, attention_mask, token_type_ids)
+        return hidden if self.head is None else self.head(hidden)
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                      token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """The last hidden state (B, T, H), a classifier's too."""
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         keep = None if attention_mask is None else attention_mask.bool()[:, None, None, :]  # (B, 1, 1, T)
@@ -209,9 +245,17 @@ class Encoder(nn.Module):
               token_type_ids: torch.Tensor | None = None, normalize: bool | None = None) -> torch.Tensor:
         """One vector per sequence, pooled as the config says, L2-normalised as it says unless
         `normalize` is given: (B, H)."""
-        hidden = self.forward(input_ids, attention_mask, token_type_ids)
+        hidden = self.hidden_states(input_ids, attention_mask, token_type_ids)
         return pool(hidden, attention_mask, self.config.pooling,
                     self.config.normalize if normalize is None else normalize)
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """A classifier's logits (B, num_labels); a ShapeError for a model without a head."""
+        if self.head is None:
+            raise ConfigError("this model has no classification head (num_labels 0): it embeds, it does not "
+                             "classify")
+        return self.forward(input_ids, attention_mask, token_type_ids)
 
     def with_fused_attention(self, fused: bool) -> Encoder:
         """This encoder with the other attention form, sharing its parameters (no copy): a backend

@@ -16,8 +16,9 @@ import torch
 from .config import preset
 from .errors import ConfigError
 from .model import Encoder
+from .task import EMBEDDING, Task, task_from_hf_config
 from .text import Tokenizer, has_tokenizer
-from .weights import DEFAULT_MODEL, resolve, text_limit
+from .weights import DEFAULT_MODEL, read_task, resolve, text_limit
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class ResolvedModel(NamedTuple):
     model_id: str  # the spec as the user gave it, recorded in artifacts and results
     tokenizer: Tokenizer | None  # None for random weights, or a checkpoint without tokenizer files
     checkpoint_dir: Path | None = None  # the local checkpoint directory; None for random weights
+    task: Task = EMBEDDING  # embedding, or a classifier's or reranker's labels and score function
 
 
 def load_model(spec: str | Path | Encoder = DEFAULT_MODEL, seed: int = 0) -> ResolvedModel:
@@ -38,8 +40,8 @@ def load_model(spec: str | Path | Encoder = DEFAULT_MODEL, seed: int = 0) -> Res
 
     random:PRESET is seeded, so its weights hash, and with it the compile cache, stay stable.
     """
-    if isinstance(spec, Encoder):
-        return ResolvedModel(spec.eval(), "custom", None)
+    if isinstance(spec, Encoder):  # a head without a checkpoint: transformers' default labels and scores
+        return ResolvedModel(spec.eval(), "custom", None, task=task_from_hf_config({}, spec.config.num_labels))
     if str(spec).startswith(RANDOM_PREFIX):
         name = str(spec)[len(RANDOM_PREFIX):]
         if not name:
@@ -54,4 +56,5 @@ def load_model(spec: str | Path | Encoder = DEFAULT_MODEL, seed: int = 0) -> Res
     log.info("loaded %s from %s", spec, directory)
     limit = text_limit(directory, encoder.config.max_length)
     tokenizer = Tokenizer(directory, max_length=limit) if has_tokenizer(directory) else None
-    return ResolvedModel(encoder, str(spec), tokenizer, directory)
+    task = read_task(directory, encoder.config.num_labels)
+    return ResolvedModel(encoder, str(spec), tokenizer, directory, task)

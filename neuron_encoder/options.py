@@ -14,7 +14,7 @@ from .numerics import Tolerance
 
 # The compile options a config job or a bench run may name, as keyword arguments of compile_options.
 COMPILE_OPTION_KEYS = ("target", "auto_cast", "auto_cast_type", "optlevel", "compiler_args", "lnc")
-TOLERANCE_KEYS = ("max_abs", "min_cosine")
+TOLERANCE_KEYS = ("max_abs", "min_cosine", "max_logit_error")
 
 
 def parse_sizes(text: str | Sequence[int], what: str) -> list[int]:

@@ -8,6 +8,7 @@ from typing import Callable
 
 from . import hardware
 from .embeddings import cosine_matrix, embed_texts
+from .errors import ConfigError
 from .files import utc_stamp
 from .models import load_model
 from .params import breakdown, format_table
@@ -24,9 +25,13 @@ SAMPLE_SENTENCES = [
 
 def best_engines() -> tuple[list[str], str]:
     """What to race on this host and why: CPU eager against the auto backend's family (compiled and
-    numerics-gated engines; on the CPU both precisions where bf16 is native)."""
+    numerics-gated engines; on the CPU both precisions where bf16 is native, and ONNX Runtime and
+    OpenVINO where installed, so the summary names the CPU's fastest engine)."""
+    from .bench.engines import GROUPS, PEERS
+    from .bench.peers import missing
     backend, reason = hardware.auto_backend()
-    return ["cpu-eager", backend] if backend != "cpu" else ["cpu"], reason
+    installed = [group for group, runtime in zip(GROUPS, PEERS) if not missing(runtime)]
+    return ["cpu-eager", *installed, backend] if backend != "cpu" else ["cpu"], reason
 
 
 def run_quickstart(model: str = DEFAULT_MODEL, run_dir: str | Path | None = None, duration_s: float = 2.0,
@@ -38,7 +43,11 @@ def run_quickstart(model: str = DEFAULT_MODEL, run_dir: str | Path | None = None
     ./artifacts cache, so a second run reuses them.
     """
     resolved = load_model(model)
-    encoder, model_id, tokenizer, checkpoint_dir = resolved
+    if resolved.task.kind != "embedding":
+        raise ConfigError(f"{resolved.model_id} is a {resolved.task.kind}; quickstart is the embeddings job: use "
+                          f"neuron-encoder compile, bench and {'rerank' if resolved.task.kind == 'reranker' else 'classify'}")
+    encoder, model_id, tokenizer, checkpoint_dir = (resolved.encoder, resolved.model_id, resolved.tokenizer,
+                                                    resolved.checkpoint_dir)
     counts = breakdown(encoder.config)
     echo(format_table(model_id, encoder.config, counts))
     similarity = None
@@ -52,7 +61,7 @@ def run_quickstart(model: str = DEFAULT_MODEL, run_dir: str | Path | None = None
         return outcome
 
     from .bench.api import run_bench
-    from .bench.report import format_summary_table, write_report
+    from .bench.report import format_cpu_best, format_summary_table, write_report
     from .compiler import compile_model
     run_dir = Path(run_dir or Path("runs") / f"quickstart-{utc_stamp()}")
     engines, why = best_engines()
@@ -65,6 +74,7 @@ def run_quickstart(model: str = DEFAULT_MODEL, run_dir: str | Path | None = None
                                     progress=echo)
     report_path = write_report([result_path], run_dir / "report")
     echo("\n" + format_summary_table(result.rows))
+    echo(format_cpu_best(result.rows))
     outcome.update(result=result, result_path=result_path, report_path=report_path, artifact=auto.path)
     if tokenizer is not None:
         outcome["corpus"] = corpus_summary(auto.path, checkpoint_dir, echo, corpus_sentences)

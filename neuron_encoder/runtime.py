@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -19,11 +19,12 @@ from . import artifact, hardware
 from .artifact import bucket_name
 from .backends import Backend, LoadedBucket, get_backend
 from .config import EncoderConfig
-from .errors import ArtifactError, ShapeError
+from .errors import ArtifactError, ConfigError, ShapeError
 from .files import write_json_atomic
 from .model import pool
 from .numerics import Tolerance, check_bucket
 from .shapes import Call, Plan, ShapePolicy
+from .task import Task
 from .text import Batch, Tokenizer, has_tokenizer, pad_rows
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class CompiledEncoder:
         self.directory = directory
         self.manifest = manifest
         self.config = EncoderConfig.from_dict(manifest["model"]["config"])
+        self.task = Task.from_dict(manifest.get("task"))  # embedding, or labels and scores
         self.buckets = buckets
         self.shapes = ShapePolicy(buckets, fixed=fixed_shapes)
         self.warm_ms: dict[tuple[int, int], float] = {}  # each bucket's fastest warm-up call, once warm_up ran
@@ -75,15 +77,34 @@ class CompiledEncoder:
     def embed_rows(self, rows: Sequence[Sequence[int]], normalize: bool | None = None,
                    plan: Plan | None = None) -> torch.Tensor:
         """Pooled vectors (N, H) of token-id rows, each padded once, to the shape its call runs at."""
-        plan = plan or self.plan(rows)
+        self._need("embedding", "it scores, it does not embed (use logits_rows)")
         normalize = self.config.normalize if normalize is None else normalize
-        vectors = []
+        return self.run_rows(rows, plan, lambda hidden, mask: pool(hidden, mask, self.config.pooling, normalize))
+
+    def logits_rows(self, rows: Sequence[Sequence[int]], plan: Plan | None = None) -> torch.Tensor:
+        """A classifier's or reranker's logits (N, L) of token-id rows (pairs already joined by the tokenizer)."""
+        self._need("scorer", "it has no logits (use embed_rows)")
+        return self.run_rows(rows, plan, lambda logits, mask: logits)
+
+    def run_rows(self, rows: Sequence[Sequence[int]], plan: Plan | None,
+                 finish: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """finish(output, mask) of each planned call, its rows padded once, in order: the one loop behind
+        embed_rows, logits_rows and warm_up."""
+        plan = plan or self.plan(rows)
+        outputs = []
         with torch.inference_mode():
             for call in plan.calls:
                 inputs = pad_rows(rows[call.start:call.start + call.rows], *call.shape, self.config.pad_token_id)
-                hidden = self.buckets[call.bucket](*inputs.as_tuple())[:call.rows]
-                vectors.append(pool(hidden, inputs.attention_mask[:call.rows], self.config.pooling, normalize))
-        return vectors[0] if len(vectors) == 1 else torch.cat(vectors)
+                out = self.buckets[call.bucket](*inputs.as_tuple())[:call.rows]
+                outputs.append(finish(out, inputs.attention_mask[:call.rows]))
+        return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
+
+    def _need(self, kind: str, otherwise: str) -> None:
+        """An error unless this artifact is an embedder (kind "embedding") or a classifier/reranker ("scorer")."""
+        embedding = self.task.kind == "embedding"
+        if embedding != (kind == "embedding"):
+            what = "an embedding model" if embedding else f"a {self.task.kind}"
+            raise ConfigError(f"{self.directory} is {what}: {otherwise}")
 
     def warm_up(self, runs: int = WARMUP_RUNS, timed: int = TIMED_RUNS) -> dict[tuple[int, int], float]:
         """Run every bucket full `runs` times, then `timed` more; the fastest timed call's milliseconds
@@ -93,11 +114,11 @@ class CompiledEncoder:
             rows = [[1000 % self.config.vocab_size] * seq] * batch
             plan = self.plan(rows)
             for _ in range(runs):
-                self.embed_rows(rows, False, plan)
+                self.run_rows(rows, plan, _as_is)
             fastest = float("inf")
             for _ in range(max(1, timed)):
                 start = time.perf_counter()
-                self.embed_rows(rows, False, plan)
+                self.run_rows(rows, plan, _as_is)
                 fastest = min(fastest, time.perf_counter() - start)
             timings[(batch, seq)] = fastest * 1000
         self.warm_ms = timings
@@ -106,7 +127,8 @@ class CompiledEncoder:
 
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                  token_type_ids: torch.Tensor | None = None, truncate: bool = False) -> torch.Tensor:
-        """Last hidden state (B, T, H) for any B >= 1 and T up to the largest bucket."""
+        """Last hidden state (B, T, H), or a classifier's logits (B, L), for any B >= 1 and T up to the
+        largest bucket."""
         inputs = self._check(input_ids, attention_mask, token_type_ids, truncate)
         B, T = inputs.shape
         plan = self.shapes.uniform(B, T)
@@ -118,20 +140,30 @@ class CompiledEncoder:
 
     def _run(self, inputs: Batch, call: Call) -> torch.Tensor:
         rows, T = inputs.shape
-        hidden = self.buckets[call.bucket](*inputs.padded(*call.shape, self.config.pad_token_id).as_tuple())
-        return hidden if (rows, T) == call.shape else hidden[:rows, :T]
+        out = self.buckets[call.bucket](*inputs.padded(*call.shape, self.config.pad_token_id).as_tuple())
+        if (rows, T) == call.shape:
+            return out
+        return out[:rows, :T] if out.dim() == 3 else out[:rows]  # hidden states (B, T, H) or logits (B, L)
 
     def embed(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
               token_type_ids: torch.Tensor | None = None, truncate: bool = False,
               normalize: bool | None = None) -> torch.Tensor:
         """Pooled vectors (B, H), as the model's config says (cls or mean), L2-normalised as it says
         unless `normalize` is given (a server normalises per request)."""
+        self._need("embedding", "it scores, it does not embed (use logits)")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         hidden = self(input_ids, attention_mask, token_type_ids, truncate)
         mask = attention_mask[:, :hidden.shape[1]]
         return pool(hidden, mask, self.config.pooling,
                     self.config.normalize if normalize is None else normalize)
+
+    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+               token_type_ids: torch.Tensor | None = None, truncate: bool = False) -> torch.Tensor:
+        """A classifier's or reranker's logits (B, L), its head compiled into every bucket; task.scores
+        turns them into the scores its manifest's task says."""
+        self._need("scorer", "it has no logits (use embed)")
+        return self(input_ids, attention_mask, token_type_ids, truncate)
 
     def close(self) -> None:
         """Free what the buckets hold (NeuronCores, GPU memory, process settings); calls fail after."""
@@ -166,6 +198,10 @@ class CompiledEncoder:
             input_ids, attention_mask, token_type_ids = (t[:, :self.max_seq_len] for t in
                                                          (input_ids, attention_mask, token_type_ids))
         return Batch(input_ids.long(), attention_mask.long(), token_type_ids.long())
+
+
+def _as_is(output: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return output
 
 
 def load_compiled(directory: str | Path, replicas: int | None = None,

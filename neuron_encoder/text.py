@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from .errors import CheckpointError, ShapeError
+from .errors import CheckpointError, ConfigError, ShapeError
 from .files import read_json_file
 
 
@@ -71,6 +71,9 @@ def _flat(rows: Sequence[Sequence[int]], batch: int, seq: int, fill: int) -> tor
     flat += [fill] * (seq * (batch - len(rows)))
     return torch.tensor(flat, dtype=torch.long).view(batch, seq)
 
+
+DIRECTIONS = ("right", "left")  # which end of a text over the limit is cut (TEI's truncation_direction)
+STRATEGIES = ("longest_first", "only_second")  # how a pair over the limit is cut (Hugging Face's names)
 
 # What a tokenizer is made of in a checkpoint: copied as they are into a compiled artifact.
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
@@ -155,11 +158,17 @@ class Tokenizer:
             self._tok.save(str(directory / "tokenizer.json"))
 
     def encode(self, texts: Sequence[str] | Sequence[tuple[str, str]], pad_to: int | None = None,
-               truncate: bool = True) -> Batch:
-        """Tokenise texts (or text pairs, for segment ids) and pad to `pad_to` or the longest.
+               truncate: bool = True, direction: str = "right", strategy: str = "longest_first") -> Batch:
+        """Tokenise texts (or text pairs, in the tokenizer's own pair template) and pad to `pad_to` or the
+        longest.
 
-        truncate=False raises a ShapeError for a text longer than the limit instead of cutting it.
+        A text over the limit loses its end (`direction` "left": its beginning, as TEI's truncation_direction);
+        a pair is cut `longest_first`, or `only_second` (reranking: the query whole, a query that leaves no
+        room for its text a ShapeError). truncate=False raises a ShapeError instead of cutting.
         """
+        if direction not in DIRECTIONS or strategy not in STRATEGIES:
+            raise ConfigError(f"truncation direction {direction!r} and strategy {strategy!r} must be one of "
+                             f"{DIRECTIONS} and {STRATEGIES}")
         if isinstance(texts, str):
             raise ShapeError("pass a list of texts, not a single string")
         if not texts:
@@ -174,21 +183,28 @@ class Tokenizer:
                     raise ShapeError(f"a text has {len(ids)} tokens, more than the limit {limit}: "
                                      f"{str(text)[:60]!r}...")
                 if isinstance(text, str):
-                    ids, types = cut(ids, limit), cut(types, limit)  # keeps [SEP]
+                    ids, types = cut(ids, limit, direction), cut(types, limit, direction)  # keeps [CLS], [SEP]
                 else:
-                    ids, types = self._truncated_pair(text, limit)
+                    ids, types = self._truncated_pair(text, limit, direction, strategy)
             rows.append((ids, types))
         length = pad_to or max(len(ids) for ids, _ in rows)
         return pad_rows([ids for ids, _ in rows], len(rows), length, self.pad_id, [types for _, types in rows])
 
-    def _truncated_pair(self, pair: tuple[str, str], limit: int) -> tuple[list[int], list[int]]:
+    def _truncated_pair(self, pair: tuple[str, str], limit: int, direction: str = "right",
+                        strategy: str = "longest_first") -> tuple[list[int], list[int]]:
         """A pair cut to `limit` tokens as Hugging Face cuts it: each text without special tokens, cut by
-        longest_first, then the checkpoint's post-processor adds the specials."""
+        `strategy`, then the checkpoint's post-processor adds the specials."""
         first, second = (self._tok.encode(text, add_special_tokens=False) for text in pair)
         budget = limit - self._tok.num_special_tokens_to_add(is_pair=True)
-        keep_first, keep_second = longest_first(len(first.ids), len(second.ids), budget)
-        first.truncate(keep_first)
-        second.truncate(keep_second)
+        if strategy == "only_second":
+            if len(first.ids) >= budget:
+                raise ShapeError(f"the query has {len(first.ids)} tokens: with the special tokens it leaves no "
+                                 f"room for a text within the limit of {limit}; shorten the query")
+            keep_first, keep_second = len(first.ids), budget - len(first.ids)
+        else:
+            keep_first, keep_second = longest_first(len(first.ids), len(second.ids), budget)
+        first.truncate(keep_first, direction=direction)
+        second.truncate(keep_second, direction=direction)
         enc = self._tok.post_process(first, second)
         return enc.ids, enc.type_ids
 

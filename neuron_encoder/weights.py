@@ -15,6 +15,7 @@ import torch
 from .config import FAMILIES, POOLINGS, EncoderConfig
 from .errors import CheckpointError
 from .files import read_json_file
+from .task import Task, task_from_hf_config
 
 DEFAULT_MODEL = "minilm"
 
@@ -75,21 +76,28 @@ ALBERT_NAMES: dict[str, str] = {
     ALBERT_LAYER + "full_layer_layer_norm": "layers.0.feed_forward_norm",
 }
 
+# A *ForSequenceClassification's head (model.ClassificationHead): its dense, then its output layer.
+POOLER_HEAD = {"pooler.dense": "head.dense", "classifier": "head.out"}  # BERT: the tanh pooler, then classifier
+ALBERT_HEAD = {"pooler": "head.dense", "classifier": "head.out"}
+DISTILBERT_HEAD = {"pre_classifier": "head.dense", "classifier": "head.out"}
+ROBERTA_HEAD = {"classifier.dense": "head.dense", "classifier.out_proj": "head.out"}  # ELECTRA's and MPNet's too
+
 # model_type -> its names. RoBERTa's family keeps BERT's names (its differences are in the config);
 # ELECTRA adds the projection of its narrower embeddings.
 HF_NAMES: dict[str, dict[str, str]] = {
-    "bert": BERT_NAMES, "roberta": BERT_NAMES, "xlm-roberta": BERT_NAMES, "camembert": BERT_NAMES,
-    "electra": {**BERT_NAMES, "embeddings_project": "embeddings.project"},
-    "distilbert": DISTILBERT_NAMES,
-    "mpnet": MPNET_NAMES,
-    "albert": ALBERT_NAMES,
+    "bert": {**BERT_NAMES, **POOLER_HEAD},
+    **{family: {**BERT_NAMES, **ROBERTA_HEAD} for family in ("roberta", "xlm-roberta", "camembert")},
+    "electra": {**BERT_NAMES, "embeddings_project": "embeddings.project", **ROBERTA_HEAD},
+    "distilbert": {**DISTILBERT_NAMES, **DISTILBERT_HEAD},
+    "mpnet": {**MPNET_NAMES, **ROBERTA_HEAD},
+    "albert": {**ALBERT_NAMES, **ALBERT_HEAD},
 }
 assert set(HF_NAMES) == set(FAMILIES), "every family config.py reads needs its names here"
 
 # Checkpoint entries we know and deliberately do not use.
 IGNORED = (
     re.compile(r"^embeddings\.(position_ids|token_type_ids)$"),  # buffers older transformers saved
-    re.compile(r"^pooler\."),  # BertModel's tanh pooler; embeddings use cls/mean pooling
+    re.compile(r"^pooler\."),  # BertModel's tanh pooler: embeddings use cls/mean pooling, a classifier keeps it
     # pre-training heads: BERT's (masked LM, next sentence), RoBERTa's and MPNet's, DistilBERT's, ELECTRA's,
     # ALBERT's
     re.compile(r"^(cls|lm_head|vocab_transform|vocab_layer_norm|vocab_projector|discriminator_predictions|"
@@ -234,6 +242,14 @@ def read_config(directory: Path) -> EncoderConfig:
                               f"supported families: {', '.join(FAMILIES)}")
     config = EncoderConfig.from_hf_config(hf)
     return config.replace(**_sentence_transformers_pooling(directory))
+
+
+def read_task(directory: Path, num_labels: int) -> Task:
+    """What the checkpoint is for (task.task_from_hf_config), its encoder having `num_labels` logits."""
+    hf = _read_json(directory / "config.json")
+    cross_file = directory / "config_sentence_transformers.json"
+    cross = _read_json(cross_file) if cross_file.exists() else None
+    return task_from_hf_config(hf, num_labels, cross if isinstance(cross, dict) else None)
 
 
 def _sentence_transformers_pooling(directory: Path) -> dict:

@@ -44,6 +44,24 @@ def build_checkpoint(family: str, directory: Path, seed: int = 0, vocab_size: in
     return model
 
 
+def build_classifier(family: str, directory: Path, num_labels: int = 3, seed: int = 0, vocab_size: int = VOCAB,
+                     **settings):
+    """A random `family` *ForSequenceClassification with `num_labels` labels saved to `directory`, `settings`
+    (problem_type, id2label, sentence_transformers, ...) set on its config; returns it, in eval mode."""
+    import transformers
+    config = hf_config(family, vocab_size)
+    config.num_labels = num_labels
+    for name, value in settings.items():
+        setattr(config, name, value)
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForSequenceClassification.from_config(config).eval()
+    with torch.no_grad():  # as build_checkpoint: every weight counts, and the logits spread
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter) * 0.02)
+    model.save_pretrained(directory)
+    return model
+
+
 def padded_ids(family: str, batch: int = 3, seq: int = 20, pad_from: int = 12, seed: int = 0):
     """Token ids (never the pad id on real tokens), a mask with the rows after the first padded, segments
     zero: what a tokenizer gives for a batch of uneven texts."""

@@ -68,3 +68,21 @@ def test_a_cuda_artifact_compiles_gates_and_runs(tiny_model, tmp_path, auto_cast
             assert got.device.type == "cpu"
             assert compare_outputs(got, tiny_model(ids, mask, types), mask)["min_cosine"] > 0.99
     assert torch.backends.cuda.matmul.allow_tf32 == before
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+def test_a_cuda_classifier_artifact_carries_its_head(tiny_config, tmp_path):
+    from neuron_encoder import Encoder, load_compiled
+    from neuron_encoder.compiler import compile_model
+    from neuron_encoder.numerics import compare_outputs, sample_inputs
+    torch.manual_seed(0)
+    classifier = Encoder(tiny_config.replace(num_labels=3)).eval()
+    result = compile_model(classifier, batch_sizes="2", seq_lens="16", backend="cuda", out=tmp_path / "art",
+                           options=CompileOptions(auto_cast="matmult", auto_cast_type="fp16"))
+    assert result.manifest["buckets"][0]["numerics"]["rule"].startswith("max abs logit error")
+    with load_compiled(result.path) as model:
+        ids, mask, types = sample_inputs(tiny_config, 2, 16, seed=1)
+        got = model.logits(ids, mask, types)
+        with torch.no_grad():
+            assert got.shape == (2, 3) and compare_outputs(got, classifier(ids, mask, types), mask)["logit_error"] < 0.05

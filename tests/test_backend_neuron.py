@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from neuron_encoder import artifact, hardware, load_compiled
+from neuron_encoder import Encoder, artifact, hardware, load_compiled
 from neuron_encoder.backends import CompileOptions, select_backend
 from neuron_encoder.backends.neuron import PUBLISHED_ARGS, compiler_args, published_options, resolve_target
 from neuron_encoder.compiler import compile_model
@@ -204,6 +204,22 @@ def test_on_device_compile_is_verified_and_runs_on_every_visible_core(inf2_xlarg
         with torch.no_grad():
             assert compare_outputs(got, tiny_model(ids, mask, types), mask)["min_cosine"] > 0.99
     assert [e.core for e in inf2_xlarge.double.executions] == [0, 1]  # successive calls, both cores
+
+
+def test_a_classifier_is_traced_with_its_head_and_gated_on_its_logits(inf2_xlarge, tiny_config, tmp_path):
+    torch.manual_seed(0)
+    classifier = Encoder(tiny_config.replace(num_labels=3)).eval()
+    result = compile_tiny(classifier, tmp_path / "art", batch_sizes="4",
+                          options=CompileOptions(target="inf2", auto_cast="matmult", auto_cast_type="bf16"))
+    numerics = result.manifest["buckets"][0]["numerics"]
+    assert numerics["verified"] and numerics["rule"].startswith("max abs logit error")
+    assert result.manifest["task"]["kind"] == "classifier"
+    model = load_compiled(result.path, replicas=1)
+    ids, mask, types = sample_inputs(tiny_config, 3, 12, seed=2)  # padded to the (4, 16) bucket
+    got = model.logits(ids, mask, types)
+    with torch.no_grad():
+        expected = classifier(ids, mask, types)
+    assert got.shape == (3, 3) and compare_outputs(got, expected, mask)["logit_error"] <= 0.05
 
 
 def test_each_replica_is_on_its_own_core_whatever_else_is_loaded(build_host, neuron_host, tiny_model, tmp_path):

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from neuron_encoder import hardware
+from neuron_encoder.bench import peers
 from neuron_encoder.bench.api import run_bench
 from neuron_encoder.bench.report import format_summary_table, write_report
 from neuron_encoder.bench.results import read_result
@@ -21,6 +22,7 @@ def offline_cpu_host(monkeypatch):
     monkeypatch.setenv("NEURON_ENCODER_NO_IMDS", "1")  # no metadata probe leaves this machine
     monkeypatch.setattr(hardware, "is_cuda_available", lambda: False)
     monkeypatch.setattr(hardware, "has_neuron_devices", lambda: False)
+    monkeypatch.setattr(peers, "missing", lambda runtime: "not installed")  # no ONNX Runtime or OpenVINO
 
 
 def test_tiny_cpu_run_end_to_end(tmp_path):
@@ -115,3 +117,25 @@ def test_a_failing_engine_is_reported_the_others_are_kept(tmp_path, monkeypatch)
     assert [r.engine for r in result.rows] == ["cpu-artifact-fp32"]
     assert result.failures[0]["engine"] == "cpu-eager"
     assert "## Engines that failed (no rows)" in write_report([path], tmp_path / "report").read_text()
+
+
+def test_a_reranker_is_timed_in_pairs_and_scored_by_its_logits(tmp_path):
+    """A reranker's rows: (query, text) pairs, its task beside the model, accuracy as logits and top-1."""
+    from neuron_encoder.models import load_model
+    from tests.families import build_classifier, build_tokenizer
+    size = build_tokenizer("unigram", tmp_path / "reranker")
+    build_classifier("xlm-roberta", tmp_path / "reranker", num_labels=1, vocab_size=size)
+    messages: list[str] = []
+    result, path = run_bench(load_model(tmp_path / "reranker"), engines=["cpu-eager", "cpu-artifact-fp32"],
+                             batch_sizes=[4], seq_lens=[32], concurrency=[1], duration_s=None, calls=4, warmup=1,
+                             out_dir=tmp_path / "results", artifacts_dir=tmp_path / "artifacts",
+                             progress=messages.append)
+    for row in read_result(path).rows:
+        assert row.task == "reranker" and row.accuracy_cosine_min is None
+        assert row.accuracy_logit_max_abs < 1e-4 and row.accuracy_top1 == 1.0
+    assert any("top-1 agreement 100%" in m for m in messages)
+    text = write_report([path], tmp_path / "report").read_text()
+    assert f"## Results: {result.rows[0].model} (reranker)" in text and "top-1 100%" in text
+    with pytest.raises(ConfigError, match="is a reranker: endpoints are timed on the embedding routes only"):
+        run_bench(load_model(tmp_path / "reranker"), engines=[], endpoints=["http://127.0.0.1:9"],
+                  out_dir=tmp_path / "results")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from neuron_encoder import artifact, hardware
+from neuron_encoder.bench import peers
 from neuron_encoder.bench.accuracy import accuracy, make_reference
 from neuron_encoder.bench.engines import Engine, LazyEngine, eager_engine, plan_engines, resolve_engines
 from neuron_encoder.bench.workload import synthetic_workload
@@ -17,7 +18,20 @@ from neuron_encoder.models import load_model
 
 
 @pytest.fixture
-def cpu_only_host(monkeypatch, cpu_host):
+def no_peers(monkeypatch):
+    """A host without ONNX Runtime and OpenVINO, whatever this one has."""
+    monkeypatch.setattr(peers, "missing", lambda runtime: f"{runtime} not installed: {peers.INSTALL_HINT}")
+
+
+@pytest.fixture
+def with_peers(monkeypatch):
+    """A host with both peers installed, where OpenVINO computes in bf16 by default."""
+    monkeypatch.setattr(peers, "missing", lambda runtime: None)
+    monkeypatch.setattr(peers, "openvino_default_precision", lambda: "bf16")
+
+
+@pytest.fixture
+def cpu_only_host(monkeypatch, cpu_host, no_peers):
     cpu_host("avx2")  # no native bf16, and the auto policy decides by that
     monkeypatch.setattr(hardware, "is_cuda_available", lambda: False)
     monkeypatch.setattr(hardware, "has_neuron_devices", lambda: False)
@@ -53,12 +67,55 @@ def test_names_and_families(cpu_only_host):
     assert resolve_engines(["cpu", "cpu-eager"]) == ["cpu-eager", "cpu-artifact-fp32"]
 
 
-def test_auto_on_an_inf2_host(inf2_host):
+def test_auto_on_an_inf2_host(inf2_host, no_peers):
     assert resolve_engines("auto") == ["cpu-eager", "cpu-artifact-fp32", "neuron-1core", "neuron-all-cores"]
 
 
+def test_the_cpu_family_races_the_peers_where_they_are_installed(cpu_only_host, with_peers, monkeypatch):
+    """auto and cpu add ONNX Runtime (fp32) and OpenVINO at fp32 and at its default here: the CPU's best."""
+    peer_kinds = ["cpu-onnxruntime-fp32", "cpu-openvino-fp32", "cpu-openvino-bf16"]
+    assert resolve_engines("auto") == ["cpu-eager", "cpu-artifact-fp32", *peer_kinds]
+    assert resolve_engines("cpu-openvino,cpu-onnxruntime") == peer_kinds
+    assert resolve_engines(["cpu-openvino,cpu-onnxruntime"]) == peer_kinds  # as run_bench passes the CLI's text
+    assert resolve_engines("cpu-openvino-fp32") == ["cpu-openvino-fp32"]
+    monkeypatch.setattr(peers, "openvino_default_precision", lambda: "fp32")  # a CPU without native bf16
+    assert resolve_engines("cpu-openvino") == ["cpu-openvino-fp32"]
+
+
+def test_a_peer_that_is_not_installed_names_the_extra(cpu_only_host):
+    assert resolve_engines("auto") == ["cpu-eager", "cpu-artifact-fp32"]  # skipped, not an error
+    for name in ("cpu-openvino", "cpu-onnxruntime-fp32"):
+        with pytest.raises(BackendUnavailable, match=r"not installed: pip install 'neuron-encoder\[cpu-peers\]'"):
+            resolve_engines(name)
+
+
+@pytest.mark.skipif(bool(peers.missing("onnxruntime") or peers.missing("openvino")),
+                    reason="needs onnxruntime and openvino: pip install 'neuron-encoder[cpu-peers]'")
+def test_peer_engines_run_one_export_of_the_same_weights(tiny, tiny_model, tiny_config, monkeypatch):
+    exports: list = []
+    export = peers.export_onnx
+    monkeypatch.setattr(peers, "export_onnx", lambda *args: exports.append(args) or export(*args))
+    default = peers.openvino_default_precision()
+    kinds = ["cpu-onnxruntime-fp32", "cpu-openvino-fp32"] + ([f"cpu-openvino-{default}"] if default != "fp32" else [])
+    plans = plan_engines(tiny, kinds, [2], [16])
+    assert all(isinstance(p, LazyEngine) for p in plans) and exports == []  # nothing exported until built
+    sample = synthetic_workload(tiny_config, 3, 16).batches[0]
+    reference = make_reference(tiny_model, sample)
+    for plan in plans:
+        engine = plan.build()
+        assert (engine.name, engine.precision, engine.device) == (plan.name, plan.name.rsplit("-", 1)[1], "cpu")
+        assert engine.thread_plan(2) is None  # its own thread pool: torch's split does not apply
+        assert accuracy(engine.run, reference) > (0.9999 if engine.precision == "fp32" else 0.999)
+        outputs: list = []
+        thread = threading.Thread(target=lambda: outputs.append(engine.run(*sample.as_tuple())))
+        thread.start()
+        thread.join()
+        assert outputs[0].shape == (3, 16, tiny_config.hidden_size) and outputs[0].dtype == torch.float32
+    assert len(exports) == 1  # one export, shared
+
+
 def test_unknown_engine_is_a_config_error(cpu_only_host):
-    with pytest.raises(ConfigError, match="unknown engine 'tpu'; choose from auto, all, cpu, cuda, neuron, cpu-eager"):
+    with pytest.raises(ConfigError, match="unknown engine 'tpu'; choose from auto, all, cpu, cuda, neuron, cpu-onnxruntime, cpu-openvino, cpu-eager"):
         resolve_engines(["cpu", "tpu"])
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from neuron_encoder.bench.prices import PUBLISHED, load_prices
-from neuron_encoder.bench.report import format_summary_table, write_report
+from neuron_encoder.bench.report import format_cpu_best, format_summary_table, write_report
 from neuron_encoder.bench.results import ResultFileError, read_result
 from neuron_encoder.bench.stats import cost_per_million
 
@@ -114,6 +114,31 @@ def test_main_table_has_every_row_with_its_cost(report):
     backends = {(line["engine"], line["instance"]) for line in table}
     assert backends == {("cpu-eager", "c6i.xlarge"), ("cpu-torchscript-fp32", "c6i.xlarge"), ("cuda-fp32", "g5.xlarge"),
                         ("cuda-fp16", "g5.xlarge"), ("neuron", "inf2.xlarge")}
+
+
+def test_every_engine_is_set_against_the_cpus_best_on_its_machine(report):
+    _, _, markdown = report
+    table = parse_tables(markdown)["Against the CPU's best"]
+    cpu = read_result(FIXTURES / "c6i-xlarge-cpu.json")
+    for batch in (1, 8):
+        rows = {r.engine: r for r in cpu.rows if r.batch_size == batch}
+        best = max(rows.values(), key=lambda r: r.throughput_avg)
+        lines = [line for line in table if line["batch"] == str(batch)]
+        assert {line["engine"] for line in lines} == set(rows) and {line["CPU's best"] for line in lines} == {best.engine}
+        for line in lines:
+            assert number(line["x CPU's best"]) == pytest.approx(rows[line["engine"]].throughput_avg
+                                                                 / best.throughput_avg, abs=0.005)
+    assert {line["instance"] for line in table} == {"c6i.xlarge"}  # the GPU and inf2 files have no CPU rows
+
+
+def test_the_terminal_names_the_fastest_cpu_engine():
+    rows = read_result(FIXTURES / "c6i-xlarge-cpu.json").rows
+    lines = format_cpu_best(rows).splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("fastest CPU engine, batch 1, seq 128: cpu-torchscript-fp32 (fp32) ")
+    one = {r.engine: r.throughput_avg for r in rows if r.batch_size == 1}
+    assert lines[0].endswith(f"inf/s at concurrency 1; then cpu-eager {one['cpu-eager'] / one['cpu-torchscript-fp32']:.2f}x")
+    assert format_cpu_best([r for r in rows if not r.engine.startswith("cpu-")]) == ""
 
 
 def test_open_loop_rows_show_their_rate(report):

@@ -64,6 +64,7 @@ def test_bench_then_report(monkeypatch, capsys, tmp_path):
                              "--out-dir", str(tmp_path / "results"))
     assert code == 0, err
     assert "cpu-artifact-fp32" in out and "p50 ms" in out
+    assert "fastest CPU engine, batch 2, seq 16: " in out
     assert "compiling for cpu" in err  # progress goes to stderr, the table to stdout
     result = next((tmp_path / "results").glob("bench-*.json"))
     code, out, err = run_cli(monkeypatch, capsys, "report", str(result), "--out-dir", str(tmp_path / "report"),
@@ -129,3 +130,23 @@ def test_a_bad_cpu_precision_is_exit_2_and_writes_nothing(monkeypatch, capsys, t
     assert code == 2 and out == "" and "Traceback" not in err
     assert "NEURON_ENCODER_CPU_PRECISION='fp64': use one of auto, fp32, bf16" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_classify_and_rerank_print_json_and_refuse_the_wrong_model(monkeypatch, capsys, tmp_path):
+    from tests.families import build_classifier, build_tokenizer
+    size = build_tokenizer("unigram", tmp_path)
+    build_classifier("xlm-roberta", tmp_path, num_labels=1, vocab_size=size)
+    code, out, _ = run_cli(monkeypatch, capsys, "rerank", "a dog", "a lazy dog", "a guitar", "--model", str(tmp_path))
+    assert code == 0
+    results = json.loads(out)["results"]
+    assert sorted(r["index"] for r in results) == [0, 1] and {r["text"] for r in results} == {"a lazy dog", "a guitar"}
+    assert all(0 < r["score"] < 1 for r in results)  # sigmoid of a one-label reranker
+    code, out, _ = run_cli(monkeypatch, capsys, "classify", "--pairs", "a dog", "a lazy dog", "--raw-scores",
+                           "--model", str(tmp_path))
+    assert code == 0 and [p["label"] for p in json.loads(out)["predictions"][0]] == ["LABEL_0"]
+    code, out, err = run_cli(monkeypatch, capsys, "classify", "a cat")  # neither --model nor --artifact
+    assert code == 2 and "one of --model" in err
+    code, out, err = run_cli(monkeypatch, capsys, "embed", "--model", str(tmp_path), "a cat")
+    assert code == 2 and "use neuron-encoder rerank" in err
+    code, out, err = run_cli(monkeypatch, capsys, "classify", "--model", "minilm", "a cat")
+    assert code == 2 and "embedding model: it cannot classify" in err

@@ -376,3 +376,57 @@ class TestFixturesOfEveryScopeSeeOnePolicy:
 
     def test_the_session_policy_reaches_module_scoped_fixtures(self, compiled):
         assert compiled.manifest["precision"] == cpu_precision()
+
+
+@pytest.fixture(scope="module")
+def classifier(tiny_config):
+    """A tiny two-label classifier: the encoder with its head."""
+    from neuron_encoder import Encoder
+    torch.manual_seed(1)
+    return Encoder(tiny_config.replace(num_labels=2)).eval()
+
+
+def test_a_classifier_compiles_with_its_head_and_records_its_task(classifier, tiny_config, tmp_path):
+    result = compile_model(classifier, batch_sizes="1,4", seq_lens="16,32", backend="cpu", out=tmp_path / "cls")
+    assert result.manifest["task"] == {"kind": "classifier", "id2label": {"0": "LABEL_0", "1": "LABEL_1"},
+                                       "activation": "softmax"}
+    assert "logit_error" in result.manifest["buckets"][0]["numerics"]  # the gate compared logits
+    model = load_compiled(result.path)
+    assert model.task.kind == "classifier"
+    for batch, seq in ((3, 20), (9, 32), (1, 5)):  # padded, split, short
+        ids, mask, types = sample_inputs(tiny_config, batch, seq, seed=5)
+        with torch.inference_mode():
+            expected = classifier(ids, mask, types)
+        got = model.logits(ids, mask, types)
+        assert got.shape == (batch, 2)
+        assert_close(got, expected, mask, result.manifest["precision"])
+    with pytest.raises(ConfigError, match="it does not embed"):
+        model.embed(ids, mask)
+
+
+def test_a_reduced_precision_classifier_is_gated_on_its_logits(classifier, tmp_path):
+    result = compile_model(classifier, batch_sizes="2", seq_lens="16", backend="cpu", out=tmp_path / "bf16",
+                           options=CompileOptions(auto_cast="all", auto_cast_type="bf16"))
+    numerics = result.manifest["buckets"][0]["numerics"]
+    assert numerics["rule"].startswith("max abs logit error") and 0 < numerics["logit_error"] <= 0.05
+
+
+def test_an_embedder_artifact_has_no_logits(compiled, tiny_config):
+    model = load_compiled(compiled.path)
+    assert model.task.kind == "embedding" and compiled.manifest["task"]["kind"] == "embedding"
+    with pytest.raises(ConfigError, match="embedding model: it has no logits"):
+        model.logits(*sample_inputs(tiny_config, 1, 16))
+
+
+def test_the_task_is_in_a_classifiers_cache_key_and_leaves_an_embedders_as_it_was(classifier, tiny_model):
+    from neuron_encoder.compiler import _plan, _SeqChoice
+    from neuron_encoder.models import load_model
+    from neuron_encoder.task import Task
+    sequences = _SeqChoice("16", None, 4)
+    embedder = _plan(load_model(tiny_model), "1", sequences, "cpu", CompileOptions())
+    assert "task" not in embedder.settings
+    resolved = load_model(classifier)
+    plans = [_plan(r, "1", sequences, "cpu", CompileOptions())
+             for r in (resolved, resolved._replace(task=Task("classifier", ("no", "yes"), "softmax")))]
+    assert plans[0].settings["task"]["id2label"] == {"0": "LABEL_0", "1": "LABEL_1"}
+    assert plans[0].key != plans[1].key  # other labels: another artifact

@@ -17,6 +17,7 @@ from neuron_encoder.errors import CheckpointError, ConfigError
 from neuron_encoder.numerics import compare_outputs
 from neuron_encoder.params import breakdown, format_table
 
+from .conftest import assert_close
 from .families import PAD, build_checkpoint, padded_ids
 
 pytest.importorskip("transformers")
@@ -69,7 +70,7 @@ def test_cpu_artifact_agrees_with_eager(checkpoints, family, tmp_path):
     inputs = padded_ids(family)
     with load_compiled(result.path) as compiled:
         got = compiled(*inputs)
-    assert compare_outputs(got, hidden_states(ours, inputs), inputs[1])["max_abs"] <= 1e-4
+    assert_close(got, hidden_states(ours, inputs), inputs[1], result.manifest["precision"])
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -46,7 +46,8 @@ def xlm_r(tmp_path_factory):
 ])
 def test_sentence_transformers_layouts_embed_as_sentence_transformers(tmp_path, family, kind, pooling):
     directory, model = build_sentence_transformer(tmp_path, family, kind, pooling)
-    encoder, _, tokenizer, _ = load_model(directory)
+    resolved = load_model(directory)
+    encoder, tokenizer = resolved.encoder, resolved.tokenizer
     assert (encoder.config.family, encoder.config.pooling, encoder.config.normalize) == (family, pooling, True)
     expected = model.encode(TEXTS, normalize_embeddings=True)
     assert cosines(embed_texts(encoder, TEXTS, tokenizer, batch_size=4), expected).min() >= 0.9999

@@ -8,7 +8,8 @@ from neuron_encoder.weights import resolve
 
 
 def test_a_checkpoint_resolves_with_its_tokenizer_and_directory(minilm_resolved):
-    encoder, model_id, tokenizer, directory = minilm_resolved
+    encoder, model_id, tokenizer, directory, task = minilm_resolved
+    assert task.kind == "embedding"
     assert model_id == "minilm" and directory == resolve("minilm") and tokenizer.max_length == 256  # sentence_bert_config.json
     assert not {"checkpoint_dir", "name_or_path"} & set(vars(encoder))  # nothing patched onto the module
 

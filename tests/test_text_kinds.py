@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from neuron_encoder.errors import CheckpointError
+from neuron_encoder.errors import CheckpointError, ShapeError
 from neuron_encoder.text import Tokenizer, longest_first
 
 from .families import CORPUS, TOKENIZER_KINDS, build_tokenizer
@@ -49,6 +49,32 @@ def test_pairs_match_auto_tokenizer(kind, limit):
     assert_same(batch, theirs)
     if "token_type_ids" in theirs:  # RoBERTa's family returns none; its model has one segment
         assert batch.token_type_ids.tolist() == theirs["token_type_ids"].tolist()
+
+
+QUERIES = [("short", CORPUS[5] * 2), ("a lazy dog", CORPUS[3] + " " + CORPUS[4])]
+
+
+@pytest.mark.parametrize("limit", [512, 20])
+@pytest.mark.parametrize("direction", ["right", "left"])
+def test_only_second_and_left_cuts_match_auto_tokenizer(kind, limit, direction):
+    """Reranking's cut keeps the whole query; TEI's truncation_direction cuts a text's beginning instead."""
+    name, directory, auto = kind
+    auto.truncation_side = direction
+    ours = Tokenizer(directory, max_length=limit)
+    theirs = auto([q for q, _ in QUERIES], [t for _, t in QUERIES], padding=True, truncation="only_second",
+                  max_length=limit, return_tensors="pt")
+    assert_same(ours.encode(QUERIES, direction=direction, strategy="only_second"), theirs)
+    assert_same(ours.encode(PAIRS, direction=direction),
+                auto([a for a, _ in PAIRS], [b for _, b in PAIRS], padding=True, truncation=True,
+                     max_length=limit, return_tensors="pt"))
+    assert_same(ours.encode(CORPUS, direction=direction),
+                auto(CORPUS, padding=True, truncation=True, max_length=limit, return_tensors="pt"))
+
+
+def test_a_query_that_leaves_no_room_is_an_error_not_a_cut(kind):
+    name, directory, auto = kind
+    with pytest.raises(ShapeError, match="leaves no room"):
+        Tokenizer(directory, max_length=12).encode([(CORPUS[0] * 2, "a text")], strategy="only_second")
 
 
 def test_pad_id_is_the_tokenizers_own(kind):

@@ -26,7 +26,8 @@ def test_key_map_names():
     assert hf_to_ours("encoder.layer.3.attention.self.query.weight") == "layers.3.attention.qkv.weight[q]"
     assert hf_to_ours("bert.encoder.layer.11.output.LayerNorm.bias") == "layers.11.feed_forward_norm.bias"
     assert hf_to_ours("embeddings.word_embeddings.weight") == "embeddings.token.weight"
-    assert hf_to_ours("pooler.dense.weight") is None
+    assert hf_to_ours("pooler.dense.weight") == "head.dense.weight"  # a classifier's; an embedder ignores it
+    assert hf_to_ours("roberta.pooler.dense.weight", "roberta") is None
 
 
 def test_minilm_resolves_to_the_shipped_files():

@@ -1,64 +1,121 @@
-"""The CPU: the encoder's weights in one file, run with oneDNN's prepacked linears.
+"""The CPU: the encoder's weights in one file, run with oneDNN's prepacked linears and fused epilogues.
 
 Every linear (W_Q/W_K/W_V, W_O, the feed-forward pair) is reordered once, at load, into oneDNN's
-blocked layout, and the feed-forward's GELU runs inside its first matmul: on an AMD EPYC (AVX2)
-oneDNN ran these matmuls at 69 GFLOP/s against MKL's 45, and the packed bert-base runs at ONNX
-Runtime's speed (1.04x at batch 1, 0.97x at batch 8; benchmarks/cpu_peers.py), as fast as the
-frozen TorchScript graphs with the oneDNN fuser that CPU artifacts were before. Unlike those it
-stores the weights once, not once per bucket, needs no process-wide fuser switch, and runs any
-shape, so the runtime pads nothing to buckets on the CPU. Packed oneDNN weights cannot be
+blocked layout; the feed-forward's GELU runs inside its first matmul, and each residual add inside
+the matmul that ends its sublayer (W_O, the down projection), so a layer makes two passes fewer
+over the activations. On an AMD EPYC (AVX2) oneDNN ran these matmuls at 69 GFLOP/s against MKL's
+45; on one core of an Intel Xeon with AMX the fused bert-base runs at 0.77-0.87x OpenVINO's time in
+bf16 and 1.02x in fp32 (benchmarks/cpu_peers.py). Unlike the TorchScript graphs CPU artifacts were
+before, it stores the weights once, not once per bucket, needs no process-wide fuser switch, and
+runs any shape, so the runtime pads nothing to buckets on the CPU. Packed oneDNN weights cannot be
 serialised, so they are built at load.
 
 Auto-cast on the CPU casts the whole model (weights and activations): `matmult` and `all` are the
 same here. tf32 is a matmul mode of GPUs and NeuronCores; the CPU has none, so it is refused.
-Where oneDNN cannot pack (a torch build without mkldnn; bf16 on a CPU without AVX512 or
-AVX-NE-CONVERT) the linears run unpacked, correctly but slower.
+Where oneDNN cannot pack (a torch build without mkldnn or without the private mkldnn ops; bf16 on a
+CPU without AVX512 or AVX-NE-CONVERT) the same fused layers run torch's linears, correctly but slower.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import hardware
 from ..config import EncoderConfig
-from ..model import Encoder
+from ..model import Encoder, EncoderLayer
 from .base import Backend, CompileOptions, LoadedBucket, WithDtype
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 WEIGHTS = "weights.safetensors"  # beside the descriptor
 PACK_ROWS = 128  # oneDNN's packing hint (rows of the activations); measured to matter little
+ONEDNN_ACTIVATIONS = {"none": ("none", ""), "gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh"),
+                      "relu": ("relu", "")}  # ours -> oneDNN's (gelu "none" is the exact erf GELU)
+TORCH_ACTIVATIONS = {"none": lambda y: y, "gelu": F.gelu, "gelu_tanh": lambda y: F.gelu(y, approximate="tanh"),
+                     "relu": F.relu}
 
 
-class PackedLinear(nn.Module):
-    """An nn.Linear whose weight oneDNN reordered once; `activation` runs fused into the matmul."""
+class FusedLinear(nn.Module):
+    """x W^T + b, then `activation` or `+ residual`, in one oneDNN matmul on a weight reordered once
+    into its blocked layout (packed=True); torch's linear followed by the same epilogue otherwise.
 
-    def __init__(self, linear: nn.Linear, activation: str = "none") -> None:
+    The packed form uses torch's private mkldnn ops, which any torch may drop or change: onednn_packs
+    probes them once, and the plain form runs wherever they are missing."""
+
+    def __init__(self, linear: nn.Linear, activation: str = "none", packed: bool = True) -> None:
         super().__init__()
-        self.weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), PACK_ROWS)
+        weight = linear.weight.detach()
+        self.packed = packed
+        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS) if packed else weight
         self.bias = linear.bias.detach()
-        # oneDNN's names: gelu with algorithm "none" is the exact erf GELU, "tanh" the approximation.
-        self.activation, self.algorithm = {"none": ("none", ""), "gelu": ("gelu", "none"),
-                                           "gelu_tanh": ("gelu", "tanh"), "relu": ("relu", "")}[activation]
+        self.activation_name = activation
+        self.activation, self.algorithm = ONEDNN_ACTIVATIONS[activation]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.packed:
+            y = TORCH_ACTIVATIONS[self.activation_name](F.linear(x, self.weight, self.bias))
+            return y if residual is None else y + residual
+        if residual is not None:  # the residual stream is added inside the matmul: one pass less over it
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.weight, self.bias, "add")
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, self.activation, [], self.algorithm)
 
 
-def pack_linears(encoder: Encoder, precision: str) -> Encoder:
-    """`encoder` (changed in place) with every linear prepacked and the feed-forward activation fused,
-    where oneDNN can pack that precision here; unchanged elsewhere."""
-    if not hardware.onednn_packs(precision):
-        return encoder
-    for layer in encoder.layers:
-        attention, feed_forward = layer.attention, layer.feed_forward
-        attention.qkv, attention.out = PackedLinear(attention.qkv), PackedLinear(attention.out)
-        feed_forward.up = PackedLinear(feed_forward.up, encoder.config.hidden_act)
-        feed_forward.activation = nn.Identity()
-        feed_forward.down = PackedLinear(feed_forward.down)
+class FusedLayer(nn.Module):
+    """An EncoderLayer with its four linears fused: the feed-forward activation runs in its first
+    matmul, and each residual add in the matmul that ends its sublayer (W_O, the down projection).
+    The same arithmetic as EncoderLayer.forward, in fewer passes over the activations."""
+
+    def __init__(self, layer: EncoderLayer, activation: str, packed: bool) -> None:
+        super().__init__()
+        self.norm_first = layer.norm_first
+        self.attention = layer.attention
+        self.attention_norm, self.feed_forward_norm = layer.attention_norm, layer.feed_forward_norm
+        self.attention.qkv = FusedLinear(self.attention.qkv, packed=packed)
+        self.attention.out = FusedLinear(self.attention.out, packed=packed)
+        self.up = FusedLinear(layer.feed_forward.up, activation, packed)
+        self.down = FusedLinear(layer.feed_forward.down, packed=packed)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        if self.norm_first:
+            x = self.attention.out(self.attention.heads(self.attention_norm(x), keep), x)
+            return self.down(self.up(self.feed_forward_norm(x)), x)
+        x = self.attention_norm(self.attention.out(self.attention.heads(x, keep), x))
+        return self.feed_forward_norm(self.down(self.up(x), x))
+
+
+@functools.lru_cache(maxsize=None)
+def onednn_packs(precision: str) -> bool:
+    """Whether torch's private mkldnn ops (_reorder_linear_weight, _linear_pointwise and its binary
+    form, _is_mkldnn_bf16_supported) exist and agree with torch's linear in `precision` here; probed
+    once, on a small linear, since a torch above 2.2 may have dropped or changed any of them."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        if precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False  # bf16 packing needs AVX512 or AVX-NE-CONVERT
+        with torch.random.fork_rng(devices=[]):  # the caller's random stream stays as it was
+            linear = nn.Linear(16, 8).to(DTYPES[precision])
+            x = torch.randn(2, 3, 16).to(DTYPES[precision])
+        packed, plain = FusedLinear(linear, "gelu"), FusedLinear(linear, "gelu", packed=False)
+        fused, unfused = FusedLinear(linear), FusedLinear(linear, packed=False)
+        with torch.inference_mode():
+            agree = torch.allclose(packed(x).float(), plain(x).float(), atol=0.05) and torch.allclose(
+                fused(x, plain(x)).float(), unfused(x, plain(x)).float(), atol=0.05)
+    except (AttributeError, RuntimeError, TypeError):  # an op missing, or with another signature
+        return False
+    return agree
+
+
+def fuse_layers(encoder: Encoder, precision: str) -> Encoder:
+    """`encoder` (changed in place) with every layer a FusedLayer: prepacked by oneDNN where its
+    private ops run here in `precision` (onednn_packs), with torch's linears elsewhere."""
+    packed = onednn_packs(precision)
+    encoder.layers = nn.ModuleList(FusedLayer(layer, encoder.config.hidden_act, packed) for layer in encoder.layers)
     return encoder
 
 
@@ -109,5 +166,5 @@ def _packed_model(weights: Path, config: dict, precision: str) -> nn.Module:
     from safetensors.torch import load_file
     encoder = Encoder(EncoderConfig.from_dict(config))
     encoder.load_state_dict(load_file(str(weights)), strict=True)
-    packed = pack_linears(encoder.to(DTYPES[precision]).eval(), precision)
+    packed = fuse_layers(encoder.to(DTYPES[precision]).eval(), precision)
     return WithDtype(packed, torch.float32).eval()  # no copy: only its outputs become fp32

@@ -6,6 +6,7 @@ capacity if asked, and write the versioned result (JSON + CSV) with its environm
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -23,7 +24,7 @@ from neuron_encoder.bench.sweep import Sweep, run_sweep
 from neuron_encoder.bench.engines import plan_engines, resolve_engines
 from neuron_encoder.bench.workload import make_workload
 from neuron_encoder.compiler import DEFAULT_ARTIFACTS_DIR
-from neuron_encoder.errors import BenchmarkFailed
+from neuron_encoder.errors import BenchmarkFailed, ConfigError
 from neuron_encoder.files import safe_name, utc_stamp
 from neuron_encoder.model import Encoder
 from neuron_encoder.models import ResolvedModel, load_model
@@ -35,6 +36,15 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str], None]
 
 REFERENCE_ROWS = 8  # texts in the fixed accuracy sample
+
+
+def _task(resolved: ResolvedModel, endpoints) -> tuple[str, bool]:
+    """The model's task, and whether its inputs are pairs (a reranker is timed in pairs/s)."""
+    task = resolved.task.kind
+    if endpoints and task != "embedding":
+        raise ConfigError(f"{resolved.model_id} is a {task}: endpoints are timed on the embedding routes only, "
+                          "until the server's /predict and /rerank routes land")
+    return task, task == "reranker"
 
 
 def _describe_call(sweep: Sweep, **arguments: Any) -> str:
@@ -99,21 +109,22 @@ def run_bench(model: str | Path | Encoder | ResolvedModel = DEFAULT_MODEL, *, en
     names = [engines] if isinstance(engines, str) else list(engines)
     kinds = resolve_engines(names, progress=say) if names or not (artifacts or endpoints) else []
     resolved = model if isinstance(model, ResolvedModel) else load_model(model, seed)
-    encoder, model_id, tokenizer, _ = resolved
+    encoder, model_id, tokenizer = resolved.encoder, resolved.model_id, resolved.tokenizer
+    task, pairs = _task(resolved, endpoints)
     command = command or _describe_call(model=model_id, engines=names, sweep=sweep, slo_p99_ms=slo_p99_ms,
                                         artifacts=[str(a) for a in artifacts], endpoints=list(endpoints))
     encoder.config.check_sequence_length(max(sweep.seq_lens))
-    say(f"model {model_id}: {encoder.get_num_params():,} parameters; inputs: "
+    say(f"model {model_id} ({task}): {encoder.get_num_params():,} parameters; inputs: "
         f"{'its tokenizer on a built-in English corpus' if tokenizer else 'random tokens, log-normal lengths'}")
     planned = plan_engines(resolved, kinds, sweep.batch_sizes, sweep.seq_lens, artifacts=artifacts,
                            artifacts_dir=artifacts_dir, neuron_options=neuron_options,
                            progress=say) if kinds or artifacts else []
     planned += endpoint_engines(list(endpoints), endpoint_kind, tokenizer, model_id,
                                 os.environ.get("NEURON_ENCODER_API_KEY"))
-    sample = make_workload(encoder.config, tokenizer, REFERENCE_ROWS, max(sweep.seq_lens), pool=1,
-                           seed=seed + 1).batches[0]
-    outcome = run_sweep(planned, sweep, lambda b, s: make_workload(encoder.config, tokenizer, b, s, seed=seed),
-                        model=model_id, reference=make_reference(encoder, sample), slo_p99_ms=slo_p99_ms,
+    workload = functools.partial(make_workload, encoder.config, tokenizer, pairs=pairs)
+    sample = workload(REFERENCE_ROWS, max(sweep.seq_lens), pool=1, seed=seed + 1).batches[0]
+    outcome = run_sweep(planned, sweep, lambda b, s: workload(b, s, seed=seed),
+                        model=model_id, reference=make_reference(encoder, sample, task), slo_p99_ms=slo_p99_ms,
                         slo_search=slo_search, progress=say)
 
     result, json_path = _write(outcome, command, out_dir)

@@ -8,10 +8,14 @@
                                 auto, compiled as AWS measured its published numbers (bf16 matmuls,
                                 --disable-mixed-precision-accumulation)
     neuron-all-cores            the same artifact, one copy per visible NeuronCore, calls round robin
+    cpu-onnxruntime-fp32        the same weights exported with torch.onnx, run by ONNX Runtime (bench/peers.py)
+    cpu-openvino-fp32/bf16/fp16 that export compiled by OpenVINO: at fp32, and at its default for this CPU
 
-Families select several: `cpu` (eager, the fp32 artifact, and the bf16 one where the CPU has bf16
-natively), `cuda` (eager fp32 and fp16, the fp16 artifact, bf16 too where the GPU has it),
-`neuron` (both), `auto` (every family this host can run; absent ones are skipped and said so).
+Families select several: `cpu` (eager, the fp32 artifact, the bf16 one where the CPU has bf16
+natively, and ONNX Runtime and OpenVINO where they are installed), `cpu-onnxruntime` (its fp32),
+`cpu-openvino` (fp32, and its default precision here when that is another), `cuda` (eager fp32 and
+fp16, the fp16 artifact, bf16 too where the GPU has it), `neuron` (both), `auto` (every family this
+host can run; absent ones are skipped and said so).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import torch
 from neuron_encoder import artifact, hardware
 from neuron_encoder.backends import CompileOptions, get_backend
 from neuron_encoder.backends.neuron import published_options
+from neuron_encoder.bench import peers
 from neuron_encoder.compiler import DEFAULT_ARTIFACTS_DIR, compile_model
 from neuron_encoder.errors import BackendUnavailable, ConfigError
 from neuron_encoder.models import ResolvedModel
@@ -36,8 +41,10 @@ Progress = Callable[[str], None]
 KINDS = ("cpu-eager", "cpu-artifact-fp32", "cpu-artifact-bf16",
          "cuda-eager-fp32", "cuda-eager-fp16", "cuda-eager-bf16",
          "cuda-artifact-fp32", "cuda-artifact-fp16", "cuda-artifact-bf16",
-         "neuron-1core", "neuron-all-cores")
+         "neuron-1core", "neuron-all-cores",
+         "cpu-onnxruntime-fp32", "cpu-openvino-fp32", "cpu-openvino-bf16", "cpu-openvino-fp16")
 AUTO = ("auto", "all")
+PEERS = ("onnxruntime", "openvino")  # the CPU's other runtimes (bench/peers.py)
 
 
 @dataclass(frozen=True)
@@ -57,10 +64,11 @@ class Engine:
     artifact_sha256: str | None = None  # sha256 of the artifact's manifest.json; None for eager models
     label: str = ""  # free text, e.g. "2 NeuronCores (a copy per core)"
     close: Callable[[], None] = lambda: None  # frees what the engine holds (NeuronCores, GPU memory)
+    torch_threads: bool = True  # False: a runtime with its own thread pool (ONNX Runtime, OpenVINO)
 
     def thread_plan(self, workers: int) -> ThreadPlan | None:
-        """The CPU thread split for `workers` callers (threads.py); None off the CPU."""
-        return plan_threads(workers) if self.device == "cpu" else None
+        """The CPU thread split for `workers` callers (threads.py); None off the CPU or off torch's threads."""
+        return plan_threads(workers) if self.device == "cpu" and self.torch_threads else None
 
 
 @dataclass(frozen=True)
@@ -72,11 +80,21 @@ class LazyEngine:
     build: Callable[[], Engine]
 
 
+def peer_kinds(runtime: str) -> tuple[str, ...]:
+    """A peer runtime's engines: fp32, and the precision its users get by default here when that is another."""
+    if runtime == "onnxruntime":
+        return ("cpu-onnxruntime-fp32",)  # its CPU provider has no bf16 or fp16 compute on x86
+    default = peers.openvino_default_precision()
+    return ("cpu-openvino-fp32",) + ((f"cpu-openvino-{default}",) if default != "fp32" else ())
+
+
 def family_kinds(family: str) -> tuple[str, ...]:
-    """The engines of a backend family on this host (on the CPU, bf16 where the auto policy picks it)."""
+    """The engines of a backend family on this host (on the CPU: bf16 where the auto policy picks it, and
+    the peers that are installed)."""
     if family == "cpu":
         bf16 = hardware.auto_precision("cpu").auto_cast != "none"
-        return ("cpu-eager", "cpu-artifact-fp32") + (("cpu-artifact-bf16",) if bf16 else ())
+        ours = ("cpu-eager", "cpu-artifact-fp32") + (("cpu-artifact-bf16",) if bf16 else ())
+        return ours + tuple(kind for runtime in PEERS if not peers.missing(runtime) for kind in peer_kinds(runtime))
     if family == "cuda":
         bf16 = ("cuda-eager-bf16", "cuda-artifact-bf16") if hardware.cuda_bf16_supported() else ()
         return ("cuda-eager-fp32", "cuda-eager-fp16", "cuda-artifact-fp16") + bf16
@@ -84,6 +102,7 @@ def family_kinds(family: str) -> tuple[str, ...]:
 
 
 FAMILIES = ("cpu", "cuda", "neuron")
+GROUPS = tuple(f"cpu-{runtime}" for runtime in PEERS)  # a peer runtime's engines, by its name
 
 
 def resolve_engines(names: str | Sequence[str], progress: Progress | None = None) -> list[str]:
@@ -93,7 +112,7 @@ def resolve_engines(names: str | Sequence[str], progress: Progress | None = None
     BackendUnavailable (the backend says why); `auto` skips what is absent, and says so.
     """
     say = progress or (lambda message: None)
-    items = [n.strip() for n in names.split(",")] if isinstance(names, str) else [str(n).strip() for n in names]
+    items = [n.strip() for name in ([names] if isinstance(names, str) else names) for n in str(name).split(",")]
     items = [n for n in items if n]
     if not items:
         raise ConfigError("no engines to benchmark; give e.g. auto, cpu, cuda, neuron or cpu-eager")
@@ -107,8 +126,13 @@ def resolve_engines(names: str | Sequence[str], progress: Progress | None = None
                 else:
                     chosen.update(family_kinds(family))
             continue
-        if name not in FAMILIES and name not in KINDS:
-            raise ConfigError(f"unknown engine {name!r}; choose from {', '.join((*AUTO, *FAMILIES, *KINDS))}")
+        runtime = next((r for r in PEERS if name.startswith(f"cpu-{r}")), None)
+        if name not in FAMILIES and name not in KINDS and name not in GROUPS:
+            raise ConfigError(f"unknown engine {name!r}; choose from {', '.join((*AUTO, *FAMILIES, *GROUPS, *KINDS))}")
+        if runtime:
+            peers.require(runtime)
+            chosen.update(peer_kinds(runtime) if name in GROUPS else (name,))
+            continue
         family = name.split("-", 1)[0]
         problem = get_backend(family).run_problem()
         if problem:
@@ -139,6 +163,22 @@ def eager_engine(model: torch.nn.Module, kind: str = "cpu-eager") -> Engine:
     return Engine(kind, precision, "cuda", 1, run_cuda,
                   label=f"PyTorch eager on {hardware.cuda_devices()['name']}, synchronised",
                   close=lambda: module.to("meta"))
+
+
+def peer_engine(kind: str, export: peers.OnnxExport) -> Engine:
+    """ONNX Runtime or OpenVINO running the encoder's ONNX export with the process's CPU threads, in one
+    pool that concurrent workers share (as a user's server would)."""
+    _, runtime, precision = kind.split("-")
+    threads = cpu_budget()
+    if runtime == "onnxruntime":
+        run, version = peers.onnxruntime_run(export.path, threads)
+        label = f"ONNX Runtime {version}, all graph optimisations"
+    else:
+        default = precision == peers.openvino_default_precision()
+        run, precision, version = peers.openvino_run(export.path, threads, None if default else precision)
+        label = f"OpenVINO {version.split('-')[0]}, {'its default precision here' if default else 'precision hint'}"
+    return Engine(kind, precision, "cpu", threads, run, label=f"{label}, torch.onnx export, {threads} threads shared",
+                  torch_threads=False)
 
 
 def _precision_label(manifest: dict) -> str:
@@ -190,6 +230,7 @@ def plan_engines(resolved: ResolvedModel, kinds: Sequence[str], batch_sizes: Seq
             return artifact_engine(result.path, replicas=replicas, name=name)
         return LazyEngine(name, build)
 
+    export = peers.OnnxExport(resolved.encoder)  # made once, when the first peer engine is built
     plans: list[Engine | LazyEngine] = []
     for kind in kinds:
         if kind not in KINDS:
@@ -199,6 +240,8 @@ def plan_engines(resolved: ResolvedModel, kinds: Sequence[str], batch_sizes: Seq
         family, _, rest = kind.partition("-")
         if kind == "cpu-eager":
             plans.append(eager_engine(resolved.encoder))
+        elif kind.startswith(GROUPS):
+            plans.append(LazyEngine(kind, lambda kind=kind: peer_engine(kind, export)))
         elif rest.startswith("eager-"):
             plans.append(LazyEngine(kind, lambda kind=kind: eager_engine(resolved.encoder, kind)))
         elif rest.startswith("artifact-"):

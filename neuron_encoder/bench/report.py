@@ -98,6 +98,17 @@ def _fmt_cosine(value: float | None) -> str:
     return "-" if value is None else f"{value:.6f}"
 
 
+def _fmt_accuracy(row: BenchRow) -> str:
+    """An embedder's min cosine; a classifier's or reranker's max |logit difference| and top-1 agreement."""
+    if row.accuracy_logit_max_abs is None:
+        return _fmt_cosine(row.accuracy_cosine_min)
+    return f"logits ±{row.accuracy_logit_max_abs:.1e}, top-1 {row.accuracy_top1:.0%}"
+
+
+def _model_with_task(row: BenchRow) -> str:
+    return row.model if row.task == "embedding" else f"{row.model} ({row.task})"
+
+
 def _fmt_load(row: BenchRow) -> str:
     if row.mode == "open":
         return f"open {_fmt_rate(row.rate or 0.0)}/s"
@@ -116,7 +127,7 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]], right: set[i
 
 
 _SUMMARY_HEADER = ("engine", "label", "precision", "batch", "seq", "conc.", "cores", "p50 ms", "p95 ms",
-                   "p99 ms", "inf/s avg", "inf/s peak", "pad. eff.", "cos vs fp32", "errors")
+                   "p99 ms", "inf/s avg", "inf/s peak", "pad. eff.", "vs fp32", "errors")
 
 
 def _summary_cells(row: BenchRow) -> list[str]:
@@ -124,7 +135,7 @@ def _summary_cells(row: BenchRow) -> list[str]:
     return [row.engine, row.label, row.precision, str(row.batch_size), str(row.seq_len), _fmt_load(row),
             str(row.cores), _fmt_ms(lat["p50"]), _fmt_ms(lat["p95"]), _fmt_ms(lat["p99"]),
             _fmt_rate(row.throughput_avg), _fmt_rate(row.throughput_peak), f"{row.padding_efficiency:.0%}",
-            _fmt_cosine(row.accuracy_cosine_min), str(row.errors)]
+            _fmt_accuracy(row), str(row.errors)]
 
 
 def format_summary_table(rows: Sequence[BenchRow]) -> str:
@@ -140,6 +151,63 @@ def format_summary_table(rows: Sequence[BenchRow]) -> str:
         lines.append("  ".join(cells).rstrip())
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _best_by_engine(rows: Sequence[BenchRow]) -> dict[tuple[str, int, int, str], BenchRow]:
+    """Per (model, batch, seq, engine), the closed-loop row with the most throughput over concurrency
+    (an open-loop row's throughput is the rate offered, not the engine's best)."""
+    best: dict[tuple[str, int, int, str], BenchRow] = {}
+    for row in rows:
+        key = (row.model, row.batch_size, row.seq_len, row.engine)
+        if row.mode == "closed" and (key not in best or row.throughput_avg > best[key].throughput_avg):
+            best[key] = row
+    return best
+
+
+def cpu_best(rows: Sequence[BenchRow]) -> dict[tuple[str, int, int], BenchRow]:
+    """Per (model, batch, seq), the fastest CPU engine's best row: what an accelerator must beat."""
+    best: dict[tuple[str, int, int], BenchRow] = {}
+    for (model, batch, seq, engine), row in _best_by_engine(rows).items():
+        key = (model, batch, seq)
+        if engine.startswith("cpu-") and (key not in best or row.throughput_avg > best[key].throughput_avg):
+            best[key] = row
+    return best
+
+
+def format_cpu_best(rows: Sequence[BenchRow]) -> str:
+    """One line per (model, batch, seq): the fastest CPU engine, and each other CPU engine's share of it."""
+    by_engine = _best_by_engine(rows)
+    lines = []
+    for (model, batch, seq), best in sorted(cpu_best(rows).items()):
+        others = [r for (m, b, s, e), r in sorted(by_engine.items())
+                  if (m, b, s) == (model, batch, seq) and e.startswith("cpu-") and r is not best]
+        lines.append(f"fastest CPU engine, batch {batch}, seq {seq}: {best.engine} ({best.precision}) "
+                     f"{_fmt_rate(best.throughput_avg)} inf/s at concurrency {best.concurrency}"
+                     + (f"; then {', '.join(f'{r.engine} {r.throughput_avg / best.throughput_avg:.2f}x' for r in others)}"
+                        if others else ""))
+    return "\n".join(lines)
+
+
+def _cpu_best_lines(items: Sequence[ReportRow]) -> list[str]:
+    """Every engine's best throughput on a machine as a multiple of that machine's fastest CPU engine."""
+    header = ("model", "instance", "batch", "seq", "engine", "precision", "best inf/s", "CPU's best",
+              "its inf/s", "x CPU's best")
+    table = []
+    for machine in sorted({item.machine.name for item in items}):
+        rows = [item.row for item in items if item.machine.name == machine]
+        best = cpu_best(rows)
+        for (model, batch, seq, engine), row in sorted(_best_by_engine(rows).items()):
+            cpu = best.get((model, batch, seq))
+            if cpu is not None:
+                table.append([model, machine, batch, seq, engine, row.precision, _fmt_rate(row.throughput_avg),
+                              cpu.engine, _fmt_rate(cpu.throughput_avg),
+                              f"{row.throughput_avg / cpu.throughput_avg:.2f}"])
+    if not table:
+        return []
+    return ["", "## Against the CPU's best", "",
+            "Each engine's best closed-loop throughput (over concurrency) as a multiple of the fastest CPU "
+            "engine on the same machine (ours, ONNX Runtime or OpenVINO), at the same batch and sequence length.",
+            ""] + _md_table(header, table, right={2, 3, 6, 8, 9})
 
 
 def _machine_lines(machines: Sequence[Machine]) -> list[str]:
@@ -173,7 +241,7 @@ def _machine_lines(machines: Sequence[Machine]) -> list[str]:
 
 
 _MAIN_HEADER = ("engine", "instance", "precision", "batch", "seq", "conc.", "cores", "p50 ms", "p95 ms", "p99 ms",
-                "inf/s avg", "inf/s peak", "pad. eff.", "cos vs fp32", "USD / 1M inf", "label")
+                "inf/s avg", "inf/s peak", "pad. eff.", "vs fp32", "USD / 1M inf", "label")
 
 
 def _main_cells(item: ReportRow) -> list[str]:
@@ -181,7 +249,7 @@ def _main_cells(item: ReportRow) -> list[str]:
     lat = r.latency_ms
     return [r.engine, item.machine.name, r.precision, str(r.batch_size), str(r.seq_len), _fmt_load(r), str(r.cores),
             _fmt_ms(lat["p50"]), _fmt_ms(lat["p95"]), _fmt_ms(lat["p99"]), _fmt_rate(r.throughput_avg),
-            _fmt_rate(r.throughput_peak), f"{r.padding_efficiency:.0%}", _fmt_cosine(r.accuracy_cosine_min),
+            _fmt_rate(r.throughput_peak), f"{r.padding_efficiency:.0%}", _fmt_accuracy(r),
             _fmt_cost(item.cost_per_1m), r.label]
 
 
@@ -189,7 +257,7 @@ def _results_lines(items: Sequence[ReportRow], prices: PriceTable) -> list[str]:
     lines: list[str] = []
     for model in sorted({item.row.model for item in items}):
         rows = sorted((item for item in items if item.row.model == model), key=_row_key)
-        lines += ["", f"## Results: {model}", ""]
+        lines += ["", f"## Results: {_model_with_task(rows[0].row)}", ""]
         lines += _md_table(_MAIN_HEADER, [_main_cells(item) for item in rows], right=set(range(3, 15)))
     lines += ["", "Latency is per call (one batch); inf/s counts inferences (samples) per second, peak over 1 s "
               "windows. Cost per 1M inferences = 1e6 / (inf/s avg) x price per hour / 3600.", "",
@@ -393,6 +461,7 @@ def write_report(
              f"Made {created} from {len(machines)} result file(s).", ""]
     lines += _machine_lines(machines)
     lines += _results_lines(items, prices)
+    lines += _cpu_best_lines(items)
     lines += _slo_lines(slo)
     lines += _failure_lines(machines)
     lines += _published_lines(prices)

@@ -71,6 +71,9 @@ class BenchRow:
     cpu_percent: float
     mem_mb: float
     accuracy_cosine_min: float | None = None  # vs the CPU fp32 reference
+    task: str = "embedding"  # or classifier, reranker: scored by the two below instead of cosine
+    accuracy_logit_max_abs: float | None = None  # max |logit difference| vs the CPU fp32 reference
+    accuracy_top1: float | None = None  # share of the reference's top-1 choices kept, 0..1
     harness_overhead_ms: float | None = None
     artifact_sha256: str | None = None
 
@@ -99,7 +102,7 @@ class BenchRow:
             raise ValueError(f"padding_efficiency must be within 0..1, got {efficiency}")
         object.__setattr__(self, "padding_efficiency", efficiency)
         self._check_rate()
-        for name in ("accuracy_cosine_min", "harness_overhead_ms"):
+        for name in ("accuracy_cosine_min", "harness_overhead_ms", "accuracy_logit_max_abs", "accuracy_top1"):
             value = getattr(self, name)
             if value is not None:
                 object.__setattr__(self, name, _as_float(name, value))

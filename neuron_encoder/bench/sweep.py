@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from neuron_encoder.bench import checks
-from neuron_encoder.bench.accuracy import Reference, accuracy
+from neuron_encoder.bench.accuracy import Reference, accuracy, logit_accuracy
 from neuron_encoder.bench.capacity import find_capacity
 from neuron_encoder.bench.loop import Measurement, harness_overhead_ms, measure
 from neuron_encoder.bench.results import BenchRow
@@ -31,7 +31,9 @@ def _loop_label(m: Measurement, arrival: str, threads: str | None) -> str:
 
 
 def to_row(m: Measurement, engine: Engine, workload: Workload, *, model: str, arrival: str = "poisson",
-           accuracy_cosine_min: float | None = None, harness_overhead: float | None = None) -> BenchRow:
+           accuracy_cosine_min: float | None = None, harness_overhead: float | None = None,
+           task: str = "embedding", accuracy_logit_max_abs: float | None = None,
+           accuracy_top1: float | None = None) -> BenchRow:
     """Statistics of one measurement as a result row; BenchmarkFailed if no call succeeded."""
     where = f"{engine.name} b{workload.batch_size} s{workload.seq_len}"
     if m.calls == 0:
@@ -51,7 +53,8 @@ def to_row(m: Measurement, engine: Engine, workload: Workload, *, model: str, ar
         throughput_peak=peak, tokens_per_s=tokens / m.duration_s,
         padding_efficiency=tokens / (samples * workload.seq_len), cpu_percent=m.cpu_percent, mem_mb=m.rss_mb,
         accuracy_cosine_min=accuracy_cosine_min, harness_overhead_ms=harness_overhead,
-        artifact_sha256=engine.artifact_sha256,
+        artifact_sha256=engine.artifact_sha256, task=task, accuracy_logit_max_abs=accuracy_logit_max_abs,
+        accuracy_top1=accuracy_top1,
     )
 
 
@@ -249,8 +252,12 @@ def _sweep_engine(run: _SweepRun, engine: Engine, pending: int) -> None:
     sweep, points, workload, eta, say, outcome = run.sweep, run.points, run.workload, run.eta, run.say, run.outcome
     rows: list[BenchRow] = []
     try:
-        cosine = None
-        if run.reference is not None:
+        cosine, scored = None, {}
+        if run.reference is not None and run.reference.pooling == "logits":
+            scored = {"task": run.reference.task, **logit_accuracy(engine.run, run.reference)}
+            say(f"{engine.name}: max |logit difference| vs CPU fp32 eager {scored['accuracy_logit_max_abs']:.2e}, "
+                f"top-1 agreement {scored['accuracy_top1']:.0%}")
+        elif run.reference is not None:
             cosine = accuracy(engine.run, run.reference)
             say(f"{engine.name}: min cosine vs CPU fp32 eager {cosine:.6f}")
         for step, point in enumerate(points, eta.done + 1):
@@ -261,7 +268,7 @@ def _sweep_engine(run: _SweepRun, engine: Engine, pending: int) -> None:
                         duration_s=sweep.duration_s, calls=sweep.calls, warmup=sweep.warmup,
                         arrival=sweep.arrival, seed=sweep.seed, threads=engine.thread_plan(point.concurrency))
             row = to_row(m, engine, data, model=run.model, arrival=sweep.arrival, accuracy_cosine_min=cosine,
-                         harness_overhead=run.overhead[point.mode])
+                         harness_overhead=run.overhead[point.mode], **scored)
             rows.append(row)
             eta.step_done(time.monotonic() - started)
             errors = f", {row.errors} errors (first: {m.first_error})" if row.errors else ""

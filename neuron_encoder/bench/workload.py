@@ -155,9 +155,10 @@ def _check_shape(batch_size: int, seq_len: int, pool: int) -> None:
 
 
 def corpus_workload(tokenizer: Tokenizer, batch_size: int, seq_len: int, pool: int = 8,
-                    seed: int = 0, corpus: Sequence[str] = CORPUS) -> Workload:
+                    seed: int = 0, corpus: Sequence[str] = CORPUS, pairs: bool = False) -> Workload:
     """Texts from `corpus` (the built-in CORPUS, or a user's), in a seeded random order, tokenised and
-    padded (or cut) to seq_len."""
+    padded (or cut) to seq_len; with `pairs`, each text with the next as a (query, text) pair (a reranker's
+    input, so a row is a pair)."""
     _check_shape(batch_size, seq_len, pool)
     if not corpus:
         raise ConfigError("the corpus has no texts")
@@ -165,9 +166,11 @@ def corpus_workload(tokenizer: Tokenizer, batch_size: int, seq_len: int, pool: i
     order = list(corpus)
     rng.shuffle(order)
     texts = [order[i % len(order)] for i in range(pool * batch_size)]
+    if pairs:
+        texts = [(text, order[(i + 1) % len(order)]) for i, text in enumerate(texts)]
     batches = tuple(tokenizer.encode(texts[i * batch_size:(i + 1) * batch_size], pad_to=seq_len)
                     for i in range(pool))
-    what = "English texts" if corpus is CORPUS else "texts of a corpus file"
+    what = ("English texts" if corpus is CORPUS else "texts of a corpus file") + (", in pairs" if pairs else "")
     return Workload(batch_size, seq_len, batches, source=f"corpus: {len(corpus)} {what}, tokenised")
 
 
@@ -197,8 +200,9 @@ def synthetic_workload(config: EncoderConfig, batch_size: int, seq_len: int, poo
 
 
 def make_workload(config: EncoderConfig, tokenizer: Tokenizer | None, batch_size: int, seq_len: int,
-                  pool: int = 8, seed: int = 0) -> Workload:
-    """Real text when the model has a tokenizer, the length distribution otherwise."""
+                  pool: int = 8, seed: int = 0, pairs: bool = False) -> Workload:
+    """Real text (pairs of texts with `pairs`) when the model has a tokenizer, the length distribution
+    otherwise."""
     if tokenizer is not None:
-        return corpus_workload(tokenizer, batch_size, seq_len, pool, seed)
+        return corpus_workload(tokenizer, batch_size, seq_len, pool, seed, pairs=pairs)
     return synthetic_workload(config, batch_size, seq_len, pool, seed)

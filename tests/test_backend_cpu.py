@@ -1,0 +1,74 @@
+"""The CPU artifact's forward: fused layers compute what the eager encoder does, packed by oneDNN's
+private ops where they run here and with torch's linears where a torch lacks them."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+
+import pytest
+import torch
+
+from neuron_encoder import Encoder
+from neuron_encoder.backends import cpu
+from neuron_encoder.compiler import compile_model
+from neuron_encoder.runtime import load_compiled
+from tests.conftest import assert_close, random_inputs
+
+
+@pytest.fixture
+def probe_again():
+    """onednn_packs is probed once per process: forget it around a test that changes what it sees."""
+    cpu.onednn_packs.cache_clear()
+    yield
+    cpu.onednn_packs.cache_clear()
+
+
+def linears(model: torch.nn.Module) -> list[cpu.FusedLinear]:
+    return [m for m in model.modules() if isinstance(m, cpu.FusedLinear)]
+
+
+@pytest.mark.parametrize("packed", [True, False])
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("hidden_act", ["gelu", "gelu_tanh"])
+def test_fused_layers_compute_what_eager_does(tiny_config, monkeypatch, packed, norm_first, hidden_act):
+    if packed and not cpu.onednn_packs("fp32"):
+        pytest.skip("this torch has no usable oneDNN packing ops (the plain form is tested below)")
+    monkeypatch.setattr(cpu, "onednn_packs", lambda precision: packed)
+    torch.manual_seed(0)
+    eager = Encoder(dataclasses.replace(tiny_config, norm_first=norm_first, hidden_act=hidden_act)).eval()
+    fused = cpu.fuse_layers(copy.deepcopy(eager), "fp32")
+    assert len(linears(fused)) == 4 * tiny_config.num_hidden_layers
+    assert {m.packed for m in linears(fused)} == {packed}
+    inputs = random_inputs(tiny_config, 3, 16, pad_from=9)
+    with torch.inference_mode():
+        torch.testing.assert_close(fused(*inputs), eager(*inputs), atol=2e-5, rtol=1e-4)
+
+
+def test_without_the_private_ops_the_artifact_runs_torch_linears(tiny_model, tiny_config, tmp_path, monkeypatch,
+                                                                  probe_again):
+    """A torch above 2.2 may drop torch.ops.mkldnn's private ops: the probe says so once, nothing fails."""
+    monkeypatch.setattr(torch, "ops", types.SimpleNamespace(mkldnn=types.SimpleNamespace()))  # none of them
+    assert cpu.onednn_packs("fp32") is False and cpu.onednn_packs("bf16") is False
+    result = compile_model(tiny_model, batch_sizes=[2], seq_lens=[16], backend="cpu", out=tmp_path / "a")
+    inputs = random_inputs(tiny_config, 2, 16, pad_from=9)
+    with load_compiled(result.path) as model, torch.inference_mode():
+        assert {m.packed for m in linears(model.buckets[(2, 16)].module)} == {False}
+        assert_close(model(*inputs), tiny_model(*inputs), inputs[1], result.manifest["precision"])
+
+
+def test_ops_with_another_signature_are_not_used(monkeypatch, probe_again):
+    def changed(*args):
+        raise TypeError("_linear_pointwise() takes 3 arguments")
+    changed.binary = changed
+    monkeypatch.setattr(torch.ops.mkldnn, "_linear_pointwise", changed, raising=False)
+    assert cpu.onednn_packs("fp32") is False
+
+
+def test_the_probe_leaves_the_callers_random_stream_alone(probe_again):
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    cpu.onednn_packs("fp32")
+    assert torch.equal(torch.rand(3), expected)
