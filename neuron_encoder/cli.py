@@ -195,11 +195,11 @@ def bench(
     auto_cast_type: Optional[str] = typer.Option(None, help="Neuron auto-cast type"
                                                  + _default("auto_cast_type", CompileOptions)),
     out_dir: Optional[str] = typer.Option(None, help="where the JSON and CSV results go (default bench-results)"),
-    endpoint: List[str] = typer.Option([], help="also time this embedding endpoint (repeatable): a URL, or a "
+    endpoint: List[str] = typer.Option([], help="also time this endpoint (repeatable): a URL, or a "
                                                 "SageMaker endpoint name with --endpoint-kind sagemaker"),
-    endpoint_kind: Optional[str] = typer.Option(None, help="openai (/v1/embeddings) | tei (/embed) | sagemaker "
-                                                           "(/invocations, or invoke_endpoint by name; default "
-                                                           "openai)"),
+    endpoint_kind: Optional[str] = typer.Option(None, help="openai (/v1/embeddings) | tei (/embed; a classifier's or "
+                                                           "reranker's /predict) | sagemaker (/invocations, or "
+                                                           "invoke_endpoint by name; default openai)"),
 ) -> None:
     """Benchmark eager and compiled engines, and embedding endpoints: latency, throughput, accuracy.
 
