@@ -300,7 +300,8 @@ def serve(
     cors_allow_origin: List[str] = typer.Option([], help="allow browsers from this origin (repeatable; no CORS "
                                                          "unless given)"),
 ) -> None:
-    """Serve embeddings over HTTP: SageMaker /invocations, OpenAI /v1/embeddings, TEI /embed, /metrics.
+    """Serve over HTTP: SageMaker /invocations, OpenAI /v1/embeddings, TEI /embed (a classifier's /predict, a
+    reranker's /rerank and /v1/rerank), /metrics.
 
     \f
     Long because: one option per server setting, each named as text-embeddings-inference names it. An

@@ -175,3 +175,14 @@ def json_close(got, expected) -> bool:
     if isinstance(got, float):
         return abs(got - expected) <= 1e-5
     return got == expected
+
+
+def test_an_embedder_refuses_the_scoring_routes(tiny_text_artifact):
+    """The other way round: an embedder's server answers the scoring routes 424, naming the routes that fit."""
+    with ThreadServer(artifact=str(tiny_text_artifact)) as running, httpx.Client(base_url=running.url) as client:
+        assert list(client.get("/info").json()["model_type"]) == ["embedding"]
+        for path, body in (("/predict", {"inputs": "a"}), ("/rerank", {"query": "a", "texts": ["b"]}),
+                           ("/v1/rerank", {"query": "a", "documents": ["b"]})):
+            error = post(client, path, body, 424)
+            assert error["error_type"] == "Backend" and "/embed" in error["error"]
+        assert len(post(client, "/invocations", {"inputs": ["a", "b"]})) == 2
