@@ -66,7 +66,8 @@ def test_predict_equals_the_text_classification_pipeline(server, theirs):
     close(post(server, "/predict", {"inputs": [list(pair) for pair in PAIRS]}),
           pipe([{"text": a, "text_pair": b} for a, b in PAIRS]))
     close([post(server, "/predict", {"inputs": SINGLES[0]})], pipe(SINGLES[:1]))  # one text: one list
-    close([post(server, "/predict", {"inputs": list(PAIRS[0])})], pipe([{"text": PAIRS[0][0], "text_pair": PAIRS[0][1]}]))
+    close([post(server, "/predict", {"inputs": list(PAIRS[0])})],  # [a, b]: one pair
+          pipe([{"text": PAIRS[0][0], "text_pair": PAIRS[0][1]}]))
     mixed = post(server, "/predict", {"inputs": [[SINGLES[1]], list(PAIRS[1])]})
     close(mixed, pipe([SINGLES[1], {"text": PAIRS[1][0], "text_pair": PAIRS[1][1]}]))
 
@@ -186,3 +187,38 @@ def test_an_embedder_refuses_the_scoring_routes(tiny_text_artifact):
             error = post(client, path, body, 424)
             assert error["error_type"] == "Backend" and "/embed" in error["error"]
         assert len(post(client, "/invocations", {"inputs": ["a", "b"]})) == 2
+
+
+BODIES = [  # (route, body): the plain parsers (scores.py) and the OpenAPI models (schemas.py) agree on each
+    ("/predict", {"inputs": "a"}), ("/predict", {"inputs": ["a", "b"]}),
+    ("/predict", {"inputs": [["a"], ["a", "b"], "c"]}),
+    ("/predict", {"inputs": "a", "raw_scores": True, "truncate": None, "truncation_direction": "Left"}),
+    ("/predict", {"inputs": 1}), ("/predict", {"inputs": "a", "raw_scores": 1}), ("/predict", {"inputs": "a", "x": 1}),
+    ("/predict", {"inputs": "a", "truncation_direction": "up"}), ("/predict", {}),
+    ("/rerank", {"query": "q", "texts": ["a"], "return_text": True}), ("/rerank", {"query": "q", "texts": "a"}),
+    ("/rerank", {"query": 1, "texts": ["a"]}), ("/rerank", {"texts": ["a"]}),
+    ("/v1/rerank", {"query": "q", "documents": ["a", {"text": "b"}], "top_n": 1, "model": "m"}),
+    ("/v1/rerank", {"query": "q", "documents": [{"txt": "b"}]}),
+    ("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": 0}),
+    ("/v1/rerank", {"query": "q", "documents": ["a"], "return_documents": "yes"}),
+]
+
+
+@pytest.mark.parametrize("route, body", BODIES)
+def test_the_plain_parsers_accept_what_the_openapi_models_accept(route, body):
+    from pydantic import ValidationError
+    from neuron_encoder.serve import errors, schemas, scores
+    parse, model = {"/predict": (scores.parse_predict, schemas.PredictRequest),
+                    "/rerank": (scores.parse_rerank, schemas.RerankRequest),
+                    "/v1/rerank": (scores.parse_cohere_rerank, schemas.CohereRerankRequest)}[route]
+    try:
+        model.model_validate(body)
+        valid = True
+    except ValidationError:
+        valid = False
+    try:
+        parse(body, 8)
+        parsed = True
+    except errors.Validation:
+        parsed = False
+    assert parsed == valid
