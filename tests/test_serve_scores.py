@@ -68,6 +68,9 @@ def test_predict_equals_the_text_classification_pipeline(server, theirs):
     close([post(server, "/predict", {"inputs": SINGLES[0]})], pipe(SINGLES[:1]))  # one text: one list
     close([post(server, "/predict", {"inputs": list(PAIRS[0])})],  # [a, b]: one pair
           pipe([{"text": PAIRS[0][0], "text_pair": PAIRS[0][1]}]))
+    infinity = post(server, "/classify", {"input": SINGLES, "model": "m"})
+    assert infinity["object"] == "classify" and infinity["usage"]["total_tokens"] > 0
+    close(infinity["data"], pipe(SINGLES))
     mixed = post(server, "/predict", {"inputs": [[SINGLES[1]], list(PAIRS[1])]})
     close(mixed, pipe([SINGLES[1], {"text": PAIRS[1][0], "text_pair": PAIRS[1][1]}]))
 
@@ -201,6 +204,7 @@ BODIES = [  # (route, body): the plain parsers (scores.py) and the OpenAPI model
     ("/v1/rerank", {"query": "q", "documents": [{"txt": "b"}]}),
     ("/v1/rerank", {"query": "q", "documents": ["a"], "top_n": 0}),
     ("/v1/rerank", {"query": "q", "documents": ["a"], "return_documents": "yes"}),
+    ("/classify", {"input": ["a", "b"], "model": "m", "raw_scores": True}), ("/classify", {"input": [["a", "b"]]}),
 ]
 
 
@@ -210,7 +214,8 @@ def test_the_plain_parsers_accept_what_the_openapi_models_accept(route, body):
     from neuron_encoder.serve import errors, schemas, scores
     parse, model = {"/predict": (scores.parse_predict, schemas.PredictRequest),
                     "/rerank": (scores.parse_rerank, schemas.RerankRequest),
-                    "/v1/rerank": (scores.parse_cohere_rerank, schemas.CohereRerankRequest)}[route]
+                    "/v1/rerank": (scores.parse_cohere_rerank, schemas.CohereRerankRequest),
+                    "/classify": (scores.parse_classify, schemas.ClassifyRequest)}[route]
     try:
         model.model_validate(body)
         valid = True

@@ -21,7 +21,8 @@ from neuron_encoder.serve.replicas import run_batch
 from neuron_encoder.serve.service import Service
 from neuron_encoder.serve.settings import ServeSettings
 
-FAMILIES = (routes_sagemaker, routes_openai, routes_tei, routes_scores)  # each: handlers(service) for POST, router(service, posts)
+# each: handlers(service) for POST, router(service, posts)
+FAMILIES = (routes_sagemaker, routes_openai, routes_tei, routes_scores)
 
 
 class EmbeddingAPI(FastAPI):

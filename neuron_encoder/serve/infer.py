@@ -68,7 +68,7 @@ class Inference:
         """The model's task if it is one of `kinds`; else the 424 text-embeddings-inference answers."""
         if self.task.kind not in kinds:
             wanted = " or ".join(f"a {kind}" if kind != "embedding" else "an embedding model" for kind in kinds)
-            routes = {"embedding": "/embed, /v1/embeddings", "classifier": "/predict",
+            routes = {"embedding": "/embed, /v1/embeddings", "classifier": "/predict, /classify",
                       "reranker": "/rerank, /v1/rerank, /predict"}[self.task.kind]
             raise errors.WrongTask(f"this route needs {wanted}; the model is "
                                    f"{'an embedding model' if self.task.kind == 'embedding' else 'a ' + self.task.kind}"

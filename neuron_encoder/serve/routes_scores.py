@@ -1,6 +1,7 @@
 """The scoring routes of a classifier or reranker: text-embeddings-inference's POST /predict and /rerank,
-and Cohere/Jina-style POST /v1/rerank (bodies and answers: scores.py). A rerank of one query and N texts
-is N (query, text) pairs in the queue, batched with every other request's inputs."""
+Cohere/Jina-style POST /v1/rerank and Infinity-style POST /classify (bodies and answers: scores.py). A
+rerank of one query and N texts is N (query, text) pairs in the queue, batched with every other request's
+inputs."""
 
 from __future__ import annotations
 
@@ -60,12 +61,24 @@ def handlers(service: Service) -> dict[str, Handler]:
         return answer(scores.cohere_json(column, request, service.info["model_id"], result.tokens), scope, result,
                       len(request.texts))
 
-    return {"/predict": tei_predict, "/rerank": tei_rerank, "/v1/rerank": cohere_rerank}
+    async def infinity_classify(scope, receive) -> Reply:
+        """Infinity: {"input": text | [text], "model", "raw_scores"} -> {"object": "classify", "data", "model",
+        "usage", "id", "created"}."""
+        inference = service.check_ready()
+        request = scores.parse_classify(loads(await read_body(scope, receive, limits.payload_limit)),
+                                        limits.max_client_batch_size)
+        task = inference.need_task("classifier", "reranker")
+        result = await inference.score(request.inputs, request.truncate, request.direction, "longest_first")
+        table = scores.activate(result.vectors, task.activation, request.raw_scores)
+        return answer(scores.classify_json(table, task.id2label, service.info["model_id"], result.tokens), scope,
+                      result, len(request.inputs))
+
+    return {"/predict": tei_predict, "/rerank": tei_rerank, "/v1/rerank": cohere_rerank, "/classify": infinity_classify}
 
 
 def router(service: Service, posts: dict[str, Handler]) -> APIRouter:
     routes = APIRouter()
     for path, model in (("/predict", schemas.PredictRequest), ("/rerank", schemas.RerankRequest),
-                        ("/v1/rerank", schemas.CohereRerankRequest)):
+                        ("/v1/rerank", schemas.CohereRerankRequest), ("/classify", schemas.ClassifyRequest)):
         routes.post(path, responses=BAD_INPUT, openapi_extra=request_body(model))(via_fastapi(posts[path]))
     return routes

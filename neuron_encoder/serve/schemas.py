@@ -106,6 +106,14 @@ class CohereRerankRequest(_Request):
     max_chunks_per_doc: int | None = Field(None, description="accepted and disregarded")
 
 
+class ClassifyRequest(_Request):
+    """POST /classify (Infinity's classification API), a classifier's; parsed by scores.parse_classify."""
+
+    input: Union[str, list[str]] = Field(description="a text or a list of texts (long ones are cut)")
+    model: str | None = Field(None, description="accepted and echoed as the served model's id")
+    raw_scores: bool = False
+
+
 class ErrorBody(BaseModel):
     error: str
     error_type: str
@@ -142,7 +150,7 @@ class ModelList(BaseModel):
 
 
 REQUEST_MODELS = (OpenAIEmbeddingRequest, EmbedRequest, TokenizeRequest, InvocationRequest, PredictRequest,
-                  RerankRequest, CohereRerankRequest)
+                  RerankRequest, CohereRerankRequest, ClassifyRequest)
 
 
 # ----------------------------------------------------------------------------- parsing

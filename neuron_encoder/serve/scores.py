@@ -7,11 +7,14 @@
 /rerank: {"query", "texts", "truncate", "truncation_direction", "raw_scores": false, "return_text": false}
 -> [{"index", "score", "text"?}] highest first. /v1/rerank: {"model", "query", "documents": [str | {"text"}],
 "top_n", "return_documents": false} -> {"id", "results": [{"index", "relevance_score", "document"?}],
-"model", "usage"}. Unknown fields are refused (422), as on every other route.
+"model", "usage"}. Infinity-style /classify: {"input": str | [str], "model", "raw_scores": false} ->
+{"object": "classify", "data": [[{"score", "label"}], ...], "model", "usage", "id", "created"}. Unknown fields
+are refused (422), as on every other route.
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import dataclass
 from typing import Any, Sequence
@@ -24,6 +27,7 @@ from neuron_encoder.serve.invocations import as_list, dumps
 PREDICT_FIELDS = ("inputs", "truncate", "truncation_direction", "raw_scores")
 RERANK_FIELDS = ("query", "texts", "truncate", "truncation_direction", "raw_scores", "return_text")
 COHERE_FIELDS = ("model", "query", "documents", "top_n", "return_documents", "max_chunks_per_doc")
+CLASSIFY_FIELDS = ("input", "model", "raw_scores")
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,15 @@ def parse_cohere_rerank(value: Any, max_inputs: int) -> Rerank:
                   _flag(value, "return_documents", False), top_n)
 
 
+def parse_classify(value: Any, max_inputs: int) -> Predict:
+    """An Infinity-style /classify body -> Predict (texts only; long ones are cut)."""
+    value = _object(value, CLASSIFY_FIELDS, ("input",))
+    texts = [value["input"]] if isinstance(value["input"], str) else value["input"]
+    if value.get("model") is not None and not isinstance(value["model"], str):
+        raise errors.Validation("model: must be a text")
+    return Predict(_texts(texts, "input", max_inputs), True, True, "right", _flag(value, "raw_scores", False))
+
+
 def activate(logits: np.ndarray, activation: str, raw: bool = False) -> np.ndarray:
     """Scores (N, L) from logits as task.scores computes them: sigmoid, softmax over labels, or as they are."""
     logits = np.asarray(logits, dtype=np.float32)
@@ -170,3 +183,11 @@ def cohere_json(column: np.ndarray, request: Rerank, model: str, tokens: int) ->
                for i, score in ranked(column, request.top_n)]
     return dumps({"id": str(uuid.uuid4()), "results": results, "model": model,
                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+
+def classify_json(table: np.ndarray, labels: Sequence[str], model: str, tokens: int) -> bytes:
+    """Infinity's /classify answer: every label's score per input, highest first."""
+    data = [sorted(({"score": score, "label": labels[i]} for i, score in enumerate(row)),
+                   key=lambda prediction: -prediction["score"]) for row in table.tolist()]
+    return dumps({"object": "classify", "data": data, "model": model, "id": str(uuid.uuid4()),
+                  "created": int(time.time()), "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
