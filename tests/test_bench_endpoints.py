@@ -141,4 +141,6 @@ def test_a_scorer_endpoint_is_timed_on_its_scoring_route(tmp_path, labels, kind)
                               progress=None, endpoints=[running.url], endpoint_kind=kind)
     (row,) = result.rows
     assert row.engine == f"http-{kind}" and row.errors == 0 and row.task == ("reranker" if labels == 1 else "classifier")
-    assert row.accuracy_logit_max_abs < 1e-3 and row.accuracy_top1 == 1.0
+    # the text goes through decode and the server's tokenizer: within 1e-3, not to the bit; and top-1 is not
+    # asserted, as a random model's rows tie within that (a reranker's 8 sample rows' logits differ by ~1e-4)
+    assert row.accuracy_logit_max_abs < 1e-3 and row.accuracy_top1 is not None
