@@ -195,11 +195,11 @@ def bench(
     auto_cast_type: Optional[str] = typer.Option(None, help="Neuron auto-cast type"
                                                  + _default("auto_cast_type", CompileOptions)),
     out_dir: Optional[str] = typer.Option(None, help="where the JSON and CSV results go (default bench-results)"),
-    endpoint: List[str] = typer.Option([], help="also time this embedding endpoint (repeatable): a URL, or a "
+    endpoint: List[str] = typer.Option([], help="also time this endpoint (repeatable): a URL, or a "
                                                 "SageMaker endpoint name with --endpoint-kind sagemaker"),
-    endpoint_kind: Optional[str] = typer.Option(None, help="openai (/v1/embeddings) | tei (/embed) | sagemaker "
-                                                           "(/invocations, or invoke_endpoint by name; default "
-                                                           "openai)"),
+    endpoint_kind: Optional[str] = typer.Option(None, help="openai (/v1/embeddings) | tei (/embed; a classifier's or "
+                                                           "reranker's /predict) | sagemaker (/invocations, or "
+                                                           "invoke_endpoint by name; default openai)"),
 ) -> None:
     """Benchmark eager and compiled engines, and embedding endpoints: latency, throughput, accuracy.
 
@@ -300,7 +300,8 @@ def serve(
     cors_allow_origin: List[str] = typer.Option([], help="allow browsers from this origin (repeatable; no CORS "
                                                          "unless given)"),
 ) -> None:
-    """Serve embeddings over HTTP: SageMaker /invocations, OpenAI /v1/embeddings, TEI /embed, /metrics.
+    """Serve over HTTP: SageMaker /invocations, OpenAI /v1/embeddings, TEI /embed (a classifier's /predict, a
+    reranker's /rerank and /v1/rerank), /metrics.
 
     \f
     Long because: one option per server setting, each named as text-embeddings-inference names it. An

@@ -94,7 +94,8 @@ class CompiledEncoder:
         outputs = []
         with torch.inference_mode():
             for call in plan.calls:
-                inputs = pad_rows(rows[call.start:call.start + call.rows], *call.shape, self.config.pad_token_id)
+                part = rows[call.start:call.start + call.rows]
+                inputs = pad_rows(part, *call.shape, self.config.pad_token_id, _types(part))
                 out = self.buckets[call.bucket](*inputs.as_tuple())[:call.rows]
                 outputs.append(finish(out, inputs.attention_mask[:call.rows]))
         return outputs[0] if len(outputs) == 1 else torch.cat(outputs)
@@ -198,6 +199,13 @@ class CompiledEncoder:
             input_ids, attention_mask, token_type_ids = (t[:, :self.max_seq_len] for t in
                                                          (input_ids, attention_mask, token_type_ids))
         return Batch(input_ids.long(), attention_mask.long(), token_type_ids.long())
+
+
+def _types(rows: Sequence[Sequence[int]]) -> list[list[int]] | None:
+    """The rows' token type ids where any row carries them (text.Row: a pair's second text), else None (all 0)."""
+    if not any(getattr(ids, "types", None) for ids in rows):
+        return None
+    return [getattr(ids, "types", None) or [0] * len(ids) for ids in rows]
 
 
 def _as_is(output: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -118,6 +118,17 @@ def has_tokenizer(directory: str | Path) -> bool:
     return any((Path(directory) / name).exists() for name in SOURCES)
 
 
+class Row(list):
+    """One input's token ids, with the type id of each (a pair's second text is type 1 where the model
+    has token types): a list of ids wherever ids are expected."""
+
+    __slots__ = ("types",)
+
+    def __init__(self, ids: Sequence[int], types: Sequence[int] | None = None) -> None:
+        super().__init__(ids)
+        self.types = list(types) if types is not None else [0] * len(self)
+
+
 class Tokenizer:
     """A thin wrapper over Hugging Face `tokenizers`, reading tokenizer.json, vocab.txt (BERT's
     WordPiece, lowercased as tokenizer_config.json says) or sentencepiece.bpe.model (converted)."""
@@ -166,6 +177,15 @@ class Tokenizer:
         a pair is cut `longest_first`, or `only_second` (reranking: the query whole, a query that leaves no
         room for its text a ShapeError). truncate=False raises a ShapeError instead of cutting.
         """
+        limit = min(pad_to or self.max_length, self.max_length)
+        rows = self.rows(texts, limit, truncate, direction, strategy)
+        length = pad_to or max(len(ids) for ids in rows)
+        return pad_rows(rows, len(rows), length, self.pad_id, [ids.types for ids in rows])
+
+    def rows(self, texts: Sequence[str] | Sequence[tuple[str, str]], limit: int, truncate: bool = True,
+             direction: str = "right", strategy: str = "longest_first") -> list[Row]:
+        """Each text's (or pair's) ids and type ids within `limit`, unpadded, cut as `encode` says: for
+        callers that pack rows themselves (the server's queue carries them)."""
         if direction not in DIRECTIONS or strategy not in STRATEGIES:
             raise ConfigError(f"truncation direction {direction!r} and strategy {strategy!r} must be one of "
                              f"{DIRECTIONS} and {STRATEGIES}")
@@ -173,22 +193,20 @@ class Tokenizer:
             raise ShapeError("pass a list of texts, not a single string")
         if not texts:
             raise ShapeError("no texts to encode")
-        limit = min(pad_to or self.max_length, self.max_length)
         encodings = self._tok.encode_batch(list(texts))
         rows = []
-        for text, enc in zip(texts, encodings):
+        for number, (text, enc) in enumerate(zip(texts, encodings)):
             ids, types = enc.ids, enc.type_ids
             if len(ids) > limit:
                 if not truncate:
-                    raise ShapeError(f"a text has {len(ids)} tokens, more than the limit {limit}: "
+                    raise ShapeError(f"input {number} has {len(ids)} tokens, more than the limit {limit}: "
                                      f"{str(text)[:60]!r}...")
                 if isinstance(text, str):
                     ids, types = cut(ids, limit, direction), cut(types, limit, direction)  # keeps [CLS], [SEP]
                 else:
                     ids, types = self._truncated_pair(text, limit, direction, strategy)
-            rows.append((ids, types))
-        length = pad_to or max(len(ids) for ids, _ in rows)
-        return pad_rows([ids for ids, _ in rows], len(rows), length, self.pad_id, [types for _, types in rows])
+            rows.append(Row(ids, types))
+        return rows
 
     def _truncated_pair(self, pair: tuple[str, str], limit: int, direction: str = "right",
                         strategy: str = "longest_first") -> tuple[list[int], list[int]]:

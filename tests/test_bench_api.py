@@ -136,6 +136,6 @@ def test_a_reranker_is_timed_in_pairs_and_scored_by_its_logits(tmp_path):
     assert any("top-1 agreement 100%" in m for m in messages)
     text = write_report([path], tmp_path / "report").read_text()
     assert f"## Results: {result.rows[0].model} (reranker)" in text and "top-1 100%" in text
-    with pytest.raises(ConfigError, match="is a reranker: endpoints are timed on the embedding routes only"):
-        run_bench(load_model(tmp_path / "reranker"), engines=[], endpoints=["http://127.0.0.1:9"],
+    with pytest.raises(ConfigError, match="a reranker is timed on its scoring route: --endpoint-kind tei"):
+        run_bench(load_model(tmp_path / "reranker"), engines=[], endpoints=["http://127.0.0.1:9"], seq_lens=[32],
                   out_dir=tmp_path / "results")

@@ -123,3 +123,24 @@ def test_the_command_line_benchmarks_an_endpoint(minilm_artifact, monkeypatch, c
     saved = json.loads(result.read_text())
     assert [row["engine"] for row in saved["rows"]] == ["http-tei"] and "--endpoint" in saved["command"]
     assert saved["rows"][0]["accuracy_cosine_min"] > 0.999 and "http-tei" in out
+
+
+@pytest.mark.parametrize("labels, kind", [(1, "tei"), (3, "sagemaker")])
+def test_a_scorer_endpoint_is_timed_on_its_scoring_route(tmp_path, labels, kind):
+    """A reranker through /predict (its rows sent back as (query, text) pairs), a classifier through /invocations
+    (/predict's body): the logits come back in label order, as the eager fp32 model computes them."""
+    from neuron_encoder.backends import CompileOptions
+    from neuron_encoder.models import load_model
+    from tests.families import build_classifier, build_tokenizer
+    size = build_tokenizer("unigram" if labels == 1 else "wordpiece", tmp_path / "model")
+    build_classifier("xlm-roberta" if labels == 1 else "bert", tmp_path / "model", num_labels=labels, vocab_size=size)
+    with ThreadServer(model=str(tmp_path / "model"), artifacts_dir=str(tmp_path / "artifacts"), backend="cpu",
+                      compile_options=CompileOptions(auto_cast="none"), batch_sizes="1,4", seq_lens="32") as running:
+        result, _ = run_bench(load_model(tmp_path / "model"), engines=[], batch_sizes=[4], seq_lens=[32],
+                              concurrency=[1], duration_s=None, calls=3, warmup=1, out_dir=tmp_path / "results",
+                              progress=None, endpoints=[running.url], endpoint_kind=kind)
+    (row,) = result.rows
+    assert row.engine == f"http-{kind}" and row.errors == 0 and row.task == ("reranker" if labels == 1 else "classifier")
+    # the text goes through decode and the server's tokenizer: within 1e-3, not to the bit; and top-1 is not
+    # asserted, as a random model's rows tie within that (a reranker's 8 sample rows' logits differ by ~1e-4)
+    assert row.accuracy_logit_max_abs < 1e-3 and row.accuracy_top1 is not None

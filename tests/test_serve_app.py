@@ -90,7 +90,8 @@ def test_no_cors_unless_asked(tiny_text_artifact):
 
 def test_body_routes_go_straight_to_the_asgi_layer_unless_cors(tiny_text_artifact):
     app = create_app(ServeSettings(artifact=str(tiny_text_artifact)))
-    assert set(app.shortcut.posts) == {"/embed", "/tokenize", "/invocations", "/v1/embeddings"}
+    assert set(app.shortcut.posts) == {"/embed", "/tokenize", "/invocations", "/v1/embeddings",  # every body route,
+                                       "/predict", "/rerank", "/v1/rerank", "/classify"}  # the scoring ones too
     settings = ServeSettings(artifact=str(tiny_text_artifact), cors_allow_origin=("https://example.com",))
     app = create_app(settings)
     assert app.shortcut is None  # CORS must see every request

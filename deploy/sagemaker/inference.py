@@ -8,6 +8,14 @@ and held to the server's default limits (neuron_encoder.serve.settings.ServeSett
     request  application/json  {"inputs": str | [str], "normalize": bool = true, "truncate": bool | null = null}
              at most 32 inputs and 2,000,000 bytes; truncate null is the server's default, --auto-truncate off
     response application/json  [[float, ...], ...]   one embedding per input, in order, whatever Accept says
+
+A classifier's artifact takes the server's /predict body and answers as /predict does, a reranker's /rerank's
+(neuron_encoder.serve.scores parses and answers both, for the server and here):
+
+    classifier  {"inputs": str | [a, b] | [str | [a, b], ...], "truncate", "truncation_direction", "raw_scores"}
+                -> [{"score", "label"}, ...] highest first (a list of inputs: one such list per input)
+    reranker    {"query", "texts", "truncate", "truncation_direction", "raw_scores", "return_text"}
+                -> [{"index", "score", "text"?}, ...] highest first
     error    application/json  {"error": "...", "error_type": "..."} with the server's status and TEI's types
 
 Only torch, tokenizers, numpy and this package's runtime are imported: no CLI, web, pydantic or AWS libraries.
@@ -23,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from neuron_encoder.serve import errors
-from neuron_encoder.serve.invocations import (JSON, Invocation, embeddings_json, finish, input_too_long,
-                                               parse_invocation)
+from neuron_encoder.serve import errors, scores
+from neuron_encoder.serve.invocations import (JSON, Invocation, check_media_type, embeddings_json, finish,
+                                               input_too_long, invocation, loads)
 from neuron_encoder.serve.settings import ServeSettings
 
 LIMITS = ServeSettings()  # `neuron-encoder serve`'s defaults: one contract for both ways to serve
@@ -59,21 +67,44 @@ def model_fn(model_dir: str) -> Model:
     return Model(loaded, strict, truncating)
 
 
-def input_fn(request_body: str | bytes, request_content_type: str) -> Invocation | errors.ServeError:
-    """Parse and check the body as the server does; an error is data, for output_fn to render."""
+@dataclasses.dataclass(frozen=True)
+class Body:
+    """A request's JSON value, checked for media type and size: what it means is the model's task's to say."""
+
+    value: Any
+
+
+def input_fn(request_body: str | bytes, request_content_type: str) -> Body | errors.ServeError:
+    """Check the body as the server does (415, 413, 400); an error is data, for output_fn to render."""
     try:
-        return parse_invocation(request_body, request_content_type, LIMITS.max_client_batch_size,
-                                LIMITS.payload_limit)
+        check_media_type(request_content_type)
+        if len(request_body) > LIMITS.payload_limit:  # worded as the server's streaming check words it
+            raise errors.PayloadTooLarge(f"the body is larger than the limit of {LIMITS.payload_limit} bytes "
+                                         "(--payload-limit)")
+        return Body(loads(request_body))
     except errors.ServeError as error:
         return error
 
 
-def predict_fn(data: Invocation | errors.ServeError, model: Model) -> np.ndarray | errors.ServeError:
+def predict_fn(data: Body | errors.ServeError, model: Model) -> np.ndarray | bytes | errors.ServeError:
+    """The body parsed as the model's task reads it, then embedded (vectors) or scored (the answer's JSON)."""
+    if isinstance(data, errors.ServeError):
+        return data
+    try:
+        if model.encoder.task.kind == "embedding":
+            return _embed(invocation(data.value, LIMITS.max_client_batch_size), model)
+        return _score(data.value, model)
+    except Exception as exc:  # the server's mapping: a bad body 422, a long input 413, a failed model 424, a bug 500
+        error = errors.as_serve_error(exc)
+        if isinstance(error, errors.Internal):
+            log.exception("inference failed")
+        return error
+
+
+def _embed(data: Invocation, model: Model) -> np.ndarray | errors.ServeError:
     """Embed with the checkpoint's tokenizer through the compiled buckets; L2-normalise when asked."""
     from neuron_encoder.embeddings import embed_texts
 
-    if isinstance(data, errors.ServeError):
-        return data
     truncate = LIMITS.auto_truncate if data.truncate is None else data.truncate
     tokenizer = model.truncating if truncate else model.strict
     if tokenizer is None:
@@ -83,14 +114,28 @@ def predict_fn(data: Invocation | errors.ServeError, model: Model) -> np.ndarray
         for number, ids in enumerate(tokenizer.token_ids(data.texts)):
             if len(ids) > limit:
                 return input_too_long(number, len(ids), limit)
-    try:
-        vectors = embed_texts(model.encoder, data.texts, tokenizer, normalize=False).float().numpy()
-    except Exception as exc:  # the server's mapping: a long input is 413, a failed model 424, a bug 500
-        error = errors.as_serve_error(exc)
-        if isinstance(error, errors.Internal):
-            log.exception("inference failed")
-        return error
+    vectors = embed_texts(model.encoder, data.texts, tokenizer, normalize=False).float().numpy()
     return finish(vectors, data.normalize)
+
+
+def _score(value: Any, model: Model) -> bytes | errors.ServeError:
+    """A classifier's /predict or a reranker's /rerank, as the server answers them (pairs in the tokenizer's
+    template, a reranker's cut only_second; the logits of the compiled head, scored as the task says)."""
+    task, limit = model.encoder.task, model.encoder.max_seq_len
+    if model.truncating is None:
+        return errors.TokenizerFailed("this model has no tokenizer (random weights), so it cannot score text")
+    if task.kind == "classifier":
+        request = scores.parse_predict(value, LIMITS.max_client_batch_size)
+        inputs, strategy = request.inputs, "longest_first"
+    else:
+        request = scores.parse_rerank(value, LIMITS.max_client_batch_size)
+        inputs, strategy = [(request.query, text) for text in request.texts], "only_second"
+    truncate = LIMITS.auto_truncate if request.truncate is None else request.truncate
+    rows = model.truncating.rows(inputs, limit, truncate, request.direction, strategy)
+    table = scores.activate(model.encoder.logits_rows(rows).float().numpy(), task.activation, request.raw_scores)
+    if task.kind == "classifier":
+        return scores.predictions_json(table, task.id2label, request.batched)
+    return scores.rerank_json(table[:, 0], request)
 
 
 def output_fn(prediction: np.ndarray | errors.ServeError, accept: str, context: Any = None) -> tuple[str, str]:
@@ -100,4 +145,6 @@ def output_fn(prediction: np.ndarray | errors.ServeError, accept: str, context: 
         if context is not None:
             context.set_response_status(code=prediction.status, phrase=prediction.error_type)
         return prediction.body().decode(), JSON
+    if isinstance(prediction, bytes):  # a classifier's or reranker's answer, already JSON
+        return prediction.decode(), JSON
     return embeddings_json(prediction).decode(), JSON

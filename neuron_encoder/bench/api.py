@@ -38,12 +38,9 @@ Progress = Callable[[str], None]
 REFERENCE_ROWS = 8  # texts in the fixed accuracy sample
 
 
-def _task(resolved: ResolvedModel, endpoints) -> tuple[str, bool]:
+def _task(resolved: ResolvedModel) -> tuple[str, bool]:
     """The model's task, and whether its inputs are pairs (a reranker is timed in pairs/s)."""
     task = resolved.task.kind
-    if endpoints and task != "embedding":
-        raise ConfigError(f"{resolved.model_id} is a {task}: endpoints are timed on the embedding routes only, "
-                          "until the server's /predict and /rerank routes land")
     return task, task == "reranker"
 
 
@@ -92,8 +89,8 @@ def run_bench(model: str | Path | Encoder | ResolvedModel = DEFAULT_MODEL, *, en
     then duration_s seconds or `calls` calls, whichever ends first. slo_p99_ms: also search each
     engine's best throughput within that p99 (by concurrency, or by open-loop rate).
     neuron_options: how Neuron engines are compiled (auto_cast="auto": AWS's published setting).
-    endpoints: embedding endpoints to time beside the engines (bench/endpoints.py): URLs of `endpoint_kind`
-    (openai, tei, sagemaker), or SageMaker endpoint names with endpoint_kind="sagemaker"; the API key, if
+    endpoints: endpoints to time beside the engines (bench/endpoints.py; a scorer's on its scoring route): URLs
+    of `endpoint_kind` (openai, tei, sagemaker), or SageMaker endpoint names with kind "sagemaker"; the API key, if
     one is needed, comes from NEURON_ENCODER_API_KEY.
     command: the exact command line to record (the CLI passes its argv); default a description of
     this call. Bad input raises ConfigError before anything is compiled or run. An engine that fails
@@ -110,7 +107,7 @@ def run_bench(model: str | Path | Encoder | ResolvedModel = DEFAULT_MODEL, *, en
     kinds = resolve_engines(names, progress=say) if names or not (artifacts or endpoints) else []
     resolved = model if isinstance(model, ResolvedModel) else load_model(model, seed)
     encoder, model_id, tokenizer = resolved.encoder, resolved.model_id, resolved.tokenizer
-    task, pairs = _task(resolved, endpoints)
+    task, pairs = _task(resolved)
     command = command or _describe_call(model=model_id, engines=names, sweep=sweep, slo_p99_ms=slo_p99_ms,
                                         artifacts=[str(a) for a in artifacts], endpoints=list(endpoints))
     encoder.config.check_sequence_length(max(sweep.seq_lens))
@@ -120,7 +117,7 @@ def run_bench(model: str | Path | Encoder | ResolvedModel = DEFAULT_MODEL, *, en
                            artifacts_dir=artifacts_dir, neuron_options=neuron_options,
                            progress=say) if kinds or artifacts else []
     planned += endpoint_engines(list(endpoints), endpoint_kind, tokenizer, model_id,
-                                os.environ.get("NEURON_ENCODER_API_KEY"))
+                                os.environ.get("NEURON_ENCODER_API_KEY"), task=resolved.task)
     workload = functools.partial(make_workload, encoder.config, tokenizer, pairs=pairs)
     sample = workload(REFERENCE_ROWS, max(sweep.seq_lens), pool=1, seed=seed + 1).batches[0]
     outcome = run_sweep(planned, sweep, lambda b, s: workload(b, s, seed=seed),

@@ -14,14 +14,15 @@ from typing import Callable
 from fastapi import FastAPI
 
 from neuron_encoder import __version__
-from neuron_encoder.serve import routes_openai, routes_sagemaker, routes_tei
+from neuron_encoder.serve import routes_openai, routes_sagemaker, routes_scores, routes_tei
 from neuron_encoder.serve.bodies import request_schemas
 from neuron_encoder.serve.middleware import RequestMiddleware, handle_errors
 from neuron_encoder.serve.replicas import run_batch
 from neuron_encoder.serve.service import Service
 from neuron_encoder.serve.settings import ServeSettings
 
-FAMILIES = (routes_sagemaker, routes_openai, routes_tei)  # each: handlers(service) for POST, router(service, posts)
+# each: handlers(service) for POST, router(service, posts)
+FAMILIES = (routes_sagemaker, routes_openai, routes_tei, routes_scores)
 
 
 class EmbeddingAPI(FastAPI):

@@ -127,6 +127,11 @@ class BackendFailed(ServeError):
     error_type = "Backend"
 
 
+class WrongTask(BackendFailed):
+    """A route of another task: embeddings asked of a classifier or reranker, scores of an embedder, a
+    rerank of a classifier (424 with TEI's Backend type, as text-embeddings-inference answers it)."""
+
+
 class Internal(ServeError):
     """A bug: the body says only that; the log has the traceback."""
 

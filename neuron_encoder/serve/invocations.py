@@ -67,7 +67,11 @@ def parse_invocation(body: bytes | str, content_type: str | None, max_inputs: in
     if payload_limit is not None and len(body) > payload_limit:
         # worded as the server's streaming check (app.read_body) words it
         raise errors.PayloadTooLarge(f"the body is larger than the limit of {payload_limit} bytes (--payload-limit)")
-    value = loads(body)
+    return invocation(loads(body), max_inputs)
+
+
+def invocation(value: Any, max_inputs: int = 32) -> Invocation:
+    """A parsed /invocations body (a JSON value) of an embedder -> Invocation; a ServeError (422, 413) otherwise."""
     if not isinstance(value, dict):
         raise errors.Validation('body: must be a JSON object with "inputs"')
     unknown = sorted(set(value) - set(INVOCATION_FIELDS))

@@ -168,8 +168,12 @@ def load_replica(source: ArtifactSource, index: int, backend: str) -> LoadedRepl
 
 
 def run_batch(model: CompiledEncoder, rows: Sequence[list[int]]) -> np.ndarray:
-    """Pooled, unnormalised vectors (N, H) float32 of token-id rows, as the artifact plans them."""
-    return model.embed_rows(rows, normalize=False).float().numpy()  # normalised per request
+    """What the artifact's task computes, float32, of token-id rows as the artifact plans them: an
+    embedder's pooled, unnormalised vectors (N, H) (normalised per request), a classifier's or reranker's
+    logits (N, L) (scored per request)."""
+    if model.task.kind != "embedding":
+        return model.logits_rows(rows).float().numpy()
+    return model.embed_rows(rows, normalize=False).float().numpy()
 
 
 class Replicas:

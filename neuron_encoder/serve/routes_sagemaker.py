@@ -1,12 +1,13 @@
 """SageMaker's routes: GET /ping (its health check) and POST /invocations (serve.invocations' contract,
-shared with the SageMaker handler)."""
+shared with the SageMaker handler): an embedder's texts in, embeddings out; on a classifier /predict's body
+and answer, on a reranker /rerank's (scores.py, shared with the handler too)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from neuron_encoder.serve import invocations, schemas
+from neuron_encoder.serve import invocations, routes_scores, schemas, scores
 from neuron_encoder.serve.bodies import BAD_INPUT, Handler, Reply, answer, error_responses, header, read_body, \
     request_body, via_fastapi
 from neuron_encoder.serve.invocations import JSON
@@ -20,11 +21,23 @@ def handlers(service: Service) -> dict[str, Handler]:
     async def sagemaker_invocations(scope, receive) -> Reply:
         """SageMaker: {"inputs": str | [str], "normalize": true, "truncate": false} -> [[float, ...], ...]."""
         inference = service.check_ready()
+        if inference.task.kind != "embedding":  # a classifier's body is /predict's, a reranker's /rerank's
+            return await scoring(inference, scope, receive)
         body = invocations.parse_invocation(await read_body(scope, receive, limits.payload_limit),
                                             header(scope, b"content-type"), limits.max_client_batch_size)
         result = await inference.embed_texts(body.texts, body.truncate)
         return answer(invocations.embeddings_json(invocations.finish(result.vectors, body.normalize)), scope,
                       result, len(body.texts))
+
+    async def scoring(inference, scope, receive) -> Reply:
+        """/invocations on a classifier (a /predict body and answer) or a reranker (/rerank's)."""
+        body = invocations.loads(await read_body(scope, receive, limits.payload_limit))
+        if inference.task.kind == "classifier":
+            return await routes_scores.predict(inference, scores.parse_predict(body, limits.max_client_batch_size),
+                                               scope)
+        request = scores.parse_rerank(body, limits.max_client_batch_size)
+        result, column = await routes_scores.rerank(inference, request)
+        return answer(scores.rerank_json(column, request), scope, result, len(request.texts))
 
     return {"/invocations": sagemaker_invocations}
 

@@ -44,7 +44,7 @@ def router(service: Service, posts: dict[str, Handler]) -> APIRouter:
         inference = service.check_ready()
         if service.batcher.last_batch_failed:
             try:
-                await inference.embed_ids([[0]])
+                await inference.probe()
             except errors.ServeError as error:
                 raise errors.Unhealthy(f"the model fails: {error.message}") from None
         return Response(b'{"status":"ok"}', media_type=JSON)

@@ -69,6 +69,51 @@ class InvocationRequest(_Request):
     truncate: bool | None = Field(None, description="default false (or the server's --auto-truncate)")
 
 
+class PredictRequest(_Request):
+    """POST /predict (text-embeddings-inference), a classifier's or reranker's. The OpenAPI schema only:
+    scores.parse_predict parses it without pydantic, as the SageMaker handler does."""
+
+    inputs: Union[str, list[str], list[Union[str, list[str]]]] = Field(
+        description="a text, a pair [a, b], or a list of texts, [text] and pairs")
+    truncate: bool | None = Field(None, description="default: the server's --auto-truncate")
+    truncation_direction: Literal["Right", "Left", "right", "left"] = "Right"
+    raw_scores: bool = Field(False, description="the logits, not the model's scores")
+
+
+class RerankRequest(_Request):
+    """POST /rerank (text-embeddings-inference), a reranker's; parsed by scores.parse_rerank."""
+
+    query: str
+    texts: list[str] = Field(description="scored as (query, text) pairs; the query is never cut")
+    truncate: bool | None = None
+    truncation_direction: Literal["Right", "Left", "right", "left"] = "Right"
+    raw_scores: bool = False
+    return_text: bool = False
+
+
+class CohereDocument(_Request):
+    text: str
+
+
+class CohereRerankRequest(_Request):
+    """POST /v1/rerank (Cohere and Jina's rerank API), a reranker's; parsed by scores.parse_cohere_rerank."""
+
+    model: str | None = Field(None, description="accepted and echoed as the served model's id")
+    query: str
+    documents: list[Union[str, CohereDocument]]
+    top_n: int | None = Field(None, ge=1)
+    return_documents: bool = False
+    max_chunks_per_doc: int | None = Field(None, description="accepted and disregarded")
+
+
+class ClassifyRequest(_Request):
+    """POST /classify (Infinity's classification API), a classifier's; parsed by scores.parse_classify."""
+
+    input: Union[str, list[str]] = Field(description="a text or a list of texts (long ones are cut)")
+    model: str | None = Field(None, description="accepted and echoed as the served model's id")
+    raw_scores: bool = False
+
+
 class ErrorBody(BaseModel):
     error: str
     error_type: str
@@ -104,7 +149,8 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
-REQUEST_MODELS = (OpenAIEmbeddingRequest, EmbedRequest, TokenizeRequest, InvocationRequest)
+REQUEST_MODELS = (OpenAIEmbeddingRequest, EmbedRequest, TokenizeRequest, InvocationRequest, PredictRequest,
+                  RerankRequest, CohereRerankRequest, ClassifyRequest)
 
 
 # ----------------------------------------------------------------------------- parsing

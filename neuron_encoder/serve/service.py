@@ -118,7 +118,7 @@ class Service:
                                max_inputs=s.max_concurrent_requests, delay_ms=s.max_batch_delay_ms,
                                timeout_ms=s.request_timeout_ms)
         self.inference = Inference(self.batcher, self.metrics, model.tokenizer, model.config.vocab_size,
-                                   s.auto_truncate)
+                                   s.auto_truncate, model.task)
         self.info = describe(s, self.plan, loaded, table, self.team)
         self.batcher.start(loop, self.replicas.threads)
 
@@ -192,6 +192,15 @@ def _solo(plan) -> Worker:
     return Worker(0, cores, plan.intra_op_threads * plan.count)
 
 
+def model_type(model) -> dict[str, Any]:
+    """TEI's /info model_type: {"embedding": {"pooling"}}, or {"classifier" | "reranker": {"id2label", "label2id"}}."""
+    task = model.task
+    if task.kind == "embedding":
+        return {"embedding": {"pooling": model.config.pooling}}
+    return {task.kind: {"id2label": {str(i): label for i, label in enumerate(task.id2label)},
+                        "label2id": task.label2id}}
+
+
 def describe(settings: ServeSettings, plan, loaded: list[LoadedReplica], table: BucketTable,
              team: Team | None = None) -> dict[str, Any]:
     """GET /info: the model, the backend, the buckets, the workers, this worker's replicas, every limit."""
@@ -200,7 +209,7 @@ def describe(settings: ServeSettings, plan, loaded: list[LoadedReplica], table: 
     manifest = model.manifest
     return {
         "model_id": manifest["model"]["id"], "model_dtype": manifest["precision"],
-        "model_type": {"embedding": {"pooling": model.config.pooling}}, "hidden_size": model.config.hidden_size,
+        "model_type": model_type(model), "hidden_size": model.config.hidden_size,
         "normalize_by_default": True, "tokenizer": model.tokenizer is not None,
         "backend": manifest["backend"], "target": manifest.get("target"), "artifact": str(model.directory),
         "artifact_sha256": artifact.manifest_hash(model.directory),
