@@ -149,7 +149,19 @@ def test_deploy_then_delete(aws_env, tiny_artifact):
 
 def test_invoke_sends_the_contract_and_returns_the_vectors(aws_env, moto_endpoint):
     queue_invocation_result(moto_endpoint, "[[0.6, 0.8]]")  # moto answers from a queue; the request is ours
-    assert sagemaker.invoke(Aws(REGION), "ne-test", ["hello"]) == [[0.6, 0.8]]
+    assert sagemaker.invoke(Aws(REGION), "ne-test", sagemaker.invocation_body(["hello"])) == [[0.6, 0.8]]
+
+
+@pytest.mark.parametrize("kwargs, body", [
+    ({}, {"inputs": ["a", "b"], "normalize": True, "truncate": False}),
+    ({"scores": True}, {"inputs": ["a", "b"], "truncate": False, "raw_scores": False}),
+    ({"raw_scores": True, "truncate": True}, {"inputs": ["a", "b"], "truncate": True, "raw_scores": True}),
+    ({"query": "q"}, {"query": "q", "texts": ["a", "b"], "truncate": False, "raw_scores": False}),
+])
+def test_invoke_sends_the_body_of_the_endpoints_task(kwargs, body):
+    """An embedder's, a classifier's (/predict's) and a reranker's (/rerank's) /invocations bodies, which
+    the SageMaker handler parses by the artifact's task as the server does."""
+    assert sagemaker.invocation_body(["a", "b"], **kwargs) == body
 
 
 def test_a_failed_endpoint_shows_its_failure_reason(aws_env):

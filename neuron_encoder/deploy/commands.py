@@ -118,13 +118,17 @@ def endpoint(
 
 @deploy_app.command("invoke")
 def invoke(name: str = typer.Argument(..., help="endpoint name"),
-           texts: List[str] = typer.Argument(..., help="texts to embed"),
-           normalize: bool = typer.Option(True, help="L2-normalise the embeddings"),
+           texts: List[str] = typer.Argument(..., help="texts to embed, classify, or rank against --query"),
+           normalize: bool = typer.Option(True, help="L2-normalise the embeddings (an embedder)"),
            truncate: bool = typer.Option(False, help="cut texts longer than the largest compiled bucket"),
+           query: Optional[str] = typer.Option(None, help="a reranker: rank the texts against this query"),
+           scores: bool = typer.Option(False, "--scores", help="a classifier: label scores for each text"),
+           raw_scores: bool = typer.Option(False, "--raw-scores", help="a classifier or reranker: logits"),
            region: Optional[str] = typer.Option(None, help=REGION_HELP)) -> None:
-    """Embed texts through the endpoint (sagemaker-runtime); prints the JSON it returns."""
-    from .sagemaker import invoke as call_endpoint
-    typer.echo(json.dumps(call_endpoint(_aws(region), name, texts, normalize, truncate)))
+    """Call the endpoint (sagemaker-runtime) with the /invocations body of its task; prints the JSON it returns."""
+    from .sagemaker import invocation_body, invoke as call_endpoint
+    body = invocation_body(texts, normalize, truncate, query, scores, raw_scores)
+    typer.echo(json.dumps(call_endpoint(_aws(region), name, body)))
 
 
 @deploy_app.command("delete")

@@ -212,9 +212,21 @@ def wait_in_service(aws: Aws, name: str, delay: int = 30, max_attempts: int = 12
                           f"/aws/sagemaker/Endpoints/{name}") from None
 
 
-def invoke(aws: Aws, name: str, texts: list[str], normalize: bool = True, truncate: bool = False) -> list[list[float]]:
-    """POST the /invocations JSON through sagemaker-runtime; a model error shows the container's message."""
-    body = json.dumps({"inputs": texts, "normalize": normalize, "truncate": truncate})
+def invocation_body(texts: list[str], normalize: bool = True, truncate: bool = False, query: str | None = None,
+                    scores: bool = False, raw_scores: bool = False) -> dict[str, Any]:
+    """The /invocations JSON the endpoint's task takes (the server's and the handler's one contract):
+    an embedder's {"inputs", "normalize", "truncate"}; a classifier's /predict body (`scores`); a
+    reranker's /rerank body (a `query` and its texts)."""
+    if query is not None:
+        return {"query": query, "texts": texts, "truncate": truncate, "raw_scores": raw_scores}
+    if scores or raw_scores:
+        return {"inputs": texts, "truncate": truncate, "raw_scores": raw_scores}
+    return {"inputs": texts, "normalize": normalize, "truncate": truncate}
+
+
+def invoke(aws: Aws, name: str, body: dict[str, Any]) -> Any:
+    """POST an /invocations JSON body through sagemaker-runtime; a model error shows the container's message."""
+    body = json.dumps(body)
     try:
         response = aws.call("sagemaker-runtime", "invoke_endpoint", {
             "EndpointName": name, "ContentType": "application/json", "Accept": "application/json", "Body": body},
