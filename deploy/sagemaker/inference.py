@@ -23,7 +23,6 @@ Only torch, tokenizers, numpy and this package's runtime are imported: no CLI, w
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 from pathlib import Path
@@ -32,8 +31,8 @@ from typing import Any
 import numpy as np
 
 from neuron_encoder.serve import errors, scores
-from neuron_encoder.serve.invocations import (JSON, Invocation, check_media_type, embeddings_json, finish,
-                                               input_too_long, invocation, loads)
+from neuron_encoder.serve.invocations import (JSON, Invocation, embeddings_json, finish, fit_rows, invocation,
+                                               read_json)
 from neuron_encoder.serve.settings import ServeSettings
 
 LIMITS = ServeSettings()  # `neuron-encoder serve`'s defaults: one contract for both ways to serve
@@ -41,11 +40,10 @@ log = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class Model:
-    """The loaded artifact and its tokenizers (normalize is per request)."""
+    """The loaded artifact and its tokenizer (None for random weights); normalize is per request."""
 
     encoder: Any
-    strict: Any  # tokenizer that keeps long texts long, so the runtime refuses them (truncate=false)
-    truncating: Any  # tokenizer that cuts texts to the largest compiled bucket (truncate=true)
+    tokenizer: Any
 
 
 def model_fn(model_dir: str) -> Model:
@@ -57,14 +55,9 @@ def model_fn(model_dir: str) -> Model:
         directory = Path(model_dir)
     loaded = load_compiled(directory)
     tokenizer = loaded.tokenizer  # the artifact's tokenizer/, None for random weights
-    strict = truncating = None
-    if tokenizer is not None:
-        strict, truncating = copy.copy(tokenizer), copy.copy(tokenizer)
-        strict.max_length = loaded.config.max_length
-        truncating.max_length = loaded.max_seq_len
     log.info("loaded %s (%s, buckets %s), tokenizer %s", directory, loaded.manifest.get("backend"),
              [bucket["name"] for bucket in loaded.manifest["buckets"]], "yes" if tokenizer is not None else "none")
-    return Model(loaded, strict, truncating)
+    return Model(loaded, tokenizer)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,11 +70,7 @@ class Body:
 def input_fn(request_body: str | bytes, request_content_type: str) -> Body | errors.ServeError:
     """Check the body as the server does (415, 413, 400); an error is data, for output_fn to render."""
     try:
-        check_media_type(request_content_type)
-        if len(request_body) > LIMITS.payload_limit:  # worded as the server's streaming check words it
-            raise errors.PayloadTooLarge(f"the body is larger than the limit of {LIMITS.payload_limit} bytes "
-                                         "(--payload-limit)")
-        return Body(loads(request_body))
+        return Body(read_json(request_body, request_content_type, LIMITS.payload_limit))
     except errors.ServeError as error:
         return error
 
@@ -102,19 +91,13 @@ def predict_fn(data: Body | errors.ServeError, model: Model) -> np.ndarray | byt
 
 
 def _embed(data: Invocation, model: Model) -> np.ndarray | errors.ServeError:
-    """Embed with the checkpoint's tokenizer through the compiled buckets; L2-normalise when asked."""
-    from neuron_encoder.embeddings import embed_texts
-
-    truncate = LIMITS.auto_truncate if data.truncate is None else data.truncate
-    tokenizer = model.truncating if truncate else model.strict
-    if tokenizer is None:
+    """Embed with the checkpoint's tokenizer through the compiled buckets, as the server does: token ids
+    once, fitted to the largest bucket (cut, or refused with a 413), run by the artifact's plan."""
+    if model.tokenizer is None:
         return errors.TokenizerFailed("this model has no tokenizer (random weights), so it cannot embed text")
-    if not truncate:  # refused as the server refuses it, before anything runs
-        limit = model.encoder.max_seq_len
-        for number, ids in enumerate(tokenizer.token_ids(data.texts)):
-            if len(ids) > limit:
-                return input_too_long(number, len(ids), limit)
-    vectors = embed_texts(model.encoder, data.texts, tokenizer, normalize=False).float().numpy()
+    truncate = LIMITS.auto_truncate if data.truncate is None else data.truncate
+    rows = fit_rows(model.tokenizer.token_ids(data.texts), model.encoder.max_seq_len, truncate)
+    vectors = model.encoder.embed_rows(rows, normalize=False).float().numpy()
     return finish(vectors, data.normalize)
 
 
@@ -122,7 +105,7 @@ def _score(value: Any, model: Model) -> bytes | errors.ServeError:
     """A classifier's /predict or a reranker's /rerank, as the server answers them (pairs in the tokenizer's
     template, a reranker's cut only_second; the logits of the compiled head, scored as the task says)."""
     task, limit = model.encoder.task, model.encoder.max_seq_len
-    if model.truncating is None:
+    if model.tokenizer is None:
         return errors.TokenizerFailed("this model has no tokenizer (random weights), so it cannot score text")
     if task.kind == "classifier":
         request = scores.parse_predict(value, LIMITS.max_client_batch_size)
@@ -131,7 +114,7 @@ def _score(value: Any, model: Model) -> bytes | errors.ServeError:
         request = scores.parse_rerank(value, LIMITS.max_client_batch_size)
         inputs, strategy = [(request.query, text) for text in request.texts], "only_second"
     truncate = LIMITS.auto_truncate if request.truncate is None else request.truncate
-    rows = model.truncating.rows(inputs, limit, truncate, request.direction, strategy)
+    rows = model.tokenizer.rows(inputs, limit, truncate, request.direction, strategy)
     table = scores.activate(model.encoder.logits_rows(rows).float().numpy(), task.activation, request.raw_scores)
     if task.kind == "classifier":
         return scores.predictions_json(table, task.id2label, request.batched)

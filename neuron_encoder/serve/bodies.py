@@ -54,7 +54,7 @@ async def read_body(scope: dict, receive: Callable[[], Awaitable[dict]], limit: 
     invocations.check_media_type(header(scope, b"content-type"))
     declared = header(scope, b"content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large(limit)
+        raise invocations.too_large(limit)
     message = await receive()
     body = message.get("body", b"")
     if not message.get("more_body", False) and len(body) <= limit:  # the usual case: one message
@@ -65,15 +65,11 @@ async def read_body(scope: dict, receive: Callable[[], Awaitable[dict]], limit: 
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise too_large(limit)
+            raise invocations.too_large(limit)
         chunks.append(chunk)
     if size > limit:
-        raise too_large(limit)
+        raise invocations.too_large(limit)
     return b"".join(chunks)
-
-
-def too_large(limit: int) -> errors.PayloadTooLarge:
-    return errors.PayloadTooLarge(f"the body is larger than the limit of {limit} bytes (--payload-limit)")
 
 
 def answer(body: bytes, scope: dict, result: Embedded | None = None, inputs: int | None = None) -> Reply:

@@ -21,7 +21,7 @@ from neuron_encoder.serve.batcher import Batcher
 from neuron_encoder.serve.metrics import Metrics
 from neuron_encoder.errors import NeuronEncoderError
 from neuron_encoder.task import EMBEDDING, Task
-from neuron_encoder.text import Token, Tokenizer, cut
+from neuron_encoder.text import Token, Tokenizer
 
 INLINE_CHARACTERS = 4096  # requests with more characters than this are tokenised off the event loop
 
@@ -128,7 +128,8 @@ class Inference:
 
     async def _embed(self, rows: list[list[int]], truncate: bool | None, direction: str,
                      tokenization_s: float) -> Embedded:
-        rows = self._fit(rows, self.auto_truncate if truncate is None else truncate, direction.lower())
+        rows = invocations.fit_rows(rows, self.max_length, self.auto_truncate if truncate is None else truncate,
+                                    direction.lower())
         for ids in rows:
             self.metrics.input_length.observe(len(ids))
         pending = self.batcher.submit(rows)
@@ -139,16 +140,6 @@ class Inference:
             raise
         self.metrics.queue_duration.observe(pending.queue_s)
         return Embedded(vectors, sum(len(ids) for ids in rows), tokenization_s, pending.queue_s, pending.inference_s)
-
-    def _fit(self, rows: list[list[int]], truncate: bool, direction: str) -> list[list[int]]:
-        """Rows within the largest bucket: cut when truncating, else a 413 naming both lengths."""
-        limit = self.max_length
-        for number, ids in enumerate(rows):
-            if len(ids) > limit:
-                if not truncate:
-                    raise invocations.input_too_long(number, len(ids), limit)
-                rows[number] = cut(ids, limit, direction)
-        return rows
 
     async def tokenize(self, texts: Sequence[str], add_special_tokens: bool) -> list[list[Token]]:
         tokenizer = self._need_tokenizer()

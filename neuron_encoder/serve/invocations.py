@@ -1,5 +1,6 @@
-"""The JSON every route shares, with nothing but the standard library and numpy: the media type, a list
-of inputs, SageMaker's /invocations body, embeddings as JSON, and errors as JSON.
+"""The JSON every route shares, with nothing but the standard library, numpy and our token-id helpers: the
+media type, a list of inputs, rows fitted to the largest bucket, SageMaker's /invocations body, embeddings
+as JSON, and errors as JSON.
 
 The server's routes and the handler for AWS's own inference containers (deploy/sagemaker/inference.py)
 both call these, so a SageMaker endpoint answers exactly as `neuron-encoder serve` does; those
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from neuron_encoder.serve import errors
+from neuron_encoder.text import cut
 
 try:  # the server's extra has orjson; a bare SageMaker container may not, and gets the same JSON
     import orjson
@@ -60,14 +62,34 @@ def input_too_long(number: int, length: int, limit: int) -> errors.InputTooLong:
         "send truncate=true, start the server with --auto-truncate, or compile a longer bucket")
 
 
+def fit_rows(rows: list[list[int]], limit: int, truncate: bool, direction: str = "right") -> list[list[int]]:
+    """Token-id rows within the largest bucket: cut when truncating, else a 413 naming both lengths
+    (the server's request path and the SageMaker handler alike)."""
+    for number, ids in enumerate(rows):
+        if len(ids) > limit:
+            if not truncate:
+                raise input_too_long(number, len(ids), limit)
+            rows[number] = cut(ids, limit, direction)
+    return rows
+
+
 def parse_invocation(body: bytes | str, content_type: str | None, max_inputs: int = 32,
                      payload_limit: int | None = None) -> Invocation:
     """A SageMaker /invocations body -> Invocation; a ServeError (415, 413, 400, 422) otherwise."""
+    return invocation(read_json(body, content_type, payload_limit), max_inputs)
+
+
+def read_json(body: bytes | str, content_type: str | None, payload_limit: int | None = None) -> Any:
+    """A whole body's JSON value, after its media type (415) and size (413); 400 if it is not JSON."""
     check_media_type(content_type)
     if payload_limit is not None and len(body) > payload_limit:
-        # worded as the server's streaming check (app.read_body) words it
-        raise errors.PayloadTooLarge(f"the body is larger than the limit of {payload_limit} bytes (--payload-limit)")
-    return invocation(loads(body), max_inputs)
+        raise too_large(payload_limit)
+    return loads(body)
+
+
+def too_large(limit: int) -> errors.PayloadTooLarge:
+    """The 413 for a body over --payload-limit: the server's streaming read and a whole body alike."""
+    return errors.PayloadTooLarge(f"the body is larger than the limit of {limit} bytes (--payload-limit)")
 
 
 def invocation(value: Any, max_inputs: int = 32) -> Invocation:
