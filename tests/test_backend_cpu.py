@@ -72,3 +72,31 @@ def test_the_probe_leaves_the_callers_random_stream_alone(probe_again):
     torch.manual_seed(0)
     cpu.onednn_packs("fp32")
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_narrow_bf16_matmuls_run_in_row_blocks_and_compute_the_same(tiny_config, monkeypatch):
+    """W_O and the down projection run in blocks of ROW_BLOCK rows in bf16 (oneDNN's AMX matmuls slow
+    down past 512 rows); blocks of unequal inputs, with the residual, give the unblocked result."""
+    if not cpu.onednn_packs("bf16"):
+        pytest.skip("no oneDNN bf16 packing on this CPU (bf16 then runs torch's linears, unblocked)")
+    torch.manual_seed(0)
+    encoder = Encoder(tiny_config).eval().to(torch.bfloat16)
+    monkeypatch.setattr(cpu, "ROW_BLOCK", 7)
+    layer = cpu.FusedLayer(copy.deepcopy(encoder.layers[0]), tiny_config.hidden_act, packed=True)
+    assert layer.attention.out.row_block == 7 and layer.down.row_block == 7
+    assert layer.attention.qkv.row_block is None and layer.up.row_block is None  # wider outputs: whole
+    x = torch.randn(3, 10, tiny_config.hidden_size).to(torch.bfloat16)  # 30 rows: blocks of 6
+    residual = torch.randn_like(x)
+    with torch.inference_mode():
+        blocked = layer.down(layer.up(x), residual)
+        layer.down.row_block = None
+        whole = layer.down(layer.up(x), residual)
+    assert blocked.shape == whole.shape == x.shape
+    torch.testing.assert_close(blocked.float(), whole.float(), atol=0.05, rtol=0.02)
+
+
+def test_fp32_matmuls_are_never_blocked(tiny_config):
+    if not cpu.onednn_packs("fp32"):
+        pytest.skip("this torch has no usable oneDNN packing ops")
+    layer = cpu.FusedLayer(copy.deepcopy(Encoder(tiny_config).layers[0]), tiny_config.hidden_act, packed=True)
+    assert {m.row_block for m in linears(layer)} == {None}  # blocks made fp32 slower (628 against 604 ms)

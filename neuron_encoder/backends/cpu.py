@@ -34,6 +34,12 @@ from .base import Backend, CompileOptions, LoadedBucket, WithDtype
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 WEIGHTS = "weights.safetensors"  # beside the descriptor
 PACK_ROWS = 128  # oneDNN's packing hint (rows of the activations); measured to matter little
+# A matmul whose output is no wider than its input (W_O, the down projection) runs in blocks of this many
+# rows: on a 2-vCPU Xeon with AMX, oneDNN ran the down projection at ~1,900 GFLOP/s on 256 rows and at
+# ~1,000 from 512 rows up, and blocks took bf16 bert-base at batch 8 x 128 from 165 to 134 ms
+# (benchmarks/cpu_peers.py). Blocking the wider ones (W_QKV, the up projection), or any in fp32 (628
+# against 604 ms), made them slower.
+ROW_BLOCK = 256
 ONEDNN_ACTIVATIONS = {"none": ("none", ""), "gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh"),
                       "relu": ("relu", "")}  # ours -> oneDNN's (gelu "none" is the exact erf GELU)
 TORCH_ACTIVATIONS = {"none": lambda y: y, "gelu": F.gelu, "gelu_tanh": lambda y: F.gelu(y, approximate="tanh"),
@@ -55,8 +61,21 @@ class FusedLinear(nn.Module):
         self.bias = linear.bias.detach()
         self.activation_name = activation
         self.activation, self.algorithm = ONEDNN_ACTIVATIONS[activation]
+        narrow = linear.out_features <= linear.in_features
+        self.row_block = ROW_BLOCK if packed and narrow and weight.dtype == torch.bfloat16 else None
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        rows = x.numel() // x.shape[-1]
+        if self.row_block is None or rows <= self.row_block:
+            return self._matmul(x, residual)
+        pieces = -(-rows // self.row_block)
+        step = -(-rows // pieces)  # equal blocks: 1,024 rows are four of 256, 600 are two of 300
+        flat, flat_residual = x.reshape(rows, -1), None if residual is None else residual.reshape(rows, -1)
+        blocks = [self._matmul(flat[s:s + step], None if flat_residual is None else flat_residual[s:s + step])
+                  for s in range(0, rows, step)]
+        return torch.cat(blocks).view(*x.shape[:-1], -1)
+
+    def _matmul(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
         if not self.packed:
             y = TORCH_ACTIVATIONS[self.activation_name](F.linear(x, self.weight, self.bias))
             return y if residual is None else y + residual
