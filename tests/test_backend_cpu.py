@@ -74,29 +74,63 @@ def test_the_probe_leaves_the_callers_random_stream_alone(probe_again):
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_narrow_bf16_matmuls_run_in_row_blocks_and_compute_the_same(tiny_config, monkeypatch):
-    """W_O and the down projection run in blocks of ROW_BLOCK rows in bf16 (oneDNN's AMX matmuls slow
-    down past 512 rows); blocks of unequal inputs, with the residual, give the unblocked result."""
-    if not cpu.onednn_packs("bf16"):
-        pytest.skip("no oneDNN bf16 packing on this CPU (bf16 then runs torch's linears, unblocked)")
+@pytest.fixture
+def blocks(monkeypatch):
+    """Whether row blocks pay, decided by the test instead of a timing (which forms it asked about)."""
+    monkeypatch.setattr(cpu, "_BLOCKS_PAY", {})
+    asked, verdict = [], {"pay": True}
+
+    def timed(linear):
+        asked.append((linear.bias.shape[0], linear.weight.numel() // linear.bias.shape[0]))
+        return verdict["pay"]
+    monkeypatch.setattr(cpu, "time_blocks", timed)
+    return types.SimpleNamespace(asked=asked, verdict=verdict)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_narrow_matmuls_run_in_row_blocks_where_they_pay_and_compute_the_same(tiny_config, monkeypatch, blocks,
+                                                                             precision):
+    """W_O and the down projection run in ROW_BLOCK-row blocks where timing says so; blocks of unequal
+    inputs, with the residual, give the unblocked result. Each shape is timed once."""
+    if not cpu.onednn_packs(precision):
+        pytest.skip(f"no oneDNN {precision} packing here (torch's linears then run, unblocked)")
+    blocks.asked.clear()  # the probe's own small linear
     torch.manual_seed(0)
-    encoder = Encoder(tiny_config).eval().to(torch.bfloat16)
+    encoder = Encoder(tiny_config).eval().to(cpu.DTYPES[precision])
     monkeypatch.setattr(cpu, "ROW_BLOCK", 7)
-    layer = cpu.FusedLayer(copy.deepcopy(encoder.layers[0]), tiny_config.hidden_act, packed=True)
+    layers = [cpu.FusedLayer(copy.deepcopy(layer), tiny_config.hidden_act, packed=True) for layer in encoder.layers]
+    layer = layers[0]
     assert layer.attention.out.row_block == 7 and layer.down.row_block == 7
-    assert layer.attention.qkv.row_block is None and layer.up.row_block is None  # wider outputs: whole
-    x = torch.randn(3, 10, tiny_config.hidden_size).to(torch.bfloat16)  # 30 rows: blocks of 6
+    assert layer.attention.qkv.row_block is None and layer.up.row_block is None  # wider outputs: never timed
+    h, i = tiny_config.hidden_size, tiny_config.intermediate_size
+    assert sorted(blocks.asked) == sorted({(h, h), (h, i)})  # once per shape, whatever the layer count
+    x = torch.randn(3, 10, h).to(cpu.DTYPES[precision])  # 30 rows: five blocks of 6
     residual = torch.randn_like(x)
     with torch.inference_mode():
         blocked = layer.down(layer.up(x), residual)
         layer.down.row_block = None
         whole = layer.down(layer.up(x), residual)
     assert blocked.shape == whole.shape == x.shape
-    torch.testing.assert_close(blocked.float(), whole.float(), atol=0.05, rtol=0.02)
+    tolerance = {"fp32": (1e-5, 1e-5), "bf16": (0.05, 0.02)}[precision]
+    torch.testing.assert_close(blocked.float(), whole.float(), atol=tolerance[0], rtol=tolerance[1])
 
 
-def test_fp32_matmuls_are_never_blocked(tiny_config):
+def test_where_blocks_do_not_pay_every_matmul_runs_whole(tiny_config, blocks):
     if not cpu.onednn_packs("fp32"):
         pytest.skip("this torch has no usable oneDNN packing ops")
+    blocks.verdict["pay"] = False
     layer = cpu.FusedLayer(copy.deepcopy(Encoder(tiny_config).layers[0]), tiny_config.hidden_act, packed=True)
-    assert {m.row_block for m in linears(layer)} == {None}  # blocks made fp32 slower (628 against 604 ms)
+    assert {m.row_block for m in linears(layer)} == {None}
+
+
+def test_the_block_timing_runs_both_forms_and_leaves_the_linear_whole(tiny_config, monkeypatch):
+    if not cpu.onednn_packs("fp32"):
+        pytest.skip("this torch has no usable oneDNN packing ops")
+    monkeypatch.setattr(cpu, "ROW_BLOCK", 4)
+    linear = cpu.FusedLinear(torch.nn.Linear(tiny_config.intermediate_size, tiny_config.hidden_size))
+    seen = []
+    real = cpu.FusedLinear._matmul
+    monkeypatch.setattr(cpu.FusedLinear, "_matmul", lambda self, x, r: seen.append(x.shape[0]) or real(self, x, r))
+    assert cpu.time_blocks(linear) in (True, False)
+    assert linear.row_block is None  # the caller decides
+    assert seen.count(16) == 4 and seen.count(4) == 16  # four calls whole, four calls of four blocks

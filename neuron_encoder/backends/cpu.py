@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -34,12 +35,14 @@ from .base import Backend, CompileOptions, LoadedBucket, WithDtype
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 WEIGHTS = "weights.safetensors"  # beside the descriptor
 PACK_ROWS = 128  # oneDNN's packing hint (rows of the activations); measured to matter little
-# A matmul whose output is no wider than its input (W_O, the down projection) runs in blocks of this many
-# rows: on a 2-vCPU Xeon with AMX, oneDNN ran the down projection at ~1,900 GFLOP/s on 256 rows and at
-# ~1,000 from 512 rows up, and blocks took bf16 bert-base at batch 8 x 128 from 165 to 134 ms
-# (benchmarks/cpu_peers.py). Blocking the wider ones (W_QKV, the up projection), or any in fp32 (628
-# against 604 ms), made them slower.
+# A matmul whose output is no wider than its input (W_O, the down projection) may run in blocks of this
+# many rows, where timing both forms at load says blocks pay (blocks_pay). On a 2-vCPU Xeon with AMX,
+# oneDNN ran bert-base's bf16 down projection at ~1,900 GFLOP/s on 256 rows and at ~1,000 from 512 rows
+# up, and blocks took bf16 bert-base at batch 8 x 128 from 163 to 131 ms; the same blocks made
+# all-MiniLM-L6-v2 (hidden 384) slower, 25 against 19 ms at 32 x 32, and bert-base in fp32 (628 against
+# 604 ms). Blocking the wider ones (W_QKV, the up projection) made them slower everywhere.
 ROW_BLOCK = 256
+BLOCKS_PAY = 0.9  # blocks must be this much faster than whole to be used: timings on a busy host wobble
 ONEDNN_ACTIVATIONS = {"none": ("none", ""), "gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh"),
                       "relu": ("relu", "")}  # ours -> oneDNN's (gelu "none" is the exact erf GELU)
 TORCH_ACTIVATIONS = {"none": lambda y: y, "gelu": F.gelu, "gelu_tanh": lambda y: F.gelu(y, approximate="tanh"),
@@ -62,7 +65,7 @@ class FusedLinear(nn.Module):
         self.activation_name = activation
         self.activation, self.algorithm = ONEDNN_ACTIVATIONS[activation]
         narrow = linear.out_features <= linear.in_features
-        self.row_block = ROW_BLOCK if packed and narrow and weight.dtype == torch.bfloat16 else None
+        self.row_block = ROW_BLOCK if packed and narrow and blocks_pay(self) else None
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
@@ -105,6 +108,42 @@ class FusedLayer(nn.Module):
             return self.down(self.up(self.feed_forward_norm(x)), x)
         x = self.attention_norm(self.attention.out(self.attention.heads(x, keep), x))
         return self.feed_forward_norm(self.down(self.up(x), x))
+
+
+_BLOCKS_PAY: dict[tuple, bool] = {}  # (out, in, dtype, threads) -> what time_blocks found, once per process
+
+
+def blocks_pay(linear: FusedLinear) -> bool:
+    """Whether `linear` (packed) runs faster in ROW_BLOCK-row blocks than whole on this CPU: timed once per
+    shape, dtype and thread count, since where oneDNN's matmuls slow down with rows depends on both
+    (see ROW_BLOCK)."""
+    key = (linear.bias.shape[0], linear.weight.numel() // linear.bias.shape[0], linear.bias.dtype,
+           torch.get_num_threads())
+    if key not in _BLOCKS_PAY:
+        _BLOCKS_PAY[key] = time_blocks(linear)
+    return _BLOCKS_PAY[key]
+
+
+def time_blocks(linear: FusedLinear) -> bool:
+    """Both forms on 4 x ROW_BLOCK random rows with a residual, the best of three calls each after a
+    warm-up; blocks win by BLOCKS_PAY or are not used."""
+    out_features, in_features = linear.bias.shape[0], linear.weight.numel() // linear.bias.shape[0]
+    with torch.random.fork_rng(devices=[]), torch.inference_mode():
+        x = torch.randn(4 * ROW_BLOCK, in_features).to(linear.bias.dtype)
+        residual = torch.randn(4 * ROW_BLOCK, out_features).to(linear.bias.dtype)
+
+        def best(block: int | None) -> float:
+            linear.row_block, times = block, []
+            for _ in range(4):
+                start = time.perf_counter()
+                linear(x, residual)
+                times.append(time.perf_counter() - start)
+            return min(times[1:])
+
+        try:
+            return best(ROW_BLOCK) < BLOCKS_PAY * best(None)
+        finally:
+            linear.row_block = None
 
 
 @functools.lru_cache(maxsize=None)
