@@ -474,13 +474,13 @@ def py_spy() -> str | None:
 
 
 def profile(server: Process, generator: LoadGenerator, duration: float, work: Path) -> list[tuple[str, float, float]]:
-    """py-spy samples the server (every thread, idle ones left out, without pausing it) through one more
-    64-connection run; the functions with the most samples."""
+    """py-spy samples the server and its worker processes (every thread, idle ones left out, without
+    pausing them) through one more 64-connection run; the functions with the most samples."""
     raw = work / "ours-profile.txt"
     with open(work / "py-spy.log", "wb") as log:
-        record = subprocess.Popen([py_spy(), "record", "--pid", str(server.popen.pid), "--duration",
-                                   str(max(1, round(duration))), "--rate", "200", "--nonblocking", "--nolineno",
-                                   "--format", "raw", "--output", str(raw)], stdout=log, stderr=log)
+        record = subprocess.Popen([py_spy(), "record", "--pid", str(server.popen.pid), "--subprocesses",
+                                   "--duration", str(max(1, round(duration))), "--rate", "200", "--nonblocking",
+                                   "--nolineno", "--format", "raw", "--output", str(raw)], stdout=log, stderr=log)
         generator.run(server.url, NEAR_ZERO_CONNECTIONS[0], duration + 1)  # covers the sampling window
         record.wait(60)
     return profile_top(raw.read_text() if raw.exists() else "")
