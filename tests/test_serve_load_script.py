@@ -3,6 +3,8 @@ server on loopback, and the table with its targets (the full run is minutes: a b
 
 from __future__ import annotations
 
+import types
+
 from neuron_encoder import load_compiled
 from neuron_encoder.bench.workload import CORPUS
 
@@ -91,8 +93,26 @@ def test_the_profile_summary_and_the_near_zero_report(capsys, tmp_path):
             {**row, "system": "ours", "connections": 1, "rate": 900.0, "p50": 1.1},
             {**row, "system": "ceiling", "connections": 64, "rate": 20000.0, "p50": 3.0},
             {**row, "system": "infinity", "connections": 64, "rate": 1000.0, "p50": 60.0}]
-    script.near_zero_report(rows, model_p50=0.8, generator=generator, top=top)
+    model_ms = {"paced": 0.8, "back to back": 0.65, "threads": 1}
+    script.near_zero_report(rows, model_ms=model_ms, generator=generator, top=top)
     out = capsys.readouterr().out
     assert "0.25        5.00" in out  # ours against the ceiling, then against Infinity, at 64 connections
-    assert "5000/s, 0 errors: met" in out and "0.300 ms: met" in out and "own client" in out
+    assert "5000/s, 0 errors: met" in out and "own client" in out
+    # judged against the back-to-back call, the one paced as one connection paces it shown beside it
+    assert "target <= 0.5 ms added at 1 connection: 0.450 ms (0.300 ms over the paced call): met" in out
     assert "50.0    50.0  parse (json.py)" in out
+    script.near_zero_report(rows, model_ms={**model_ms, "back to back": 0.55}, generator=generator, top=None)
+    assert "0.550 ms (0.300 ms over the paced call): MISSED" in capsys.readouterr().out
+
+
+def test_the_paced_call_sleeps_before_every_call(monkeypatch):
+    """paced_call idles before each timed call, and times only the call."""
+    script = load_script()
+    calls, slept = [], []
+    model = types.SimpleNamespace(tokenizer=types.SimpleNamespace(
+        encode=lambda texts, truncate: types.SimpleNamespace(as_tuple=lambda: (texts,))),
+        embed=lambda texts: calls.append(texts))
+    monkeypatch.setattr(script.time, "sleep", lambda seconds: slept.append(seconds))
+    assert script.paced_call(model, ["a", "b"], duration=0.01, gap_s=0.25) > 0
+    assert len(calls) == len(slept) > 1 and set(slept) == {0.25}
+    assert calls[:2] == [["a"], ["b"]]
