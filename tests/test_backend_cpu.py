@@ -88,20 +88,19 @@ def blocks(monkeypatch):
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_narrow_matmuls_run_in_row_blocks_where_they_pay_and_compute_the_same(tiny_config, monkeypatch, blocks,
+def test_sublayer_ends_run_in_row_blocks_where_they_pay_and_compute_the_same(tiny_config, monkeypatch, blocks,
                                                                              precision):
     """W_O and the down projection run in ROW_BLOCK-row blocks where timing says so; blocks of unequal
     inputs, with the residual, give the unblocked result. Each shape is timed once."""
     if not cpu.onednn_packs(precision):
         pytest.skip(f"no oneDNN {precision} packing here (torch's linears then run, unblocked)")
-    blocks.asked.clear()  # the probe's own small linear
     torch.manual_seed(0)
     encoder = Encoder(tiny_config).eval().to(cpu.DTYPES[precision])
     monkeypatch.setattr(cpu, "ROW_BLOCK", 7)
     layers = [cpu.FusedLayer(copy.deepcopy(layer), tiny_config.hidden_act, packed=True) for layer in encoder.layers]
     layer = layers[0]
     assert layer.attention.out.row_block == 7 and layer.down.row_block == 7
-    assert layer.attention.qkv.row_block is None and layer.up.row_block is None  # wider outputs: never timed
+    assert layer.attention.qkv.row_block is None and layer.up.row_block is None  # no residual: never timed
     h, i = tiny_config.hidden_size, tiny_config.intermediate_size
     assert sorted(blocks.asked) == sorted({(h, h), (h, i)})  # once per shape, whatever the layer count
     x = torch.randn(3, 10, h).to(cpu.DTYPES[precision])  # 30 rows: five blocks of 6

@@ -35,8 +35,8 @@ from .base import Backend, CompileOptions, LoadedBucket, WithDtype
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 WEIGHTS = "weights.safetensors"  # beside the descriptor
 PACK_ROWS = 128  # oneDNN's packing hint (rows of the activations); measured to matter little
-# A matmul whose output is no wider than its input (W_O, the down projection) may run in blocks of this
-# many rows, where timing both forms at load says blocks pay (blocks_pay). On a 2-vCPU Xeon with AMX,
+# The matmuls that end a sublayer with its residual add (W_O, the down projection) may run in blocks of
+# this many rows, where timing both forms at load says blocks pay (blocks_pay). On a 2-vCPU Xeon with AMX,
 # oneDNN ran bert-base's bf16 down projection at ~1,900 GFLOP/s on 256 rows and at ~1,000 from 512 rows
 # up, and blocks took bf16 bert-base at batch 8 x 128 from 163 to 131 ms; the same blocks made
 # all-MiniLM-L6-v2 (hidden 384) slower, 25 against 19 ms at 32 x 32, and bert-base in fp32 (628 against
@@ -64,8 +64,7 @@ class FusedLinear(nn.Module):
         self.bias = linear.bias.detach()
         self.activation_name = activation
         self.activation, self.algorithm = ONEDNN_ACTIVATIONS[activation]
-        narrow = linear.out_features <= linear.in_features
-        self.row_block = ROW_BLOCK if packed and narrow and blocks_pay(self) else None
+        self.row_block: int | None = None  # FusedLayer sets it where blocks pay
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
@@ -101,6 +100,9 @@ class FusedLayer(nn.Module):
         self.attention.out = FusedLinear(self.attention.out, packed=packed)
         self.up = FusedLinear(layer.feed_forward.up, activation, packed)
         self.down = FusedLinear(layer.feed_forward.down, packed=packed)
+        for ends_sublayer in (self.attention.out, self.down):
+            if packed and blocks_pay(ends_sublayer):
+                ends_sublayer.row_block = ROW_BLOCK
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         if self.norm_first:
