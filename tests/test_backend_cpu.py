@@ -75,61 +75,75 @@ def test_the_probe_leaves_the_callers_random_stream_alone(probe_again):
 
 
 @pytest.fixture
-def blocks(monkeypatch):
-    """Whether row blocks pay, decided by the test instead of a timing (which forms it asked about)."""
-    monkeypatch.setattr(cpu, "_BLOCKS_PAY", {})
-    asked, verdict = [], {"pay": True}
+def plans(monkeypatch):
+    """How many-row calls run, decided by the test instead of a timing (which shapes it asked about)."""
+    monkeypatch.setattr(cpu, "_MANY_ROWS", {})
+    asked, verdict = [], {"plan": "blocks"}
 
     def timed(linear):
-        asked.append((linear.bias.shape[0], linear.weight.numel() // linear.bias.shape[0]))
-        return verdict["pay"]
-    monkeypatch.setattr(cpu, "time_blocks", timed)
+        asked.append(tuple(linear.dense_weight.shape))
+        return verdict["plan"]
+    monkeypatch.setattr(cpu, "many_rows_plan", timed)
     return types.SimpleNamespace(asked=asked, verdict=verdict)
 
 
+@pytest.mark.parametrize("plan", ["blocks", "wide"])
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
-def test_sublayer_ends_run_in_row_blocks_where_they_pay_and_compute_the_same(tiny_config, monkeypatch, blocks,
-                                                                             precision):
-    """W_O and the down projection run in ROW_BLOCK-row blocks where timing says so; blocks of unequal
-    inputs, with the residual, give the unblocked result. Each shape is timed once."""
+def test_sublayer_ends_run_many_rows_by_their_plan_and_compute_the_same(tiny_config, monkeypatch, plans,
+                                                                       precision, plan):
+    """W_O and the down projection run calls of more than ROW_BLOCK rows by their timed plan: blocks of
+    unequal inputs with the residual, or the wide packing, give the whole result. Each shape is timed
+    once; the dense weights are dropped once planned, and a wide packing exists only where it is used."""
     if not cpu.onednn_packs(precision):
-        pytest.skip(f"no oneDNN {precision} packing here (torch's linears then run, unblocked)")
+        pytest.skip(f"no oneDNN {precision} packing here (torch's linears then run, whole)")
     torch.manual_seed(0)
     encoder = Encoder(tiny_config).eval().to(cpu.DTYPES[precision])
     monkeypatch.setattr(cpu, "ROW_BLOCK", 7)
+    plans.verdict["plan"] = plan
     layers = [cpu.FusedLayer(copy.deepcopy(layer), tiny_config.hidden_act, packed=True) for layer in encoder.layers]
     layer = layers[0]
-    assert layer.attention.out.row_block == 7 and layer.down.row_block == 7
-    assert layer.attention.qkv.row_block is None and layer.up.row_block is None  # no residual: never timed
+    assert layer.attention.out.many_rows == plan and layer.down.many_rows == plan
+    assert layer.attention.qkv.many_rows == "whole" and layer.up.many_rows == "whole"  # no residual: never timed
+    assert (layer.down.wide_weight is not None) == (plan == "wide") and layer.up.wide_weight is None
+    assert {m.dense_weight is None for m in linears(layer)} == {True}
     h, i = tiny_config.hidden_size, tiny_config.intermediate_size
-    assert sorted(blocks.asked) == sorted({(h, h), (h, i)})  # once per shape, whatever the layer count
+    assert sorted(plans.asked) == sorted({(h, h), (h, i)})  # once per shape, whatever the layer count
     x = torch.randn(3, 10, h).to(cpu.DTYPES[precision])  # 30 rows: five blocks of 6
     residual = torch.randn_like(x)
     with torch.inference_mode():
-        blocked = layer.down(layer.up(x), residual)
-        layer.down.row_block = None
+        planned = layer.down(layer.up(x), residual)
+        layer.down.many_rows = "whole"
         whole = layer.down(layer.up(x), residual)
-    assert blocked.shape == whole.shape == x.shape
+        few_rows = layer.down(layer.up(x[:, :2]), residual[:, :2])  # 6 rows: whole, whatever the plan
+    assert planned.shape == whole.shape == x.shape
     tolerance = {"fp32": (1e-5, 1e-5), "bf16": (0.05, 0.02)}[precision]
-    torch.testing.assert_close(blocked.float(), whole.float(), atol=tolerance[0], rtol=tolerance[1])
+    torch.testing.assert_close(planned.float(), whole.float(), atol=tolerance[0], rtol=tolerance[1])
+    torch.testing.assert_close(few_rows.float(), whole[:, :2].float(), atol=tolerance[0], rtol=tolerance[1])
 
 
-def test_where_blocks_do_not_pay_every_matmul_runs_whole(tiny_config, blocks):
+def test_where_no_plan_pays_every_matmul_runs_whole(tiny_config, plans):
     if not cpu.onednn_packs("fp32"):
         pytest.skip("this torch has no usable oneDNN packing ops")
-    blocks.verdict["pay"] = False
+    plans.verdict["plan"] = "whole"
     layer = cpu.FusedLayer(copy.deepcopy(Encoder(tiny_config).layers[0]), tiny_config.hidden_act, packed=True)
-    assert {m.row_block for m in linears(layer)} == {None}
+    assert {m.many_rows for m in linears(layer)} == {"whole"}
+    assert {m.wide_weight for m in linears(layer)} == {None}
 
 
-def test_the_block_timing_runs_both_forms_and_leaves_the_linear_whole(tiny_config, monkeypatch):
+def test_the_plan_timing_runs_every_form_and_leaves_the_linear_whole(tiny_config, monkeypatch):
     if not cpu.onednn_packs("fp32"):
         pytest.skip("this torch has no usable oneDNN packing ops")
     monkeypatch.setattr(cpu, "ROW_BLOCK", 4)
     linear = cpu.FusedLinear(torch.nn.Linear(tiny_config.intermediate_size, tiny_config.hidden_size))
     seen = []
     real = cpu.FusedLinear._matmul
-    monkeypatch.setattr(cpu.FusedLinear, "_matmul", lambda self, x, r: seen.append(x.shape[0]) or real(self, x, r))
-    assert cpu.time_blocks(linear) in (True, False)
-    assert linear.row_block is None  # the caller decides
-    assert seen.count(16) == 4 and seen.count(4) == 16  # four calls whole, four calls of four blocks
+
+    def spy(self, x, residual, weight):
+        seen.append((x.shape[0], "wide" if weight is self.wide_weight else "usual"))
+        return real(self, x, residual, weight)
+    monkeypatch.setattr(cpu.FusedLinear, "_matmul", spy)
+    assert cpu.many_rows_plan(linear) in ("whole", "blocks", "wide")
+    assert linear.many_rows == "whole" and linear.wide_weight is None  # the caller decides
+    for rows in (8, 16):  # 2 and 4 x ROW_BLOCK rows, four calls of each plan
+        assert seen.count((rows, "usual")) == 4 and seen.count((rows, "wide")) == 4
+    assert seen.count((4, "usual")) == 4 * 2 + 4 * 4  # blocks: two blocks of 4, then four

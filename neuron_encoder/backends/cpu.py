@@ -1,14 +1,14 @@
 """The CPU: the encoder's weights in one file, run with oneDNN's prepacked linears and fused epilogues.
 
-Every linear (W_Q/W_K/W_V, W_O, the feed-forward pair) is reordered once, at load, into oneDNN's
-blocked layout; the feed-forward's GELU runs inside its first matmul, and each residual add inside
-the matmul that ends its sublayer (W_O, the down projection), so a layer makes two passes fewer
-over the activations. On an AMD EPYC (AVX2) oneDNN ran these matmuls at 69 GFLOP/s against MKL's
-45; on one core of an Intel Xeon with AMX the fused bert-base runs at 0.77-0.87x OpenVINO's time in
-bf16 and 1.02x in fp32 (benchmarks/cpu_peers.py). Unlike the TorchScript graphs CPU artifacts were
-before, it stores the weights once, not once per bucket, needs no process-wide fuser switch, and
-runs any shape, so the runtime pads nothing to buckets on the CPU. Packed oneDNN weights cannot be
-serialised, so they are built at load.
+Every linear (W_Q/W_K/W_V, W_O, the feed-forward pair) is reordered once, at load, into oneDNN's blocked
+layout; the feed-forward's GELU runs inside its first matmul, and each residual add inside the matmul
+that ends its sublayer (W_O, the down projection), so a layer makes two passes fewer over the
+activations. On an AMD EPYC (AVX2) oneDNN ran these matmuls at 69 GFLOP/s against MKL's 45; on a 2-vCPU
+Intel Xeon with AMX the fused bf16 bert-base ran at 1.02x OpenVINO's bf16 time at batch 1 and 0.93x at
+batch 8, and 1.07x and 1.04x in fp32 (benchmarks/cpu_peers.py). Unlike the TorchScript graphs CPU
+artifacts were before, it stores the weights once, not once per bucket, needs no process-wide fuser
+switch, and runs any shape, so the runtime pads nothing to buckets on the CPU. Packed oneDNN weights
+cannot be serialised, so they are built at load.
 
 Auto-cast on the CPU casts the whole model (weights and activations): `matmult` and `all` are the
 same here. tf32 is a matmul mode of GPUs and NeuronCores; the CPU has none, so it is refused.
@@ -34,15 +34,19 @@ from .base import Backend, CompileOptions, LoadedBucket, WithDtype
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 WEIGHTS = "weights.safetensors"  # beside the descriptor
-PACK_ROWS = 128  # oneDNN's packing hint (rows of the activations); measured to matter little
-# The matmuls that end a sublayer with its residual add (W_O, the down projection) may run in blocks of
-# this many rows, where timing both forms at load says blocks pay (blocks_pay). On a 2-vCPU Xeon with AMX,
-# oneDNN ran bert-base's bf16 down projection at ~1,900 GFLOP/s on 256 rows and at ~1,000 from 512 rows
-# up, and blocks took bf16 bert-base at batch 8 x 128 from 163 to 131 ms; the same blocks made
-# all-MiniLM-L6-v2 (hidden 384) slower, 25 against 19 ms at 32 x 32, and bert-base in fp32 (628 against
-# 604 ms). Blocking the wider ones (W_QKV, the up projection) made them slower everywhere.
+PACK_ROWS = 128  # oneDNN's packing hint (rows of the activations); on AMX hints 2-128 gave one layout, 1 another
+# The matmuls that end a sublayer with its residual add (W_O, the down projection) have a plan for calls of
+# more than ROW_BLOCK rows, timed at load (many_rows_plan): "whole", "blocks" (equal blocks of at most
+# ROW_BLOCK rows, each whole) or "wide" (a second packing, made with the hint WIDE_PACK_ROWS). On a 2-vCPU
+# Xeon with AMX, oneDNN ran bert-base's bf16 down projection at ~1,900 GFLOP/s on 256 rows and at ~1,000
+# on 512 to 1,024 rows in its usual layout (32-column blocks); in the layout it picks for one row (64-column
+# blocks) it kept ~1,950 on 512 rows and up, but took bert-base at batch 1 (128 rows) from 25.1 to 26.9 ms,
+# so calls of up to ROW_BLOCK rows keep the usual layout. bf16 bert-base at batch 8 x 128, one interleaved
+# run: 176 ms whole, 144 in blocks, 130 wide. all-MiniLM-L6-v2 ran slower in blocks (27 against 20 ms at
+# 32 x 32), and fp32 ran fastest whole: where each plan pays depends on the CPU and the shape.
 ROW_BLOCK = 256
-BLOCKS_PAY = 0.9  # blocks must be this much faster than whole to be used: timings on a busy host wobble
+WIDE_PACK_ROWS = 1
+PLAN_PAYS = 0.9  # blocks or wide must be this much faster than whole to be used: timings on a busy host wobble
 ONEDNN_ACTIVATIONS = {"none": ("none", ""), "gelu": ("gelu", "none"), "gelu_tanh": ("gelu", "tanh"),
                       "relu": ("relu", "")}  # ours -> oneDNN's (gelu "none" is the exact erf GELU)
 TORCH_ACTIVATIONS = {"none": lambda y: y, "gelu": F.gelu, "gelu_tanh": lambda y: F.gelu(y, approximate="tanh"),
@@ -52,38 +56,44 @@ TORCH_ACTIVATIONS = {"none": lambda y: y, "gelu": F.gelu, "gelu_tanh": lambda y:
 class FusedLinear(nn.Module):
     """x W^T + b, then `activation` or `+ residual`, in one oneDNN matmul on a weight reordered once
     into its blocked layout (packed=True); torch's linear followed by the same epilogue otherwise.
+    `many_rows` is how calls of more than ROW_BLOCK rows run (see ROW_BLOCK); FusedLayer plans it.
 
     The packed form uses torch's private mkldnn ops, which any torch may drop or change: onednn_packs
     probes them once, and the plain form runs wherever they are missing."""
 
     def __init__(self, linear: nn.Linear, activation: str = "none", packed: bool = True) -> None:
         super().__init__()
-        weight = linear.weight.detach()
+        self.dense_weight = linear.weight.detach()  # kept only until the plan is made (plan_many_rows)
         self.packed = packed
-        self.weight = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS) if packed else weight
+        self.weight = self.pack(PACK_ROWS) if packed else self.dense_weight
         self.bias = linear.bias.detach()
         self.activation_name = activation
         self.activation, self.algorithm = ONEDNN_ACTIVATIONS[activation]
-        self.row_block: int | None = None  # FusedLayer sets it where blocks pay
+        self.many_rows, self.wide_weight = "whole", None
+
+    def pack(self, rows_hint: int) -> torch.Tensor:
+        return torch.ops.mkldnn._reorder_linear_weight(self.dense_weight, rows_hint)
 
     def forward(self, x: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         rows = x.numel() // x.shape[-1]
-        if self.row_block is None or rows <= self.row_block:
-            return self._matmul(x, residual)
-        pieces = -(-rows // self.row_block)
+        if rows <= ROW_BLOCK or self.many_rows == "whole":
+            return self._matmul(x, residual, self.weight)
+        if self.many_rows == "wide":
+            return self._matmul(x, residual, self.wide_weight)
+        pieces = -(-rows // ROW_BLOCK)
         step = -(-rows // pieces)  # equal blocks: 1,024 rows are four of 256, 600 are two of 300
         flat, flat_residual = x.reshape(rows, -1), None if residual is None else residual.reshape(rows, -1)
-        blocks = [self._matmul(flat[s:s + step], None if flat_residual is None else flat_residual[s:s + step])
-                  for s in range(0, rows, step)]
+        blocks = [self._matmul(flat[s:s + step], None if flat_residual is None else flat_residual[s:s + step],
+                               self.weight) for s in range(0, rows, step)]
         return torch.cat(blocks).view(*x.shape[:-1], -1)
 
-    def _matmul(self, x: torch.Tensor, residual: torch.Tensor | None) -> torch.Tensor:
+    def _matmul(self, x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor) -> torch.Tensor:
         if not self.packed:
-            y = TORCH_ACTIVATIONS[self.activation_name](F.linear(x, self.weight, self.bias))
+            y = TORCH_ACTIVATIONS[self.activation_name](F.linear(x, weight, self.bias))
             return y if residual is None else y + residual
         if residual is not None:  # the residual stream is added inside the matmul: one pass less over it
-            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, self.weight, self.bias, "add")
-        return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, self.activation, [], self.algorithm)
+            return torch.ops.mkldnn._linear_pointwise.binary(x, residual, weight, self.bias, "add")
+        return torch.ops.mkldnn._linear_pointwise(x, weight, self.bias, self.activation, [], self.algorithm)
 
 
 class FusedLayer(nn.Module):
@@ -100,9 +110,10 @@ class FusedLayer(nn.Module):
         self.attention.out = FusedLinear(self.attention.out, packed=packed)
         self.up = FusedLinear(layer.feed_forward.up, activation, packed)
         self.down = FusedLinear(layer.feed_forward.down, packed=packed)
-        for ends_sublayer in (self.attention.out, self.down):
-            if packed and blocks_pay(ends_sublayer):
-                ends_sublayer.row_block = ROW_BLOCK
+        for ends_sublayer in (self.attention.out, self.down) if packed else ():
+            plan_many_rows(ends_sublayer)
+        for linear in (self.attention.qkv, self.attention.out, self.up, self.down):
+            linear.dense_weight = None  # the packed weights are all the layer runs on from here
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         if self.norm_first:
@@ -112,40 +123,46 @@ class FusedLayer(nn.Module):
         return self.feed_forward_norm(self.down(self.up(x), x))
 
 
-_BLOCKS_PAY: dict[tuple, bool] = {}  # (out, in, dtype, threads) -> what time_blocks found, once per process
+_MANY_ROWS: dict[tuple, str] = {}  # (out, in, dtype, threads) -> what many_rows_plan found, once per process
 
 
-def blocks_pay(linear: FusedLinear) -> bool:
-    """Whether `linear` (packed) runs faster in ROW_BLOCK-row blocks than whole on this CPU: timed once per
-    shape, dtype and thread count, since where oneDNN's matmuls slow down with rows depends on both
-    (see ROW_BLOCK)."""
-    key = (linear.bias.shape[0], linear.weight.numel() // linear.bias.shape[0], linear.bias.dtype,
-           torch.get_num_threads())
-    if key not in _BLOCKS_PAY:
-        _BLOCKS_PAY[key] = time_blocks(linear)
-    return _BLOCKS_PAY[key]
+def plan_many_rows(linear: FusedLinear) -> None:
+    """Sets how `linear` (packed, with its dense weight still there) runs calls of more than ROW_BLOCK
+    rows: timed once per shape, dtype and thread count (many_rows_plan), since which plan pays depends
+    on all three and on the CPU (see ROW_BLOCK). A wide packing is made only where it is used."""
+    key = (linear.bias.shape[0], linear.dense_weight.shape[1], linear.bias.dtype, torch.get_num_threads())
+    if key not in _MANY_ROWS:
+        _MANY_ROWS[key] = many_rows_plan(linear)
+    linear.many_rows = _MANY_ROWS[key]
+    linear.wide_weight = linear.pack(WIDE_PACK_ROWS) if linear.many_rows == "wide" else None
 
 
-def time_blocks(linear: FusedLinear) -> bool:
-    """Both forms on 4 x ROW_BLOCK random rows with a residual, the best of three calls each after a
-    warm-up; blocks win by BLOCKS_PAY or are not used."""
-    out_features, in_features = linear.bias.shape[0], linear.weight.numel() // linear.bias.shape[0]
+def many_rows_plan(linear: FusedLinear) -> str:
+    """Each plan on 2 and 4 x ROW_BLOCK random rows with a residual, the best of three calls each after a
+    warm-up, summed; the fastest of "blocks" and "wide" is used where it beats "whole" by PLAN_PAYS."""
+    out_features, in_features = linear.dense_weight.shape
     with torch.random.fork_rng(devices=[]), torch.inference_mode():
-        x = torch.randn(4 * ROW_BLOCK, in_features).to(linear.bias.dtype)
-        residual = torch.randn(4 * ROW_BLOCK, out_features).to(linear.bias.dtype)
+        inputs = [(torch.randn(n * ROW_BLOCK, in_features).to(linear.bias.dtype),
+                   torch.randn(n * ROW_BLOCK, out_features).to(linear.bias.dtype)) for n in (2, 4)]
+        linear.wide_weight = linear.pack(WIDE_PACK_ROWS)
 
-        def best(block: int | None) -> float:
-            linear.row_block, times = block, []
-            for _ in range(4):
-                start = time.perf_counter()
-                linear(x, residual)
-                times.append(time.perf_counter() - start)
-            return min(times[1:])
+        def seconds(plan: str) -> float:
+            linear.many_rows, total = plan, 0.0
+            for x, residual in inputs:
+                times = []
+                for _ in range(4):
+                    start = time.perf_counter()
+                    linear(x, residual)
+                    times.append(time.perf_counter() - start)
+                total += min(times[1:])
+            return total
 
         try:
-            return best(ROW_BLOCK) < BLOCKS_PAY * best(None)
+            times = {plan: seconds(plan) for plan in ("whole", "blocks", "wide")}
         finally:
-            linear.row_block = None
+            linear.many_rows, linear.wide_weight = "whole", None
+    fastest = min(("blocks", "wide"), key=times.get)
+    return fastest if times[fastest] < PLAN_PAYS * times["whole"] else "whole"
 
 
 @functools.lru_cache(maxsize=None)
