@@ -64,7 +64,7 @@ from neuron_encoder.compiler import compile_model
 from neuron_encoder.errors import run_main
 from neuron_encoder.serve.replicas import plan_workers
 from neuron_encoder.serve.settings import DEFAULT_BATCH_SIZES, DEFAULT_SEQ_LENS
-from neuron_encoder.weights import BERT_NAMES, _split_block, hf_to_ours, resolve
+from neuron_encoder.weights import BERT_NAMES, hf_to_ours, resolve, split_block
 
 ROOT = Path(__file__).resolve().parents[1]
 INFINITY = "infinity-emb[server,torch]==0.0.78"
@@ -338,7 +338,7 @@ def near_zero_checkpoint(directory: Path) -> Path:
         for layer in range(config.num_hidden_layers):
             for kind in ("weight", "bias"):
                 name = f"{pattern.format(i=layer)}.{kind}"
-                target, block = _split_block(hf_to_ours(name))
+                target, block = split_block(hf_to_ours(name))
                 if target in ours:
                     tensor = ours[target] if block is None else ours[target].chunk(3)[block]
                     hf_state[name] = tensor.contiguous()

@@ -130,8 +130,9 @@ def hf_to_ours(hf_name: str, family: str = "bert") -> str | None:
     return None
 
 
-def _split_block(name: str) -> tuple[str, int | None]:
-    """'layers.0.attention.qkv.weight[k]' -> ('layers.0.attention.qkv.weight', 1)."""
+def split_block(name: str) -> tuple[str, int | None]:
+    """One of hf_to_ours' names -> our parameter, and which block of the stacked W_Q/W_K/W_V it is (None
+    for every other parameter): 'layers.0.attention.qkv.weight[k]' -> ('layers.0.attention.qkv.weight', 1)."""
     base, _, block = name.partition("[")
     return base, STACK.index(block.rstrip("]")) if block else None
 
@@ -153,7 +154,7 @@ def convert_hf_state_dict(hf_state: dict[str, torch.Tensor], model: torch.nn.Mod
                 unexpected.append(hf_name)
             continue
         seen.add(ours)
-        target, block = _split_block(ours)
+        target, block = split_block(ours)
         shape = tuple(expected[target].shape)
         if block is not None:
             shape = (shape[0] // len(STACK), *shape[1:])
