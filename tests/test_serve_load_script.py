@@ -116,3 +116,21 @@ def test_the_paced_call_sleeps_before_every_call(monkeypatch):
     assert script.paced_call(model, ["a", "b"], duration=0.01, gap_s=0.25) > 0
     assert len(calls) == len(slept) > 1 and set(slept) == {0.25}
     assert calls[:2] == [["a"], ["b"]]
+
+
+def test_the_cpu_line_names_how_idle_cpus_wait(tmp_path, monkeypatch):
+    """A VM's haltpoll says how long it polls before halting; another driver is named; none is said."""
+    script = load_script()
+    driver, poll = tmp_path / "current_driver", tmp_path / "guest_halt_poll_ns"
+    monkeypatch.setattr(script, "CPUIDLE_DRIVER", driver)
+    monkeypatch.setattr(script, "HALT_POLL_NS", poll)
+    assert script.cpu_idle() == "cpuidle: not reported"
+    driver.write_text("haltpoll\n")
+    poll.write_text("200000\n")
+    assert script.cpu_idle() == "cpuidle: haltpoll, polls 200 us before halting"
+    poll.write_text("0\n")
+    assert script.cpu_idle() == "cpuidle: haltpoll, polls 0 us before halting"
+    poll.unlink()
+    assert script.cpu_idle() == "cpuidle: haltpoll"
+    driver.write_text("intel_idle\n")
+    assert script.cpu_idle() == "cpuidle: intel_idle"
